@@ -1,0 +1,77 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Top-level Makefile of the automatic-balloon QEMU fork.
+#
+#   make setup           install build/test dependencies (root, idempotent)
+#   make [build]         assemble + configure if needed, build
+#                        qemu-system-x86_64 and the x86 option ROMs
+#   make check           everything the project runs as tests
+#   make demo            boot the bundled guest in a memory-limited cgroup
+#   make install         install into $(PREFIX) (default /usr/local)
+#   make export-patches  turn the commits in build/qemu into patches/
+#   make clean           remove build/ (the source cache is kept)
+
+SRC := $(CURDIR)
+TREE := build/qemu
+BLD := $(TREE)/build
+PRISTINE := build/pristine
+QEMU := $(BLD)/qemu-system-x86_64
+PREFIX ?= /usr/local
+CONFIGURE_ARGS ?=
+
+# ccache: one cache for every clone of this repo, whatever its path.
+export CCACHE_BASEDIR := $(SRC)
+export CCACHE_NOHASHDIR := true
+
+.PHONY: all build setup check check-quick demo install export-patches clean \
+	pristine guest bench
+
+all: build
+
+setup:
+	@if [ "$$(id -u)" = 0 ]; then scripts/fork/setup-host.sh; \
+	elif command -v sudo >/dev/null; then sudo scripts/fork/setup-host.sh; \
+	else scripts/fork/setup-host.sh; fi
+
+$(BLD)/build.ninja:
+	./configure $(CONFIGURE_ARGS)
+
+$(PRISTINE)/build/build.ninja:
+	./configure --with-pristine $(CONFIGURE_ARGS)
+
+build: $(BLD)/build.ninja
+	@scripts/fork/link-overlay.sh $(TREE)
+	@scripts/fork/build-tree.sh $(TREE)
+
+pristine: $(PRISTINE)/build/build.ninja
+	@scripts/fork/build-tree.sh $(PRISTINE)
+
+guest:
+	@scripts/fork/build-test-guest.sh --kernel=stable --print-paths
+	@scripts/fork/build-test-guest.sh --kernel=backports --print-paths
+
+check: setup
+	$(MAKE) build pristine guest
+	python3 scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE)
+
+check-quick: build
+	python3 scripts/fork/check.py --tree $(TREE) --quick
+
+demo: setup
+	$(MAKE) build guest
+	python3 scripts/fork/demo.py --qemu $(QEMU)
+
+bench: build pristine guest
+	python3 bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64
+
+install: build
+	cd $(BLD) && meson configure -Dprefix=$(PREFIX) >/dev/null && \
+	    $(MAKE) install DESTDIR=$(DESTDIR)
+	install -d $(DESTDIR)$(PREFIX)/share/qemu
+	install -m 0644 $(BLD)/pc-bios/optionrom/*.bin $(DESTDIR)$(PREFIX)/share/qemu/
+
+export-patches:
+	scripts/fork/export-patches.sh $(TREE)
+
+clean:
+	rm -rf build

@@ -1,0 +1,394 @@
+/*
+ * Automatic virtio-balloon: control policy
+ *
+ * Aims at a target instead of stepping a fixed amount per event:
+ *
+ * - host pressure inflates in proportion to the level and to what the guest
+ *   can spare (the lesser of its size above the floor and its available
+ *   memory above the reserve),
+ *   capped per decision, with a cooldown between inflations;
+ * - guest pressure (available memory under the reserve, rising major
+ *   faults, swap-in, OOM kills or allocation stalls, or the guest deflating
+ *   by itself) deflates at once and wins over host pressure;
+ * - a deflate right after a host inflate is ping-pong: the floor is raised
+ *   to the guest's size for a while instead of repeating;
+ * - after a calm hold time the target walks back to the baseline in
+ *   bounded steps;
+ * - several VMs reacting to the same events shrink multiplicatively and
+ *   grow back additively, which converges to fair shares (AIMD), and idle
+ *   guests (much available memory) give first.
+ *
+ * Copyright (c) 2026 The qemu-balloon-auto authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "hw/virtio/balloon-auto-policy.h"
+
+#define MiB_BYTES (1024 * 1024ULL)
+#define SEC_NS 1000000000LL
+
+static const char *const level_names[BALLOON_POLICY_LEVEL__MAX] = {
+    [BALLOON_POLICY_LEVEL_NONE] = "none",
+    [BALLOON_POLICY_LEVEL_LOW] = "low",
+    [BALLOON_POLICY_LEVEL_MEDIUM] = "medium",
+    [BALLOON_POLICY_LEVEL_CRITICAL] = "critical",
+};
+
+static const char *const reason_names[BALLOON_POLICY_REASON__MAX] = {
+    [BALLOON_POLICY_REASON_NONE] = "none",
+    [BALLOON_POLICY_REASON_HOST_PRESSURE] = "host-pressure",
+    [BALLOON_POLICY_REASON_GUEST_PRESSURE] = "guest-pressure",
+    [BALLOON_POLICY_REASON_GUEST_DEFLATED] = "guest-deflated",
+    [BALLOON_POLICY_REASON_HOST_CALM] = "host-calm",
+    [BALLOON_POLICY_REASON_GUEST_IDLE] = "guest-idle",
+    [BALLOON_POLICY_REASON_DRIVER_STUCK] = "driver-stuck",
+};
+
+const char *balloon_policy_level_name(BalloonPolicyLevel level)
+{
+    return level < BALLOON_POLICY_LEVEL__MAX ? level_names[level] : "?";
+}
+
+const char *balloon_policy_reason_name(BalloonPolicyReason reason)
+{
+    return reason < BALLOON_POLICY_REASON__MAX ? reason_names[reason] : "?";
+}
+
+void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
+{
+    memset(p, 0, sizeof(*p));
+    p->max = ram_size;
+    p->floor = MAX(128 * MiB_BYTES, ram_size / 4);
+    p->reserve = MAX(64 * MiB_BYTES, ram_size / 16);
+    p->step_pct[BALLOON_POLICY_LEVEL_LOW] = 2;
+    p->step_pct[BALLOON_POLICY_LEVEL_MEDIUM] = 8;
+    p->step_pct[BALLOON_POLICY_LEVEL_CRITICAL] = 25;
+    p->max_step = 256 * MiB_BYTES;
+    p->return_step = 64 * MiB_BYTES;
+    p->granularity = 4 * MiB_BYTES;
+    p->cooldown = 1 * SEC_NS;
+    p->hold = 10 * SEC_NS;
+    p->level_decay = 5 * SEC_NS;
+    p->stats_max_age = 10 * SEC_NS;
+    p->stuck_timeout = 10 * SEC_NS;
+    p->pingpong_window = 10 * SEC_NS;
+    p->pingpong_hold = 60 * SEC_NS;
+}
+
+const char *balloon_policy_params_check(const BalloonPolicyParams *p)
+{
+    int i;
+
+    if (p->floor > p->max) {
+        return "floor exceeds the VM's memory size";
+    }
+    if (p->reserve >= p->max) {
+        return "reserve must be smaller than the VM's memory size";
+    }
+    for (i = BALLOON_POLICY_LEVEL_LOW; i < BALLOON_POLICY_LEVEL__MAX; i++) {
+        if (p->step_pct[i] > 100) {
+            return "inflate step percentages must be at most 100";
+        }
+    }
+    if (!p->max_step || !p->return_step) {
+        return "step sizes must be non-zero";
+    }
+    if (!p->granularity || p->granularity > p->max_step) {
+        return "granularity must be non-zero and at most the maximum step";
+    }
+    return NULL;
+}
+
+void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
+{
+    int l;
+
+    memset(s, 0, sizeof(*s));
+    s->baseline = baseline;
+    s->target = baseline;
+    s->last_actual = baseline;
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        s->level_time[l] = BALLOON_POLICY_NEVER;
+    }
+    s->last_inflate = BALLOON_POLICY_NEVER;
+    s->last_guest_pressure = BALLOON_POLICY_NEVER;
+    s->pingpong_until = BALLOON_POLICY_NEVER;
+    s->prev.time = BALLOON_POLICY_NEVER;
+}
+
+void balloon_policy_note_pressure(BalloonPolicyState *s,
+                                  BalloonPolicyLevel level, int64_t now)
+{
+    if (level <= BALLOON_POLICY_LEVEL_NONE ||
+        level >= BALLOON_POLICY_LEVEL__MAX) {
+        return;
+    }
+    s->counters.events[level]++;
+    s->level_time[level] = now;
+    s->pending = MAX(s->pending, level);
+}
+
+/* Each level decays on its own: a stream of "low" events does not keep
+ * an old "critical" alive. */
+BalloonPolicyLevel balloon_policy_level(const BalloonPolicyState *s,
+                                        const BalloonPolicyParams *p,
+                                        int64_t now)
+{
+    int l;
+
+    for (l = BALLOON_POLICY_LEVEL__MAX - 1; l > BALLOON_POLICY_LEVEL_NONE;
+         l--) {
+        if (now - s->level_time[l] < p->level_decay) {
+            return l;
+        }
+    }
+    return BALLOON_POLICY_LEVEL_NONE;
+}
+
+static int64_t last_pressure_time(const BalloonPolicyState *s)
+{
+    int64_t t = BALLOON_POLICY_NEVER;
+    int l;
+
+    for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        t = MAX(t, s->level_time[l]);
+    }
+    return t;
+}
+
+void balloon_policy_set_baseline(BalloonPolicyState *s,
+                                 const BalloonPolicyParams *p,
+                                 uint64_t baseline)
+{
+    s->baseline = MIN(baseline, p->max);
+}
+
+uint64_t balloon_policy_floor(const BalloonPolicyState *s,
+                              const BalloonPolicyParams *p, int64_t now)
+{
+    uint64_t floor = p->floor;
+
+    if (now < s->pingpong_until) {
+        floor = MAX(floor, s->pingpong_floor);
+    }
+    return MIN(floor, p->max);
+}
+
+static uint64_t round_down_to(uint64_t v, uint64_t g)
+{
+    return v - v % g;
+}
+
+static bool stat_known(uint64_t v)
+{
+    return v != UINT64_MAX;
+}
+
+/* Counter @cur rose against @prev (both reported, no guest reset). */
+static bool rose(uint64_t cur, uint64_t prev)
+{
+    return stat_known(cur) && stat_known(prev) && cur > prev;
+}
+
+static bool stats_fresh(const BalloonPolicyGuestStats *st,
+                        const BalloonPolicyParams *p, int64_t now)
+{
+    return st && st->time != BALLOON_POLICY_NEVER &&
+           now - st->time <= p->stats_max_age;
+}
+
+/*
+ * Guest available memory, clamped to what makes sense: a guest can report
+ * anything, and nonsense must not make the balloon grab memory.
+ */
+static bool guest_available(const BalloonPolicyGuestStats *st,
+                            uint64_t actual, uint64_t *avail)
+{
+    if (!stat_known(st->available)) {
+        return false;
+    }
+    *avail = MIN(st->available, actual);
+    return true;
+}
+
+/*
+ * How much to deflate for guest pressure, or 0.  Stats are only compared
+ * with the previous sample when both are fresh, so a long pause does not
+ * read as a burst.
+ */
+static uint64_t guest_pressure_need(const BalloonPolicyState *s,
+                                    const BalloonPolicyParams *p,
+                                    const BalloonPolicyGuestStats *st,
+                                    uint64_t actual)
+{
+    const BalloonPolicyGuestStats *prev = &s->prev;
+    uint64_t avail = 0, need = 0;
+    bool new_sample = prev->time != BALLOON_POLICY_NEVER &&
+                      st->time > prev->time;
+
+    if (guest_available(st, actual, &avail) && avail < p->reserve) {
+        need = p->reserve - avail + p->reserve / 2;
+    }
+    if (new_sample &&
+        (rose(st->oom_kills, prev->oom_kills) ||
+         rose(st->alloc_stalls, prev->alloc_stalls) ||
+         rose(st->direct_reclaim, prev->direct_reclaim) ||
+         rose(st->swap_in, prev->swap_in))) {
+        need = MAX(need, p->reserve);
+    }
+    /* Major faults only mean pressure when memory is also getting short. */
+    if (new_sample && rose(st->major_faults, prev->major_faults) &&
+        guest_available(st, actual, &avail) && avail < 2 * p->reserve) {
+        need = MAX(need, p->reserve / 2);
+    }
+    return need;
+}
+
+static BalloonPolicyDecision finish(BalloonPolicyState *s,
+                                    BalloonPolicyReason reason,
+                                    uint64_t new_target)
+{
+    BalloonPolicyDecision d = {
+        .reason = BALLOON_POLICY_REASON_NONE,
+        .old_target = s->target,
+        .new_target = s->target,
+    };
+
+    if (reason == BALLOON_POLICY_REASON_NONE || new_target == s->target) {
+        return d;
+    }
+    d.reason = reason;
+    d.new_target = new_target;
+    s->counters.decisions[reason]++;
+    s->counters.bytes[reason] += new_target > s->target ?
+                                 new_target - s->target :
+                                 s->target - new_target;
+    s->target = new_target;
+    return d;
+}
+
+BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
+                                            const BalloonPolicyParams *p,
+                                            const BalloonPolicyGuestStats *st,
+                                            uint64_t actual, int64_t now)
+{
+    static const BalloonPolicyGuestStats no_stats = {
+        .time = BALLOON_POLICY_NEVER, .total = UINT64_MAX, .available = UINT64_MAX, .free = UINT64_MAX,
+        .caches = UINT64_MAX, .major_faults = UINT64_MAX,
+        .swap_in = UINT64_MAX, .oom_kills = UINT64_MAX,
+        .alloc_stalls = UINT64_MAX, .direct_reclaim = UINT64_MAX,
+    };
+    BalloonPolicyLevel level = s->pending;
+    uint64_t floor = balloon_policy_floor(s, p, now);
+    BalloonPolicyReason reason = BALLOON_POLICY_REASON_NONE;
+    uint64_t target = s->target;
+    uint64_t need, avail = 0;
+    bool fresh = stats_fresh(st, p, now);
+    bool grew;
+
+    actual = MIN(actual, p->max);
+    if (!fresh) {
+        st = &no_stats;
+    }
+
+    /* The guest grew past the target by itself (deflate-on-oom). */
+    grew = actual > s->last_actual && actual > s->target;
+
+    /* Driver progress: moving, or at the target. */
+    if (actual != s->last_actual || actual == s->target) {
+        s->last_progress = now;
+        s->last_actual = actual;
+        s->driver_stuck = false;
+    }
+
+    need = guest_pressure_need(s, p, st, actual);
+    if (grew) {
+        /* Respect it, and treat it as guest pressure. */
+        need = MAX(need, actual - s->target);
+        reason = BALLOON_POLICY_REASON_GUEST_DEFLATED;
+    }
+
+    if (need) {
+        uint64_t from = MAX(target, actual);
+
+        if (reason == BALLOON_POLICY_REASON_NONE) {
+            reason = BALLOON_POLICY_REASON_GUEST_PRESSURE;
+        }
+        target = MIN(p->max, from + MAX(need, p->granularity));
+        target = MIN(p->max, QEMU_ALIGN_UP(target, p->granularity));
+        if (now - s->last_inflate < p->pingpong_window) {
+            s->counters.pingpongs++;
+            s->pingpong_floor = target;
+            s->pingpong_until = now + p->pingpong_hold;
+        }
+        s->last_guest_pressure = now;
+        s->pending = BALLOON_POLICY_LEVEL_NONE;     /* the guest wins */
+    } else if (s->target != actual &&
+               now - s->last_progress >= p->stuck_timeout) {
+        /* The driver is not following: stop asking for more. */
+        s->driver_stuck = true;
+        reason = BALLOON_POLICY_REASON_DRIVER_STUCK;
+        target = actual;
+    } else if (level != BALLOON_POLICY_LEVEL_NONE &&
+               now - s->level_time[level] < p->level_decay) {
+        /* Each event inflates at most once. */
+        uint64_t spare, step;
+
+        /* Unknown guest state, cooling down, or driver still busy: wait. */
+        if (!guest_available(st, actual, &avail) ||
+            now - s->last_inflate < p->cooldown ||
+            actual > s->target + p->granularity ||
+            target <= floor) {
+            goto out;
+        }
+        spare = MIN(target - floor,
+                    avail > p->reserve ? avail - p->reserve : 0);
+        /* In proportion to what this guest can spare: idle gives first. */
+        step = spare * p->step_pct[level] / 100;
+        if (p->step_pct[level]) {
+            /* near the floor, still make progress */
+            step = MAX(step, p->granularity);
+        }
+        step = MIN(MIN(step, spare), p->max_step);
+        step = round_down_to(step, p->granularity);
+        if (!step) {
+            goto out;
+        }
+        target -= step;
+        reason = BALLOON_POLICY_REASON_HOST_PRESSURE;
+        s->last_inflate = now;
+        s->pending = BALLOON_POLICY_LEVEL_NONE;
+    } else if (now - last_pressure_time(s) >= p->hold &&
+               now - s->last_guest_pressure >= p->hold) {
+        if (target < s->baseline) {
+            target = MIN(s->baseline, target + p->return_step);
+            reason = BALLOON_POLICY_REASON_HOST_CALM;
+        } else if (target > s->baseline &&
+                   guest_available(st, actual, &avail) &&
+                   avail > p->reserve * 2) {
+            /* Take back what the guest no longer needs, gently. */
+            uint64_t give = MIN(avail - p->reserve * 2, p->return_step);
+
+            give = MIN(round_down_to(give, p->granularity),
+                       target - s->baseline);
+            target -= give;
+            reason = BALLOON_POLICY_REASON_GUEST_IDLE;
+        }
+    }
+
+out:
+    if (fresh) {
+        s->prev = *st;
+    }
+    return finish(s, reason, target);
+}
+
+bool balloon_policy_busy(const BalloonPolicyState *s,
+                         const BalloonPolicyParams *p,
+                         uint64_t actual, int64_t now)
+{
+    return s->target != s->baseline || s->target != MIN(actual, p->max) ||
+           balloon_policy_level(s, p, now) != BALLOON_POLICY_LEVEL_NONE;
+}

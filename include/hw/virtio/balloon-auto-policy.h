@@ -1,0 +1,139 @@
+/*
+ * Automatic virtio-balloon: control policy
+ *
+ * A pure, deterministic controller: it sees host pressure levels, guest
+ * statistics and the balloon's actual size, and answers with the next
+ * target guest size and the reason.  It has no QEMU main-loop or device
+ * dependencies so that unit tests and simulations can drive it directly.
+ *
+ * All sizes are guest memory sizes in bytes (RAM minus balloon), all times
+ * are nanoseconds on a monotonic clock chosen by the caller.
+ *
+ * Copyright (c) 2026 The qemu-balloon-auto authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_VIRTIO_BALLOON_AUTO_POLICY_H
+#define HW_VIRTIO_BALLOON_AUTO_POLICY_H
+
+/* A time that is long past: "never happened". */
+#define BALLOON_POLICY_NEVER (INT64_MIN / 2)
+
+typedef enum BalloonPolicyLevel {
+    BALLOON_POLICY_LEVEL_NONE,
+    BALLOON_POLICY_LEVEL_LOW,
+    BALLOON_POLICY_LEVEL_MEDIUM,
+    BALLOON_POLICY_LEVEL_CRITICAL,
+    BALLOON_POLICY_LEVEL__MAX,
+} BalloonPolicyLevel;
+
+typedef enum BalloonPolicyReason {
+    BALLOON_POLICY_REASON_NONE,
+    BALLOON_POLICY_REASON_HOST_PRESSURE,     /* inflate */
+    BALLOON_POLICY_REASON_GUEST_PRESSURE,    /* deflate: low available, stalls */
+    BALLOON_POLICY_REASON_GUEST_DEFLATED,    /* deflate: guest gave pages back */
+    BALLOON_POLICY_REASON_HOST_CALM,         /* deflate towards the baseline */
+    BALLOON_POLICY_REASON_GUEST_IDLE,        /* inflate back to the baseline */
+    BALLOON_POLICY_REASON_DRIVER_STUCK,      /* target follows actual */
+    BALLOON_POLICY_REASON__MAX,
+} BalloonPolicyReason;
+
+/* Guest statistics; UINT64_MAX means "not reported". */
+typedef struct BalloonPolicyGuestStats {
+    int64_t time;               /* when received, or NEVER */
+    uint64_t total;
+    uint64_t available;
+    uint64_t free;
+    uint64_t caches;
+    uint64_t major_faults;
+    uint64_t swap_in;
+    uint64_t oom_kills;
+    uint64_t alloc_stalls;
+    uint64_t direct_reclaim;
+} BalloonPolicyGuestStats;
+
+typedef struct BalloonPolicyParams {
+    uint64_t max;               /* VM RAM size: hard maximum */
+    uint64_t floor;             /* never inflate the guest below this */
+    uint64_t reserve;           /* guest available memory to leave alone */
+    uint32_t step_pct[BALLOON_POLICY_LEVEL__MAX]; /* inflate per level, % */
+    uint64_t max_step;          /* cap of one inflate decision */
+    uint64_t return_step;       /* memory given back per decision */
+    uint64_t granularity;       /* targets are multiples of this */
+    int64_t cooldown;           /* min time between two inflations */
+    int64_t hold;               /* calm time before giving memory back */
+    int64_t level_decay;        /* a pressure event counts this long */
+    int64_t stats_max_age;      /* older guest stats are unknown */
+    int64_t stuck_timeout;      /* driver without progress this long */
+    int64_t pingpong_window;    /* deflate this soon after inflate */
+    int64_t pingpong_hold;      /* how long a raised floor lasts */
+} BalloonPolicyParams;
+
+typedef struct BalloonPolicyCounters {
+    uint64_t events[BALLOON_POLICY_LEVEL__MAX];
+    uint64_t decisions[BALLOON_POLICY_REASON__MAX];
+    uint64_t bytes[BALLOON_POLICY_REASON__MAX];
+    uint64_t pingpongs;
+} BalloonPolicyCounters;
+
+typedef struct BalloonPolicyState {
+    uint64_t baseline;          /* where the balloon rests when calm */
+    uint64_t target;            /* current target guest size */
+    /* When each host pressure level was last signalled. */
+    int64_t level_time[BALLOON_POLICY_LEVEL__MAX];
+    BalloonPolicyLevel pending; /* highest level not acted upon yet */
+    int64_t last_inflate;       /* time of the last host inflate */
+    int64_t last_guest_pressure;
+    int64_t last_progress;      /* actual last moved or reached target */
+    uint64_t last_actual;
+    uint64_t pingpong_floor;    /* raised floor after ping-pong */
+    int64_t pingpong_until;
+    BalloonPolicyGuestStats prev; /* stats the last decision used */
+    bool driver_stuck;
+    BalloonPolicyCounters counters;
+} BalloonPolicyState;
+
+typedef struct BalloonPolicyDecision {
+    BalloonPolicyReason reason;   /* NONE: target unchanged */
+    uint64_t old_target;
+    uint64_t new_target;
+} BalloonPolicyDecision;
+
+void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size);
+const char *balloon_policy_params_check(const BalloonPolicyParams *p);
+void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline);
+
+/* A host pressure event of @level at @now. */
+void balloon_policy_note_pressure(BalloonPolicyState *s,
+                                  BalloonPolicyLevel level, int64_t now);
+
+/* Host pressure level in force at @now, after decay. */
+BalloonPolicyLevel balloon_policy_level(const BalloonPolicyState *s,
+                                    const BalloonPolicyParams *p, int64_t now);
+
+/* A manual balloon request sets the baseline (clamped to [0, max]). */
+void balloon_policy_set_baseline(BalloonPolicyState *s,
+                               const BalloonPolicyParams *p, uint64_t baseline);
+
+/* The floor in force at @now (configured or raised after ping-pong). */
+uint64_t balloon_policy_floor(const BalloonPolicyState *s,
+                            const BalloonPolicyParams *p, int64_t now);
+
+/*
+ * Decide the next target.  @actual is the guest size the driver has
+ * reached, @stats the latest guest statistics (may be stale or missing).
+ */
+BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
+                                        const BalloonPolicyParams *p,
+                                        const BalloonPolicyGuestStats *stats,
+                                        uint64_t actual, int64_t now);
+
+/* True while the controller still has work to do without new input. */
+bool balloon_policy_busy(const BalloonPolicyState *s, const BalloonPolicyParams *p,
+                       uint64_t actual, int64_t now);
+
+const char *balloon_policy_level_name(BalloonPolicyLevel level);
+const char *balloon_policy_reason_name(BalloonPolicyReason reason);
+
+#endif

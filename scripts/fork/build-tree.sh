@@ -1,0 +1,20 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# build-tree.sh TREE [NINJA-TARGET...]: build qemu-system-x86_64, the x86
+# option ROMs and any extra targets in an assembled tree, and put the ROMs
+# where the uninstalled binary looks for firmware (its qemu-bundle data dir).
+
+set -eu
+tree=$1; shift
+bld="$tree/build"
+[ -f "$bld/build.ninja" ] || { echo "build-tree: $bld is not configured; run ./configure" >&2; exit 1; }
+
+ninja -C "$bld" qemu-system-x86_64 "$@"
+make -s -C "$bld" recurse-all
+
+datadir=$(cd "$bld" && find qemu-bundle -type d -path '*/share/qemu' | head -n 1)
+[ -n "$datadir" ] || { echo "build-tree: no qemu-bundle data dir in $bld" >&2; exit 1; }
+for rom in "$bld"/pc-bios/optionrom/*.bin; do
+    ln -sf "$(cd "$(dirname "$rom")" && pwd)/$(basename "$rom")" "$bld/$datadir/"
+done

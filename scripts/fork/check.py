@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Run everything the fork tests: its unit tests and qtests, upstream's tests
+for what it touches (run through upstream's meson test harness), and the
+functional tests with the bundled Linux guest.  The last line is
+'N passed, N failed, N skipped' over everything that ran.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+
+# Upstream tests for what the fork touches, then the fork's own.
+QTESTS = [
+    'virtio-balloon-test', 'qom-test', 'device-introspect-test',
+    'qmp-cmd-test', 'test-hmp',
+]
+QOS_BALLOON_FILTER = 'virtio-balloon'
+UNIT_TESTS = []
+MESON_SUITES = ['qapi-schema', 'qapi-frontend']
+FUNCTIONAL_GLOB = 'tests/functional/balloon_auto/test_*.py'
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+        self.failures = []
+
+    def add(self, name, result, detail=''):
+        if result == 'pass':
+            self.passed += 1
+        elif result == 'skip':
+            self.skipped += 1
+        else:
+            self.failed += 1
+            self.failures.append(name)
+        print('%-4s %s%s' % (result.upper(), name,
+                             ' (%s)' % detail if detail else ''), flush=True)
+
+
+def meson_test(bld, tally, names, suites=(), label=''):
+    """Run meson tests by name and/or suite and tally testlog.json."""
+    args = ['meson', 'test', '-C', bld, '--no-rebuild', '--print-errorlogs',
+            '-t', '3']
+    for s in suites:
+        args += ['--suite', s]
+    args += names
+    start = time.monotonic()
+    logfile = os.path.join(bld, 'meson-logs', 'testlog.json')
+    if os.path.exists(logfile):
+        os.unlink(logfile)
+    proc = subprocess.run(args, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    seen = 0
+    if os.path.exists(logfile):
+        with open(logfile) as f:
+            for line in f:
+                t = json.loads(line)
+                res = {'OK': 'pass', 'SKIP': 'skip',
+                       'EXPECTEDFAIL': 'pass'}.get(t['result'], 'fail')
+                tally.add('%s%s' % (label, t['name']), res,
+                          '%.1fs' % t.get('duration', 0))
+                seen += 1
+    if proc.returncode != 0 or seen == 0:
+        sys.stdout.write(proc.stdout[-6000:])
+        if seen == 0:
+            tally.add(label + 'meson test ' + ' '.join(names + list(suites)),
+                      'fail', 'no test ran')
+    print('  (%s: %.0fs)' % (label.rstrip('/') or 'meson', time.monotonic() - start))
+
+
+def qos_balloon(bld, tally):
+    """Upstream's libqos virtio-balloon tests, out of the big qos-test."""
+    qos = os.path.join(bld, 'tests', 'qtest', 'qos-test')
+    env = dict(os.environ, QTEST_QEMU_BINARY=os.path.join(
+        bld, 'qemu-system-x86_64'))
+    paths = [p for p in subprocess.run(
+        [qos, '-l'], stdout=subprocess.PIPE, text=True, env=env,
+        check=True).stdout.split() if QOS_BALLOON_FILTER in p]
+    if not paths:
+        tally.add('qos-test ' + QOS_BALLOON_FILTER, 'fail', 'no such test')
+        return
+    for p in paths:
+        proc = subprocess.run([qos, '--tap', '-p', p], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env)
+        ok = proc.returncode == 0 and re.search(r'^ok ', proc.stdout, re.M)
+        if not ok:
+            sys.stdout.write(proc.stdout[-3000:])
+        tally.add('qos-test ' + p, 'pass' if ok else 'fail')
+
+
+def functional(tally, pristine, only=None):
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if pristine:
+        env['QEMU_FORK_PRISTINE_TREE'] = os.path.abspath(pristine)
+    for path in sorted(glob.glob(os.path.join(TOP, FUNCTIONAL_GLOB))):
+        name = os.path.relpath(path, TOP)
+        if only and not re.search(only, name):
+            continue
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, path], env=env, cwd=TOP,
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        seen = failed = 0
+        for line in proc.stdout.splitlines():
+            m = re.match(r'^(not ok|ok) \d+ (\S+)(.*)$', line)
+            if not m:
+                continue
+            seen += 1
+            failed += m.group(1) == 'not ok'
+            res = 'fail' if m.group(1) == 'not ok' else (
+                'skip' if '# SKIP' in m.group(3).upper() else 'pass')
+            tally.add('%s %s' % (name, m.group(2)), res,
+                      m.group(3).strip(' #'))
+        if proc.returncode != 0 or seen == 0:
+            sys.stdout.write(proc.stdout[-8000:])
+            if not failed:
+                # crashed or ran nothing: that is a failure too
+                tally.add(name, 'fail', 'exit %d after %d tests' %
+                          (proc.returncode, seen))
+        print('  (%s: %.0fs)' % (name, time.monotonic() - start))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--tree', default=os.path.join(TOP, 'build', 'qemu'))
+    ap.add_argument('--pristine', default=None,
+                    help='pristine tree for comparison tests')
+    ap.add_argument('--quick', action='store_true',
+                    help='skip the functional tests')
+    ap.add_argument('--only', help='regexp: functional tests to run')
+    args = ap.parse_args()
+
+    bld = os.path.join(args.tree, 'build')
+    targets = (['tests/qtest/' + t for t in QTESTS + ['qos-test']] +
+               ['tests/unit/' + t for t in UNIT_TESTS])
+    subprocess.run(['ninja', '-C', bld] + targets, check=True)
+
+    tally = Tally()
+    meson_test(bld, tally, UNIT_TESTS, MESON_SUITES, 'unit/')
+    meson_test(bld, tally, QTESTS, (), 'qtest/')
+    qos_balloon(bld, tally)
+    if not args.quick:
+        functional(tally, args.pristine, args.only)
+
+    if tally.failures:
+        print('failed: ' + ', '.join(tally.failures))
+    print('%d passed, %d failed, %d skipped' %
+          (tally.passed, tally.failed, tally.skipped))
+    return 1 if tally.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,87 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Install what building and testing the automatic-balloon QEMU fork needs,
+# from Debian's archive only.  Idempotent; must run as root.
+#
+# The archive URI is taken from the machine's own apt configuration, so no
+# host name is written anywhere by this project.
+
+set -eu
+
+die() { echo "setup-host: $*" >&2; exit 1; }
+
+PACKAGES_BASE="ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
+flex bison dpkg-dev gcc-i686-linux-gnu seabios ccache git xz-utils cpio
+busybox-static python3 python3-venv"
+PACKAGES_BACKPORTS="meson python3-pycotap"
+LIST=/etc/apt/sources.list.d/qemu-balloon-auto-fork.sources
+STAMP=/var/lib/qemu-balloon-auto-fork/setup.done
+
+if [ "$(id -u)" != 0 ]; then
+    die "must run as root: it adds deb-src (trixie) and bookworm-backports
+entries to apt and installs: $PACKAGES_BASE $PACKAGES_BACKPORTS
+(meson and python3-pycotap from bookworm-backports)"
+fi
+
+missing() {
+    for p in $PACKAGES_BASE $PACKAGES_BACKPORTS; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+            grep -q 'install ok installed' || { echo "$p"; return 0; }
+    done
+    meson_ok=$(meson --version 2>/dev/null | awk -F. '$1 > 1 || ($1 == 1 && $2 >= 5) {print "y"}')
+    [ "$meson_ok" = y ] || echo meson
+}
+
+# The Debian mirror URI already used for "bookworm" main.
+debian_uri() {
+    {
+        [ -f /etc/apt/sources.list ] && awk '$1 == "deb" && $3 == "bookworm" {print $2}' /etc/apt/sources.list
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [ -f "$f" ] || continue
+            awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm( |\n|$)/ && /Types:[^\n]*deb/ {
+                     if (match($0, /URIs:[ \t]*[^ \t\n]+/)) {
+                         s = substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", s); print s } }' "$f"
+        done
+        for f in /etc/apt/sources.list.d/*.list; do
+            [ -f "$f" ] || continue
+            awk '$1 == "deb" && $3 == "bookworm" {print $2}' "$f"
+        done
+    } | grep -v security | head -n 1
+}
+
+if [ -f "$STAMP" ] && [ -z "$(missing)" ] && [ -f "$LIST" ]; then
+    echo "setup-host: all dependencies present"
+    exit 0
+fi
+
+uri=$(debian_uri)
+[ -n "$uri" ] || die "no Debian 'bookworm' entry found in /etc/apt/sources.list*; cannot derive the archive URI"
+
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+cat > "$LIST.tmp" <<SRC
+# Added by qemu-balloon-auto-fork scripts/fork/setup-host.sh
+Types: deb deb-src
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: $keyring
+
+Types: deb-src
+URIs: $uri
+Suites: trixie
+Components: main
+Signed-By: $keyring
+SRC
+mv "$LIST.tmp" "$LIST"
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q || die "apt-get update failed: is the Debian archive reachable?"
+apt-get install -y -q --no-install-recommends $PACKAGES_BASE ||
+    die "installing base packages failed"
+apt-get install -y -q --no-install-recommends -t bookworm-backports $PACKAGES_BACKPORTS ||
+    die "installing meson/python3-pycotap from bookworm-backports failed"
+[ -z "$(missing)" ] || die "still missing after install: $(missing)"
+mkdir -p "$(dirname "$STAMP")"
+touch "$STAMP"
+echo "setup-host: done"

@@ -1,0 +1,320 @@
+/*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * bgt: balloon guest tool, the workload driver of the bundled test guest.
+ *
+ * Runs inside the test guest's initramfs (linked statically) and makes memory
+ * pressure the host can observe:
+ *
+ *   bgt alloc MIB [--hold SECS] [--step MIB] [--delay-ms MS]
+ *   bgt cache DEV MIB
+ *   bgt meminfo
+ *   bgt vmstat KEY...
+ *
+ * Output is one "key value" pair or status line per line, meant to be parsed
+ * by the host-side test harness.  Exit status: 0 success, 1 failure, 2 usage.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIB (1024UL * 1024UL)
+
+static volatile sig_atomic_t stop_requested;
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: bgt alloc MIB [--hold SECS] [--step MIB] [--delay-ms MS]\n"
+            "       bgt cache DEV MIB\n"
+            "       bgt meminfo\n"
+            "       bgt vmstat KEY...\n");
+    exit(2);
+}
+
+/* Parse a decimal number in [min, max] or exit with a usage error. */
+static long parse_num(const char *what, const char *s, long min, long max)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "bgt: bad %s '%s'\n", what, s);
+        exit(2);
+    }
+    return v;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Sleep for @ms milliseconds; returns early when a stop was requested. */
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000,
+                           .tv_nsec = (ms % 1000) * 1000000L };
+
+    while (!stop_requested && nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+        /* resume with the remaining time */
+    }
+}
+
+static void hold(long secs)
+{
+    if (secs < 0) {
+        while (!stop_requested) {
+            sleep_ms(1000);
+        }
+        return;
+    }
+    sleep_ms(secs * 1000L);
+}
+
+/*
+ * Map @len bytes and write to every page of it, so that each page is backed
+ * by its own, non-zero frame.  Returns NULL if the mapping failed.
+ */
+static char *map_and_touch(size_t len, size_t page)
+{
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t off;
+
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+    for (off = 0; off < len; off += page) {
+        *(volatile unsigned long *)(p + off) = 0x5a5a5a5a00000000UL | off;
+    }
+    return p;
+}
+
+static int cmd_alloc(int argc, char **argv)
+{
+    long mib, hold_secs = 0, step, delay_ms = 0;
+    long done = 0, nchunks, n = 0, i;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    struct sigaction sa;
+    char **chunks;
+    long *sizes;
+
+    if (argc < 2) {
+        usage();
+    }
+    mib = parse_num("MIB", argv[1], 1, LONG_MAX / (long)MIB);
+    step = mib;
+    for (i = 2; i < argc; i++) {
+        if (i + 1 >= argc) {
+            usage();
+        }
+        if (!strcmp(argv[i], "--hold")) {
+            hold_secs = parse_num("--hold", argv[++i], -1, LONG_MAX / 1000);
+        } else if (!strcmp(argv[i], "--step")) {
+            step = parse_num("--step", argv[++i], 1, LONG_MAX / (long)MIB);
+        } else if (!strcmp(argv[i], "--delay-ms")) {
+            delay_ms = parse_num("--delay-ms", argv[++i], 0, LONG_MAX);
+        } else {
+            usage();
+        }
+    }
+    if (step > mib) {
+        step = mib;
+    }
+
+    /* SIGTERM/SIGINT end the hold (or the ramp-up): free and exit cleanly. */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    nchunks = (mib + step - 1) / step;
+    chunks = calloc(nchunks, sizeof(*chunks));
+    sizes = calloc(nchunks, sizeof(*sizes));
+    if (!chunks || !sizes) {
+        printf("alloc failed at 0 MiB\n");
+        return 1;
+    }
+
+    while (done < mib && !stop_requested) {
+        long this = mib - done < step ? mib - done : step;
+
+        chunks[n] = map_and_touch((size_t)this * MIB, page);
+        if (!chunks[n]) {
+            printf("alloc failed at %ld MiB\n", done);
+            return 1;
+        }
+        sizes[n++] = this;
+        done += this;
+        if (done < mib && delay_ms) {
+            sleep_ms(delay_ms);
+        }
+    }
+    if (done == mib) {
+        printf("alloc ok %ld\n", mib);
+        hold(hold_secs);
+    } else {
+        printf("alloc stopped at %ld MiB\n", done);
+    }
+
+    for (i = 0; i < n; i++) {
+        munmap(chunks[i], (size_t)sizes[i] * MIB);
+    }
+    free(chunks);
+    free(sizes);
+    printf("free ok\n");
+    return done == mib ? 0 : 1;
+}
+
+static int cmd_cache(int argc, char **argv)
+{
+    long mib, done = 0;
+    size_t got = 0;
+    char *buf;
+    int fd;
+
+    if (argc != 3) {
+        usage();
+    }
+    mib = parse_num("MIB", argv[2], 1, LONG_MAX / (long)MIB);
+    fd = open(argv[1], O_RDONLY);
+    if (fd < 0) {
+        printf("cache failed: %s: %s\n", argv[1], strerror(errno));
+        return 1;
+    }
+    buf = malloc(MIB);
+    if (!buf) {
+        printf("cache failed: out of memory\n");
+        return 1;
+    }
+    while (done < mib) {
+        ssize_t r = read(fd, buf + got, MIB - got);
+
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            printf("cache failed at %ld MiB: %s\n", done, strerror(errno));
+            return 1;
+        }
+        if (r == 0) {
+            printf("cache eof at %ld MiB\n", done);
+            return 1;
+        }
+        got += r;
+        if (got == MIB) {
+            got = 0;
+            done++;
+        }
+    }
+    close(fd);
+    free(buf);
+    printf("cache ok %ld\n", mib);
+    return 0;
+}
+
+/*
+ * Look @key up in a file of "key value" (/proc/vmstat) or "key: value kB"
+ * (/proc/meminfo) lines; copy the value into @val.  Returns false if absent.
+ */
+static bool lookup(FILE *f, const char *key, char *val, size_t vlen)
+{
+    char line[256], k[128], v[128];
+
+    rewind(f);
+    while (fgets(line, sizeof(line), f)) {
+        size_t kl;
+
+        if (sscanf(line, "%127s %127s", k, v) != 2) {
+            continue;
+        }
+        kl = strlen(k);
+        if (kl && k[kl - 1] == ':') {
+            k[kl - 1] = '\0';
+        }
+        if (!strcmp(k, key)) {
+            snprintf(val, vlen, "%s", v);
+            return true;
+        }
+    }
+    return false;
+}
+
+static int print_keys(const char *path, const char *const *keys, int nkeys)
+{
+    FILE *f = fopen(path, "r");
+    char val[128];
+    int i;
+
+    if (!f) {
+        printf("bgt: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    for (i = 0; i < nkeys; i++) {
+        if (lookup(f, keys[i], val, sizeof(val))) {
+            printf("%s %s\n", keys[i], val);
+        } else {
+            printf("%s -\n", keys[i]);
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static int cmd_meminfo(int argc, char **argv)
+{
+    static const char *const keys[] = {
+        "MemTotal", "MemFree", "MemAvailable", "Cached", "Buffers",
+        "AnonPages",
+    };
+
+    (void)argv;
+    if (argc != 1) {
+        usage();
+    }
+    return print_keys("/proc/meminfo", keys, sizeof(keys) / sizeof(keys[0]));
+}
+
+static int cmd_vmstat(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage();
+    }
+    return print_keys("/proc/vmstat", (const char *const *)argv + 1,
+                      argc - 1);
+}
+
+int main(int argc, char **argv)
+{
+    /* Lines must reach the console as they happen, even through a pipe. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    if (argc < 2) {
+        usage();
+    }
+    if (!strcmp(argv[1], "alloc")) {
+        return cmd_alloc(argc - 1, argv + 1);
+    } else if (!strcmp(argv[1], "cache")) {
+        return cmd_cache(argc - 1, argv + 1);
+    } else if (!strcmp(argv[1], "meminfo")) {
+        return cmd_meminfo(argc - 1, argv + 1);
+    } else if (!strcmp(argv[1], "vmstat")) {
+        return cmd_vmstat(argc - 1, argv + 1);
+    }
+    usage();
+    return 2;
+}

@@ -1,0 +1,450 @@
+/*
+ * Unit tests of the automatic virtio-balloon control policy
+ *
+ * Copyright (c) 2026 The qemu-balloon-auto authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "hw/virtio/balloon-auto-policy.h"
+
+#define MiB ((uint64_t)1 << 20)
+#define GiB (1024 * MiB)
+#define SEC 1000000000LL
+
+typedef struct Fixture {
+    BalloonPolicyParams p;
+    BalloonPolicyState s;
+    BalloonPolicyGuestStats st;
+    int64_t now;
+} Fixture;
+
+static void fixture_init(Fixture *f, uint64_t ram, uint64_t baseline)
+{
+    balloon_policy_params_init(&f->p, ram);
+    balloon_policy_state_init(&f->s, baseline);
+    memset(&f->st, 0xff, sizeof(f->st));
+    f->now = 100 * SEC;
+}
+
+static void set_stats(Fixture *f, uint64_t available)
+{
+    f->st.time = f->now;
+    f->st.available = available;
+}
+
+static BalloonPolicyDecision decide(Fixture *f, uint64_t actual)
+{
+    return balloon_policy_decide(&f->s, &f->p, &f->st, actual, f->now);
+}
+
+/* Table-driven single decisions from a fresh state. */
+typedef struct Case {
+    const char *name;
+    BalloonPolicyLevel level;   /* event just before deciding */
+    uint64_t available;         /* UINT64_MAX: not reported */
+    int64_t stats_age;          /* seconds */
+    BalloonPolicyReason reason;
+    int64_t delta_mib;          /* expected new_target - old_target */
+} Case;
+
+static const Case cases[] = {
+    { "calm", BALLOON_POLICY_LEVEL_NONE, 800 * MiB, 0,
+      BALLOON_POLICY_REASON_NONE, 0 },
+    /*
+     * 2 GiB guest, floor 512 MiB, reserve 128 MiB, 1500 MiB available:
+     * it can spare min(2048 - 512, 1500 - 128) = 1372 MiB.
+     * low: 2% = 27.4 -> 24 MiB (multiples of 4 MiB)
+     */
+    { "low", BALLOON_POLICY_LEVEL_LOW, 1500 * MiB, 0,
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -24 },
+    /* medium: 8% = 109.8 -> 108 MiB */
+    { "medium", BALLOON_POLICY_LEVEL_MEDIUM, 1500 * MiB, 0,
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -108 },
+    /* critical: 25% = 343 MiB, capped per decision at 256 MiB */
+    { "critical-capped", BALLOON_POLICY_LEVEL_CRITICAL, 1500 * MiB, 0,
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -256 },
+    /* it can spare only 200 - 128 = 72 MiB: 25% = 18 -> 16 MiB */
+    { "limited-by-available", BALLOON_POLICY_LEVEL_CRITICAL, 200 * MiB, 0,
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -16 },
+    { "unknown-stats-no-inflate", BALLOON_POLICY_LEVEL_CRITICAL, UINT64_MAX,
+      0, BALLOON_POLICY_REASON_NONE, 0 },
+    { "stale-stats-no-inflate", BALLOON_POLICY_LEVEL_CRITICAL, 1500 * MiB,
+      60, BALLOON_POLICY_REASON_NONE, 0 },
+    /* under the reserve: 128 - 100 + 64 = 92 -> 92 MiB up */
+    { "guest-pressure-wins", BALLOON_POLICY_LEVEL_CRITICAL, 100 * MiB, 0,
+      BALLOON_POLICY_REASON_GUEST_PRESSURE, 92 },
+    /* available above the guest size is clamped: spare 1536, 8% -> 120 */
+    { "nonsense-available-clamped", BALLOON_POLICY_LEVEL_MEDIUM, 64 * GiB, 0,
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -120 },
+};
+
+static void test_cases(void)
+{
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(cases); i++) {
+        const Case *c = &cases[i];
+        Fixture f;
+        BalloonPolicyDecision d;
+        uint64_t baseline = 2 * GiB;
+
+        fixture_init(&f, 4 * GiB, baseline);
+        f.p.floor = 512 * MiB;
+        f.p.reserve = 128 * MiB;
+        if (c->level != BALLOON_POLICY_LEVEL_NONE) {
+            balloon_policy_note_pressure(&f.s, c->level, f.now);
+        }
+        set_stats(&f, c->available);
+        f.st.time = f.now - c->stats_age * SEC;
+        d = decide(&f, baseline);
+        g_test_message("%s: %s %" PRId64 " MiB", c->name,
+                       balloon_policy_reason_name(d.reason),
+                       (int64_t)(d.new_target - d.old_target) / (int64_t)MiB);
+        g_assert_cmpstr(balloon_policy_reason_name(d.reason), ==,
+                        balloon_policy_reason_name(c->reason));
+        g_assert_cmpint((int64_t)(d.new_target - d.old_target), ==,
+                        c->delta_mib * (int64_t)MiB);
+        g_assert_cmpuint(d.new_target % f.p.granularity, ==, 0);
+    }
+}
+
+static void test_params_check(void)
+{
+    BalloonPolicyParams p;
+
+    balloon_policy_params_init(&p, GiB);
+    g_assert_null(balloon_policy_params_check(&p));
+    g_assert_cmpuint(p.floor, ==, 256 * MiB);
+    g_assert_cmpuint(p.reserve, ==, 64 * MiB);
+    p.floor = 2 * GiB;
+    g_assert_nonnull(balloon_policy_params_check(&p));
+    balloon_policy_params_init(&p, GiB);
+    p.step_pct[BALLOON_POLICY_LEVEL_LOW] = 101;
+    g_assert_nonnull(balloon_policy_params_check(&p));
+    balloon_policy_params_init(&p, GiB);
+    p.reserve = GiB;
+    g_assert_nonnull(balloon_policy_params_check(&p));
+    balloon_policy_params_init(&p, GiB);
+    p.granularity = 0;
+    g_assert_nonnull(balloon_policy_params_check(&p));
+}
+
+/* Repeated critical pressure: never below the floor, cooldown respected. */
+static void test_floor_and_cooldown(void)
+{
+    Fixture f;
+    uint64_t actual = 2 * GiB;
+    int decisions = 0, i;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    for (i = 0; i < 200; i++) {
+        BalloonPolicyDecision d;
+
+        f.now += SEC / 4;
+        balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL,
+                                     f.now);
+        set_stats(&f, actual - 100 * MiB);
+        d = decide(&f, actual);
+        if (d.reason != BALLOON_POLICY_REASON_NONE) {
+            decisions++;
+            g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+        }
+        g_assert_cmpuint(f.s.target, >=, f.p.floor);
+        actual = f.s.target;            /* an instant driver */
+    }
+    g_assert_cmpuint(f.s.target, ==, f.p.floor);
+    /* 50 s of events at 4 Hz with a 1 s cooldown: at most 50 inflations */
+    g_assert_cmpint(decisions, <=, 50);
+    g_assert_cmpuint(f.s.counters.events[BALLOON_POLICY_LEVEL_CRITICAL], ==,
+                     200);
+}
+
+/* The driver has not caught up: no new inflate on top. */
+static void test_waits_for_driver(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_MEDIUM, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+    f.now += 2 * SEC;
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_MEDIUM, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide(&f, 2 * GiB - 8 * MiB);   /* driver still moving */
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+}
+
+/* A driver that does not follow: the target gives up after the timeout. */
+static void test_stuck_driver(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    int i;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpuint(d.new_target, <, 2 * GiB);
+    for (i = 0; i < 20; i++) {
+        f.now += SEC;
+        d = decide(&f, 2 * GiB);
+        if (d.reason == BALLOON_POLICY_REASON_DRIVER_STUCK) {
+            break;
+        }
+    }
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_DRIVER_STUCK);
+    g_assert_cmpuint(d.new_target, ==, 2 * GiB);
+    g_assert_true(f.s.driver_stuck);
+    g_assert_cmpint(i + 1, ==, f.p.stuck_timeout / SEC);
+}
+
+/* deflate-on-oom: the guest takes pages back; the target follows. */
+static void test_guest_deflated_and_pingpong(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpuint(d.new_target, ==, 2 * GiB - 256 * MiB);
+    f.now += SEC / 2;                 /* within the cooldown */
+    set_stats(&f, 600 * MiB);
+    d = decide(&f, d.new_target);     /* driver reached the target */
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+
+    f.now += SEC;
+    set_stats(&f, 600 * MiB);
+    d = decide(&f, 2 * GiB - 255 * MiB);   /* guest deflated 1 MiB */
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_DEFLATED);
+    g_assert_cmpuint(d.new_target, >=, 2 * GiB - 255 * MiB);
+    /* within the ping-pong window of the inflate: the floor is raised */
+    g_assert_cmpuint(f.s.counters.pingpongs, ==, 1);
+    g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==,
+                     d.new_target);
+
+    /* More host pressure cannot push below the raised floor... */
+    f.now += 2 * SEC;
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 600 * MiB);
+    d = decide(&f, f.s.target);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    /* ...until the raised floor expires. */
+    f.now += f.p.pingpong_hold;
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 600 * MiB);
+    d = decide(&f, f.s.target);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+}
+
+/* Rising stall counters (Linux >= 6.12 guests) mean guest pressure. */
+static void test_stall_counters(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, GiB);
+    set_stats(&f, 500 * MiB);
+    f.st.oom_kills = 0;
+    f.st.alloc_stalls = 10;
+    d = decide(&f, GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    f.now += SEC;
+    set_stats(&f, 500 * MiB);
+    f.st.alloc_stalls = 12;
+    d = decide(&f, GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpuint(d.new_target, >, GiB);
+}
+
+/* After a calm hold time the target walks back to the baseline. */
+static void test_return_to_baseline(void)
+{
+    Fixture f;
+    int steps = 0;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 1500 * MiB);
+    decide(&f, 2 * GiB);
+    g_assert_cmpuint(f.s.target, ==, 2 * GiB - 256 * MiB);
+
+    while (f.s.target < 2 * GiB && steps < 100) {
+        BalloonPolicyDecision d;
+
+        f.now += SEC;
+        set_stats(&f, 1000 * MiB);
+        d = decide(&f, f.s.target);
+        if (d.reason != BALLOON_POLICY_REASON_NONE) {
+            g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_CALM);
+            g_assert_cmpuint(d.new_target - d.old_target, <=,
+                             f.p.return_step);
+            /* not before the hold time */
+            g_assert_cmpint(f.now - f.s.level_time[
+                                BALLOON_POLICY_LEVEL_CRITICAL], >=, f.p.hold);
+        }
+        steps++;
+    }
+    g_assert_cmpuint(f.s.target, ==, 2 * GiB);
+    g_assert_false(balloon_policy_busy(&f.s, &f.p, 2 * GiB, f.now));
+}
+
+/*
+ * Seed experiment 2: a guest at 1 GiB of 3 GiB allocates 1.5 GiB; the
+ * balloon deflates ahead of its demand, then takes memory back once the
+ * guest has freed it.
+ */
+static void test_seed_grow_beyond_baseline(void)
+{
+    Fixture f;
+    uint64_t actual = GiB, used = 200 * MiB, peak = 0;
+    int t;
+
+    fixture_init(&f, 3 * GiB, GiB);
+    for (t = 0; t < 600; t++) {
+        uint64_t want = t < 300 ? MIN(200 * MiB + t * 20 * MiB,
+                                      1736 * MiB) : 200 * MiB;
+
+        f.now += SEC;
+        /* the guest only gets what fits: no swap, OOM otherwise */
+        used = MIN(want, actual - 32 * MiB);
+        g_assert_cmpuint(want, <=, actual - 32 * MiB + 20 * MiB);
+        set_stats(&f, actual - used);
+        decide(&f, actual);
+        actual = f.s.target;
+        peak = MAX(peak, actual);
+    }
+    g_assert_cmpuint(peak, >=, 1736 * MiB);
+    g_assert_cmpuint(peak, <=, 3 * GiB);
+    /* calm again: back at the baseline */
+    g_assert_cmpuint(f.s.target, ==, GiB);
+}
+
+/*
+ * Oscillation: steady mild host pressure while the guest holds a steady
+ * working set must settle, not flip between inflate and deflate.
+ */
+static void test_no_oscillation(void)
+{
+    Fixture f;
+    uint64_t actual = 2 * GiB, working_set = 900 * MiB;
+    int t, flips = 0, last_dir = 0, late_changes = 0;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    for (t = 0; t < 1200; t++) {
+        BalloonPolicyDecision d;
+
+        f.now += SEC;
+        if (t % 2 == 0) {
+            balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_MEDIUM,
+                                         f.now);
+        }
+        set_stats(&f, actual - MIN(working_set, actual));
+        d = decide(&f, actual);
+        if (d.reason != BALLOON_POLICY_REASON_NONE) {
+            int dir = d.new_target > d.old_target ? 1 : -1;
+
+            flips += last_dir && dir != last_dir;
+            last_dir = dir;
+            late_changes += t > 600;
+        }
+        actual = f.s.target;
+    }
+    g_test_message("flips %d, changes in the last 10 min %d, target %"
+                   PRIu64 " MiB", flips, late_changes, f.s.target / MiB);
+    g_assert_cmpint(flips, <=, 2);
+    g_assert_cmpint(late_changes, ==, 0);
+    g_assert_cmpuint(f.s.target, >=, working_set + f.p.reserve);
+}
+
+/*
+ * N VMs in one host cgroup, each with its own controller and no
+ * coordinator.  The host signals pressure to all of them while the sum of
+ * their sizes exceeds its budget.  They must fit the budget and converge
+ * to fair shares: equal guests equal sizes, idle guests giving more.
+ */
+#define NVMS 4
+
+static void test_fairness(void)
+{
+    Fixture vm[NVMS];
+    uint64_t actual[NVMS];
+    /* two busy guests, two idle ones */
+    const uint64_t working_set[NVMS] = {
+        1200 * MiB, 1200 * MiB, 300 * MiB, 300 * MiB
+    };
+    const uint64_t budget = 5 * GiB;
+    int i, t;
+    uint64_t sum = 0;
+
+    for (i = 0; i < NVMS; i++) {
+        fixture_init(&vm[i], 2 * GiB, 2 * GiB);
+        actual[i] = 2 * GiB;
+    }
+    for (t = 0; t < 900; t++) {
+        sum = 0;
+        for (i = 0; i < NVMS; i++) {
+            sum += actual[i];
+        }
+        for (i = 0; i < NVMS; i++) {
+            Fixture *f = &vm[i];
+            uint64_t used = MIN(working_set[i], actual[i]);
+
+            f->now += SEC;
+            if (sum > budget) {
+                balloon_policy_note_pressure(&f->s,
+                                             BALLOON_POLICY_LEVEL_MEDIUM,
+                                             f->now);
+            }
+            set_stats(f, actual[i] - used);
+            decide(f, actual[i]);
+        }
+        for (i = 0; i < NVMS; i++) {
+            actual[i] = vm[i].s.target;
+        }
+    }
+    for (i = 0; i < NVMS; i++) {
+        g_test_message("vm%d: working set %" PRIu64 " MiB, size %" PRIu64
+                       " MiB", i, working_set[i] / MiB, actual[i] / MiB);
+        g_assert_cmpuint(actual[i], >=, working_set[i]);
+    }
+    g_assert_cmpuint(sum, <=, budget + 256 * MiB);
+    /* equal guests get equal shares (within 10%) */
+    g_assert_cmpuint(MAX(actual[0], actual[1]) - MIN(actual[0], actual[1]),
+                     <=, actual[0] / 10);
+    g_assert_cmpuint(MAX(actual[2], actual[3]) - MIN(actual[2], actual[3]),
+                     <=, actual[2] / 10);
+    /* idle guests gave at least twice as much */
+    g_assert_cmpuint(2 * GiB - actual[2], >, 2 * (2 * GiB - actual[0]));
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/balloon-auto-policy/cases", test_cases);
+    g_test_add_func("/balloon-auto-policy/params-check", test_params_check);
+    g_test_add_func("/balloon-auto-policy/floor-and-cooldown",
+                    test_floor_and_cooldown);
+    g_test_add_func("/balloon-auto-policy/waits-for-driver",
+                    test_waits_for_driver);
+    g_test_add_func("/balloon-auto-policy/stuck-driver", test_stuck_driver);
+    g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
+                    test_guest_deflated_and_pingpong);
+    g_test_add_func("/balloon-auto-policy/stall-counters",
+                    test_stall_counters);
+    g_test_add_func("/balloon-auto-policy/return-to-baseline",
+                    test_return_to_baseline);
+    g_test_add_func("/balloon-auto-policy/seed-grow-beyond-baseline",
+                    test_seed_grow_beyond_baseline);
+    g_test_add_func("/balloon-auto-policy/no-oscillation",
+                    test_no_oscillation);
+    g_test_add_func("/balloon-auto-policy/fairness", test_fairness);
+    return g_test_run();
+}
