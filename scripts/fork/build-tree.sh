@@ -2,8 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # build-tree.sh TREE [NINJA-TARGET...]: build qemu-system-x86_64, the x86
-# option ROMs and any extra targets in an assembled tree, and put the ROMs
-# where the uninstalled binary looks for firmware (its qemu-bundle data dir).
+# option ROMs and any extra targets in an assembled tree, and make the
+# uninstalled binary find its firmware: run from the build directory it
+# relocates every firmware path into qemu-bundle/, so the ROMs are linked
+# into the bundle's data dir and the host's firmware dirs (seabios, ipxe)
+# into the bundle at their relocated paths.
 
 set -eu
 tree=$1; shift
@@ -17,4 +20,16 @@ datadir=$(cd "$bld" && find qemu-bundle -type d -path '*/share/qemu' | head -n 1
 [ -n "$datadir" ] || { echo "build-tree: no qemu-bundle data dir in $bld" >&2; exit 1; }
 for rom in "$bld"/pc-bios/optionrom/*.bin; do
     ln -sf "$(cd "$(dirname "$rom")" && pwd)/$(basename "$rom")" "$bld/$datadir/"
+done
+
+bundle="$(cd "$bld" && pwd)/qemu-bundle"
+"$bld/qemu-system-x86_64" -L help | while read -r dir; do
+    case "$dir" in
+    "$bundle"/*)
+        host=${dir#"$bundle"}
+        if [ ! -e "$dir" ] && [ -d "$host" ]; then
+            mkdir -p "$(dirname "$dir")"
+            ln -sfn "$host" "$dir"
+        fi ;;
+    esac
 done

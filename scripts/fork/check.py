@@ -22,9 +22,10 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 QTESTS = [
     'virtio-balloon-test', 'qom-test', 'device-introspect-test',
     'qmp-cmd-test', 'test-hmp',
+    'virtio-balloon-auto-test',
 ]
 QOS_BALLOON_FILTER = 'virtio-balloon'
-UNIT_TESTS = []
+UNIT_TESTS = ['test-balloon-auto-policy']
 MESON_SUITES = ['qapi-schema', 'qapi-frontend']
 FUNCTIONAL_GLOB = 'tests/functional/balloon_auto/test_*.py'
 

@@ -8,7 +8,7 @@ warn() { echo "configure: warning: $*" >&2; }
 info() { echo "configure: $*"; }
 
 FORK_NAME="qemu-balloon-auto"
-OVERLAY_DIRS="hw include qapi tests docs scripts"
+OVERLAY_DIRS="hw include qapi stubs tests docs scripts"
 
 base_field() {
     sed -n "s/^$1=//p" "$srcdir/patches/base"
@@ -34,13 +34,15 @@ project_configure_args() {
 --disable-docs
 --disable-download
 --python=/usr/bin/python3
+--cc=/usr/lib/ccache/cc
+--cxx=/usr/lib/ccache/c++
 --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
 EOF
 }
 
 check_build_deps() {
     missing=""
-    for cmd in git ninja meson gcc i686-linux-gnu-gcc dpkg-source ccache; do
+    for cmd in git ninja meson gcc i686-linux-gnu-gcc dpkg-source ccache /usr/lib/ccache/cc; do
         command -v "$cmd" >/dev/null 2>&1 || missing="$missing $cmd"
     done
     if command -v meson >/dev/null 2>&1; then
@@ -50,6 +52,7 @@ check_build_deps() {
         esac
     fi
     [ -f /usr/share/seabios/bios-256k.bin ] || missing="$missing seabios"
+    [ -d /usr/lib/ipxe/qemu ] || missing="$missing ipxe-qemu"
     [ -z "$missing" ] ||
         die "missing build dependencies:$missing
   run 'sudo scripts/fork/setup-host.sh' (or 'make setup') to install them"

@@ -13,7 +13,7 @@ die() { echo "setup-host: $*" >&2; exit 1; }
 
 PACKAGES_BASE="ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
 flex bison dpkg-dev gcc-i686-linux-gnu seabios ccache git xz-utils cpio
-busybox-static python3 python3-venv"
+busybox-static python3 ipxe-qemu"
 PACKAGES_BACKPORTS="meson python3-pycotap"
 LIST=/etc/apt/sources.list.d/qemu-balloon-auto-fork.sources
 STAMP=/var/lib/qemu-balloon-auto-fork/setup.done

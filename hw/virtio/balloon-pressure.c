@@ -1,0 +1,532 @@
+/*
+ * Automatic virtio-balloon: host memory-pressure sources
+ *
+ * Copyright (c) 2026 The qemu-balloon-auto authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <mntent.h>
+#include <sys/eventfd.h>
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "monitor/monitor.h"
+#include "hw/virtio/balloon-pressure.h"
+#include "trace.h"
+
+#define PROC_PSI_MEMORY "/proc/pressure/memory"
+
+/*
+ * PSI triggers, mildest first: stall time (us) per window.  "some" means
+ * at least one task stalled on memory, "full" that all did.
+ */
+static const struct {
+    BalloonPolicyLevel level;
+    const char *type;
+    uint32_t stall_permille;    /* of the window */
+} psi_triggers[] = {
+    { BALLOON_POLICY_LEVEL_LOW, "some", 50 },
+    { BALLOON_POLICY_LEVEL_MEDIUM, "some", 150 },
+    { BALLOON_POLICY_LEVEL_CRITICAL, "full", 150 },
+};
+
+static const char *const v1_levels[] = {
+    [BALLOON_POLICY_LEVEL_LOW] = "low",
+    [BALLOON_POLICY_LEVEL_MEDIUM] = "medium",
+    [BALLOON_POLICY_LEVEL_CRITICAL] = "critical",
+};
+
+static const char *const kind_names[BALLOON_PRESSURE__MAX] = {
+    [BALLOON_PRESSURE_AUTO] = "auto",
+    [BALLOON_PRESSURE_CGROUP_V1] = "cgroup-v1",
+    [BALLOON_PRESSURE_CGROUP_V2] = "cgroup-v2",
+    [BALLOON_PRESSURE_SYSTEM] = "system",
+    [BALLOON_PRESSURE_FD] = "fd",
+    [BALLOON_PRESSURE_NONE] = "none",
+};
+
+typedef struct PressureWatch {
+    BalloonPressure *bp;
+    BalloonPolicyLevel level;
+    int fd;                     /* eventfd or PSI trigger fd */
+    int level_fd;               /* v1: memory.pressure_level, else -1 */
+    bool is_eventfd;
+    guint source;               /* PSI: GSource id polling G_IO_PRI */
+} PressureWatch;
+
+struct BalloonPressure {
+    BalloonPressureKind kind;
+    char *path;
+    char *detail;
+    bool lost;
+    PressureWatch watch[BALLOON_POLICY_LEVEL__MAX];
+    int nwatch;
+    BalloonPressureHandler *handler;
+    void *opaque;
+};
+
+const char *balloon_pressure_kind_name(BalloonPressureKind kind)
+{
+    return kind < BALLOON_PRESSURE__MAX ? kind_names[kind] : "?";
+}
+
+int balloon_pressure_kind_parse(const char *name)
+{
+    int i;
+
+    for (i = 0; i < BALLOON_PRESSURE__MAX; i++) {
+        if (!strcmp(name, kind_names[i])) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+BalloonPressureKind balloon_pressure_kind(const BalloonPressure *bp)
+{
+    return bp->kind;
+}
+
+const char *balloon_pressure_path(const BalloonPressure *bp)
+{
+    return bp->path ? bp->path : "";
+}
+
+const char *balloon_pressure_detail(const BalloonPressure *bp)
+{
+    return bp->detail ? bp->detail : "";
+}
+
+bool balloon_pressure_lost(const BalloonPressure *bp)
+{
+    return bp->lost;
+}
+
+/* Where a cgroup hierarchy is mounted: v2 (@v1_controller NULL) or the
+ * v1 hierarchy holding @v1_controller. */
+static char *cgroup_mount(const char *v1_controller)
+{
+    FILE *f = setmntent("/proc/self/mounts", "r");
+    struct mntent *m;
+    char *dir = NULL;
+
+    if (!f) {
+        return NULL;
+    }
+    while ((m = getmntent(f))) {
+        if (v1_controller ? !strcmp(m->mnt_type, "cgroup") &&
+                            hasmntopt(m, v1_controller)
+                          : !strcmp(m->mnt_type, "cgroup2")) {
+            dir = g_strdup(m->mnt_dir);
+            break;
+        }
+    }
+    endmntent(f);
+    return dir;
+}
+
+/* QEMU's own cgroup path in the v2 hierarchy or a v1 controller's. */
+static char *own_cgroup(const char *v1_controller)
+{
+    g_autofree char *content = NULL;
+    g_auto(GStrv) lines = NULL;
+    int i;
+
+    if (!g_file_get_contents("/proc/self/cgroup", &content, NULL, NULL)) {
+        return NULL;
+    }
+    lines = g_strsplit(content, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        g_auto(GStrv) f = g_strsplit(lines[i], ":", 3);
+
+        if (g_strv_length(f) != 3) {
+            continue;
+        }
+        if (v1_controller) {
+            g_auto(GStrv) ctrls = g_strsplit(f[1], ",", -1);
+
+            if (g_strv_contains((const char * const *)ctrls, v1_controller)) {
+                return g_strdup(f[2]);
+            }
+        } else if (!strcmp(f[0], "0") && !f[1][0]) {
+            return g_strdup(f[2]);
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The directory of the cgroup to watch: @given as a directory, or as a
+ * path inside the hierarchy, or QEMU's own cgroup when @given is NULL.
+ * Sets *is_root when that is the hierarchy's root.
+ */
+static char *cgroup_dir(const char *v1_controller, const char *given,
+                        bool *is_root, Error **errp)
+{
+    g_autofree char *mnt = cgroup_mount(v1_controller);
+    g_autofree char *rel = NULL;
+
+    if (!mnt) {
+        error_setg(errp, "no cgroup %s hierarchy is mounted",
+                   v1_controller ? "v1 memory" : "v2");
+        return NULL;
+    }
+    if (given && g_str_has_prefix(given, mnt) && g_file_test(given,
+                                                             G_FILE_TEST_IS_DIR)) {
+        *is_root = !strcmp(given + strlen(mnt), "") ||
+                   !strcmp(given + strlen(mnt), "/");
+        return g_strdup(given);
+    }
+    rel = given ? g_strdup(given) : own_cgroup(v1_controller);
+    if (!rel) {
+        error_setg(errp, "cannot find QEMU's own %s cgroup in "
+                   "/proc/self/cgroup", v1_controller ? "v1 memory" : "v2");
+        return NULL;
+    }
+    *is_root = !strcmp(rel, "/") || !rel[0];
+    return g_build_filename(mnt, rel, NULL);
+}
+
+static void watch_notify(PressureWatch *w)
+{
+    BalloonPressure *bp = w->bp;
+
+    trace_balloon_pressure_event(balloon_pressure_kind_name(bp->kind),
+                                 balloon_policy_level_name(w->level));
+    bp->handler(bp->opaque, w->level);
+}
+
+static void pressure_lost(BalloonPressure *bp, const char *why)
+{
+    int i;
+
+    if (bp->lost) {
+        return;
+    }
+    bp->lost = true;
+    warn_report("virtio-balloon: pressure source %s lost: %s; automatic "
+                "ballooning continues on guest pressure only",
+                bp->path, why);
+    for (i = 0; i < bp->nwatch; i++) {
+        PressureWatch *w = &bp->watch[i];
+
+        if (w->source) {
+            g_source_remove(w->source);
+            w->source = 0;
+        }
+        if (w->is_eventfd && w->fd >= 0) {
+            qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
+        }
+    }
+    bp->handler(bp->opaque, BALLOON_POLICY_LEVEL_NONE);
+}
+
+/* cgroup v1 eventfds, and eventfds handed over by management. */
+static void eventfd_read_cb(void *opaque)
+{
+    PressureWatch *w = opaque;
+    uint64_t count;
+    ssize_t r = read(w->fd, &count, sizeof(count));
+
+    if (r != sizeof(count)) {
+        return;     /* spurious wake-up: EAGAIN */
+    }
+    /* v1 also signals the eventfd when the cgroup is removed. */
+    if (w->level_fd >= 0) {
+        g_autofree char *f = g_build_filename(w->bp->path,
+                                              "memory.pressure_level", NULL);
+        if (access(f, F_OK) != 0) {
+            pressure_lost(w->bp, "cgroup removed");
+            return;
+        }
+    }
+    watch_notify(w);
+}
+
+/* PSI trigger fds signal POLLPRI and always poll readable: watch PRI. */
+static gboolean psi_cb(gint fd, GIOCondition cond, gpointer opaque)
+{
+    PressureWatch *w = opaque;
+
+    if (cond & (G_IO_ERR | G_IO_HUP | G_IO_NVAL)) {
+        w->source = 0;
+        pressure_lost(w->bp, "the pressure file reported an error "
+                      "(cgroup removed?)");
+        return G_SOURCE_REMOVE;
+    }
+    watch_notify(w);
+    return G_SOURCE_CONTINUE;
+}
+
+static void watch_psi_fd(PressureWatch *w)
+{
+    w->source = g_unix_fd_add_full(G_PRIORITY_HIGH, w->fd,
+                                   G_IO_PRI | G_IO_ERR | G_IO_HUP,
+                                   psi_cb, w, NULL);
+}
+
+static PressureWatch *new_watch(BalloonPressure *bp, BalloonPolicyLevel level)
+{
+    PressureWatch *w = &bp->watch[bp->nwatch++];
+
+    w->bp = bp;
+    w->level = level;
+    w->fd = -1;
+    w->level_fd = -1;
+    return w;
+}
+
+static bool open_v1(BalloonPressure *bp, const char *dir, Error **errp)
+{
+    g_autofree char *level_path = g_build_filename(dir, "memory.pressure_level",
+                                                   NULL);
+    g_autofree char *control = g_build_filename(dir, "cgroup.event_control",
+                                                NULL);
+    int l;
+
+    for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        PressureWatch *w = new_watch(bp, l);
+        g_autofree char *reg = NULL;
+        int cfd;
+
+        w->is_eventfd = true;
+        w->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        w->level_fd = qemu_open_old(level_path, O_RDONLY);
+        if (w->fd < 0 || w->level_fd < 0) {
+            error_setg_errno(errp, errno, "cannot open %s", level_path);
+            return false;
+        }
+        cfd = qemu_open_old(control, O_WRONLY);
+        reg = g_strdup_printf("%d %d %s", w->fd, w->level_fd, v1_levels[l]);
+        if (cfd < 0 || write(cfd, reg, strlen(reg)) < 0) {
+            error_setg_errno(errp, errno, "cannot register for %s events "
+                             "in %s", v1_levels[l], control);
+            if (cfd >= 0) {
+                close(cfd);
+            }
+            return false;
+        }
+        close(cfd);
+        qemu_set_fd_handler(w->fd, eventfd_read_cb, NULL, w);
+    }
+    return true;
+}
+
+/*
+ * Arm the PSI triggers on @file.  Linux >= 6.5 refuses windows that are
+ * not a multiple of 2 s to unprivileged openers (EINVAL): fall back to a
+ * 2 s window and say so in the detail.
+ */
+static bool open_psi(BalloonPressure *bp, const char *file,
+                     uint32_t window_ms, Error **errp)
+{
+    size_t i;
+    uint32_t window = window_ms;
+
+    for (i = 0; i < ARRAY_SIZE(psi_triggers); i++) {
+        PressureWatch *w = new_watch(bp, psi_triggers[i].level);
+        uint64_t win_us, stall_us;
+        g_autofree char *trig = NULL;
+
+        w->fd = qemu_open_old(file, O_RDWR | O_NONBLOCK);
+        if (w->fd < 0) {
+            error_setg_errno(errp, errno, "cannot open %s", file);
+            return false;
+        }
+retry:
+        win_us = (uint64_t)window * 1000;
+        stall_us = win_us * psi_triggers[i].stall_permille / 1000;
+        g_free(trig);
+        trig = g_strdup_printf("%s %" PRIu64 " %" PRIu64,
+                               psi_triggers[i].type, stall_us, win_us);
+        if (write(w->fd, trig, strlen(trig) + 1) < 0) {
+            if (errno == EINVAL && window % 2000) {
+                window = ROUND_UP(window, 2000);
+                goto retry;
+            }
+            error_setg_errno(errp, errno, "cannot arm PSI trigger '%s' on %s",
+                             trig, file);
+            return false;
+        }
+        watch_psi_fd(w);
+    }
+    if (window != window_ms) {
+        g_autofree char *old = bp->detail;
+        bp->detail = g_strdup_printf("%s; PSI window %u ms (the kernel "
+                                     "refused %u ms: unprivileged windows "
+                                     "must be multiples of 2 s)",
+                                     old, window, window_ms);
+    }
+    return true;
+}
+
+static bool open_fd(BalloonPressure *bp, const BalloonPressureConfig *cfg,
+                    Error **errp)
+{
+    PressureWatch *w = new_watch(bp, cfg->fd_level);
+    g_autofree char *link = NULL;
+    g_autofree char *target = NULL;
+
+    if (g_str_has_prefix(cfg->fd, "/dev/fdset/")) {
+        w->fd = qemu_open(cfg->fd, O_RDWR, errp);
+    } else {
+        w->fd = monitor_fd_param(monitor_cur(), cfg->fd, errp);
+    }
+    if (w->fd < 0) {
+        return false;
+    }
+    link = g_strdup_printf("/proc/self/fd/%d", w->fd);
+    target = g_file_read_link(link, NULL);
+    bp->path = g_strdup_printf("fd %s (%s)", cfg->fd,
+                               target ? target : "?");
+    w->is_eventfd = target && strstr(target, "eventfd");
+    if (w->is_eventfd) {
+        g_unix_set_fd_nonblocking(w->fd, true, NULL);
+        qemu_set_fd_handler(w->fd, eventfd_read_cb, NULL, w);
+    } else {
+        watch_psi_fd(w);
+    }
+    bp->detail = g_strdup_printf("descriptor handed over by management, "
+                                 "events mapped to level %s",
+                                 balloon_policy_level_name(cfg->fd_level));
+    return true;
+}
+
+static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
+                      const BalloonPressureConfig *cfg, bool autodetect,
+                      Error **errp)
+{
+    g_autofree char *dir = NULL;
+    g_autofree char *file = NULL;
+    bool is_root = false;
+
+    bp->kind = kind;
+    switch (kind) {
+    case BALLOON_PRESSURE_CGROUP_V1:
+    case BALLOON_PRESSURE_CGROUP_V2:
+        dir = cgroup_dir(kind == BALLOON_PRESSURE_CGROUP_V1 ? "memory" : NULL,
+                         cfg->cgroup, &is_root, errp);
+        if (!dir) {
+            return false;
+        }
+        if (autodetect && is_root) {
+            error_setg(errp, "QEMU runs in the root %s cgroup",
+                       balloon_pressure_kind_name(kind));
+            return false;
+        }
+        file = g_build_filename(dir, kind == BALLOON_PRESSURE_CGROUP_V1 ?
+                                "memory.pressure_level" : "memory.pressure",
+                                NULL);
+        if (access(file, F_OK) != 0) {
+            error_setg_errno(errp, errno, "cannot use %s", file);
+            return false;
+        }
+        bp->path = g_steal_pointer(&dir);
+        bp->detail = g_strdup(cfg->cgroup ? "cgroup given by property" :
+                              "QEMU's own cgroup");
+        return kind == BALLOON_PRESSURE_CGROUP_V1 ?
+               open_v1(bp, bp->path, errp) :
+               open_psi(bp, file, cfg->psi_window_ms, errp);
+    case BALLOON_PRESSURE_SYSTEM:
+        bp->path = g_strdup(PROC_PSI_MEMORY);
+        bp->detail = g_strdup("system-wide PSI");
+        return open_psi(bp, PROC_PSI_MEMORY, cfg->psi_window_ms, errp);
+    case BALLOON_PRESSURE_FD:
+        if (!cfg->fd) {
+            error_setg(errp, "pressure-source=fd needs pressure-fd");
+            return false;
+        }
+        return open_fd(bp, cfg, errp);
+    case BALLOON_PRESSURE_NONE:
+        bp->detail = g_strdup("no host pressure source: reacting to guest "
+                              "pressure only");
+        return true;
+    default:
+        g_assert_not_reached();
+    }
+}
+
+static void close_watches(BalloonPressure *bp)
+{
+    int i;
+
+    for (i = 0; i < bp->nwatch; i++) {
+        PressureWatch *w = &bp->watch[i];
+
+        if (w->source) {
+            g_source_remove(w->source);
+        }
+        if (w->fd >= 0) {
+            if (w->is_eventfd) {
+                qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
+            }
+            close(w->fd);
+        }
+        if (w->level_fd >= 0) {
+            close(w->level_fd);
+        }
+    }
+    bp->nwatch = 0;
+    g_clear_pointer(&bp->path, g_free);
+    g_clear_pointer(&bp->detail, g_free);
+}
+
+BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
+                                       BalloonPressureHandler *handler,
+                                       void *opaque, Error **errp)
+{
+    static const BalloonPressureKind order[] = {
+        BALLOON_PRESSURE_CGROUP_V2, BALLOON_PRESSURE_CGROUP_V1,
+        BALLOON_PRESSURE_SYSTEM,
+    };
+    BalloonPressure *bp = g_new0(BalloonPressure, 1);
+    g_autoptr(GString) tried = g_string_new("");
+    size_t i;
+
+    bp->handler = handler;
+    bp->opaque = opaque;
+
+    if (cfg->kind != BALLOON_PRESSURE_AUTO) {
+        if (!open_kind(bp, cfg->kind, cfg, false, errp)) {
+            balloon_pressure_close(bp);
+            return NULL;
+        }
+        return bp;
+    }
+
+    for (i = 0; i < ARRAY_SIZE(order); i++) {
+        Error *err = NULL;
+
+        if (open_kind(bp, order[i], cfg, true, &err)) {
+            g_autofree char *old = bp->detail;
+
+            bp->detail = g_strdup_printf("auto-detected: %s%s%s", old,
+                                         tried->len ? "; skipped: " : "",
+                                         tried->str);
+            return bp;
+        }
+        g_string_append_printf(tried, "%s%s (%s)", tried->len ? ", " : "",
+                               balloon_pressure_kind_name(order[i]),
+                               error_get_pretty(err));
+        error_free(err);
+        close_watches(bp);
+    }
+    warn_report("virtio-balloon: no usable host memory-pressure source (%s);"
+                " automatic ballooning reacts to guest pressure only",
+                tried->str);
+    bp->kind = BALLOON_PRESSURE_NONE;
+    bp->detail = g_strdup_printf("auto-detection found no source: %s",
+                                 tried->str);
+    return bp;
+}
+
+void balloon_pressure_close(BalloonPressure *bp)
+{
+    if (!bp) {
+        return;
+    }
+    close_watches(bp);
+    g_free(bp);
+}

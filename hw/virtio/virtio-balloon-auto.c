@@ -1,0 +1,775 @@
+/*
+ * Automatic virtio-balloon: device glue
+ *
+ * Feeds the pure policy (balloon-auto-policy.c) with host pressure events,
+ * guest statistics and the driver's actual size, applies its decisions to
+ * the balloon's num_pages, and exposes everything through QMP and HMP.
+ * Policy time is QEMU_CLOCK_VIRTUAL: it stops while the VM is paused and
+ * qtest can step it.
+ *
+ * Copyright (c) 2026 The qemu-balloon-auto authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/units.h"
+#include "qemu/error-report.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-balloon-auto.h"
+#include "qapi/qapi-events-balloon-auto.h"
+#include "qobject/qdict.h"
+#include "monitor/monitor.h"
+#include "monitor/hmp.h"
+#include "migration/vmstate.h"
+#include "migration/misc.h"
+#include "system/runstate.h"
+#include "system/hostmem.h"
+#include "exec/memory.h"
+#include "hw/boards.h"
+#include "hw/virtio/virtio.h"
+#include "hw/virtio/virtio-balloon.h"
+#include "hw/virtio/virtio-balloon-auto.h"
+#include "trace.h"
+
+#define BUSY_TICK_MS 1000
+#define AUTO_STATS_INTERVAL_S 2
+
+QEMU_BUILD_BUG_ON((int)BALLOON_PRESSURE_LEVEL__MAX !=
+                  (int)BALLOON_POLICY_LEVEL__MAX);
+QEMU_BUILD_BUG_ON((int)BALLOON_AUTO_REASON__MAX !=
+                  (int)BALLOON_POLICY_REASON__MAX);
+QEMU_BUILD_BUG_ON((int)BALLOON_PRESSURE_SOURCE_KIND__MAX !=
+                  (int)BALLOON_PRESSURE__MAX);
+
+static int64_t now_ns(void)
+{
+    return qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+}
+
+static uint64_t ram_size_bytes(void)
+{
+    return current_machine->ram_size;
+}
+
+static uint64_t guest_actual(VirtIOBalloon *s)
+{
+    uint64_t ballooned = (uint64_t)s->actual << VIRTIO_BALLOON_PFN_SHIFT;
+
+    /* The guest writes actual: never trust it beyond RAM. */
+    return ram_size_bytes() - MIN(ballooned, ram_size_bytes());
+}
+
+static void set_guest_target(VirtIOBalloon *s, uint64_t target)
+{
+    uint64_t ram = ram_size_bytes();
+
+    target = MIN(target, ram);
+    s->num_pages = (ram - target) >> VIRTIO_BALLOON_PFN_SHIFT;
+    virtio_notify_config(VIRTIO_DEVICE(s));
+}
+
+static BalloonAutoStatus auto_status(VirtIOBalloon *s)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+
+    if (!a->enabled) {
+        return BALLOON_AUTO_STATUS_DISABLED;
+    }
+    if (ram_block_discard_is_disabled()) {
+        return BALLOON_AUTO_STATUS_INHIBITED;
+    }
+    if (!runstate_is_running() || migration_is_running()) {
+        return BALLOON_AUTO_STATUS_PAUSED;
+    }
+    if (now_ns() < a->hold_until) {
+        return BALLOON_AUTO_STATUS_HELD;
+    }
+    return a->dry_run ? BALLOON_AUTO_STATUS_DRY_RUN :
+                        BALLOON_AUTO_STATUS_ACTIVE;
+}
+
+/*
+ * Validate the tunables and turn them into policy parameters.  Errors name
+ * the property (and the balloon-auto-set argument of the same meaning).
+ */
+static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
+                        Error **errp)
+{
+    static const char *const pct_names[BALLOON_POLICY_LEVEL__MAX] = {
+        [BALLOON_POLICY_LEVEL_LOW] = "inflate-low",
+        [BALLOON_POLICY_LEVEL_MEDIUM] = "inflate-medium",
+        [BALLOON_POLICY_LEVEL_CRITICAL] = "inflate-critical",
+    };
+    uint64_t ram = ram_size_bytes();
+    int l;
+
+    balloon_policy_params_init(p, ram);
+    for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        if (a->inflate_pct[l] > 100) {
+            error_setg(errp, "'%s' must be a percentage from 0 to 100, "
+                       "not %u", pct_names[l], a->inflate_pct[l]);
+            return false;
+        }
+        p->step_pct[l] = a->inflate_pct[l];
+    }
+    if (a->floor > ram) {
+        error_setg(errp, "'auto-floor' (%" PRIu64 ") exceeds the VM's "
+                   "memory size (%" PRIu64 ")", a->floor, ram);
+        return false;
+    }
+    if (a->floor) {
+        p->floor = a->floor;
+    }
+    if (a->reserve >= ram) {
+        error_setg(errp, "'auto-reserve' (%" PRIu64 ") must be smaller than "
+                   "the VM's memory size (%" PRIu64 ")", a->reserve, ram);
+        return false;
+    }
+    if (a->reserve) {
+        p->reserve = a->reserve;
+    }
+    if (a->max_step < p->granularity || a->max_step > ram) {
+        error_setg(errp, "'auto-max-step' must be between %" PRIu64
+                   " and the VM's memory size", p->granularity);
+        return false;
+    }
+    p->max_step = a->max_step;
+    if (a->return_step < p->granularity || a->return_step > ram) {
+        error_setg(errp, "'auto-return-step' must be between %" PRIu64
+                   " and the VM's memory size", p->granularity);
+        return false;
+    }
+    p->return_step = a->return_step;
+    if (a->hold_time_ms > 24 * 3600 * 1000) {
+        error_setg(errp, "'auto-hold-time-ms' must be at most one day");
+        return false;
+    }
+    p->hold = (int64_t)a->hold_time_ms * SCALE_MS;
+    if (a->cooldown_ms > 3600 * 1000) {
+        error_setg(errp, "'auto-cooldown-ms' must be at most one hour");
+        return false;
+    }
+    p->cooldown = (int64_t)a->cooldown_ms * SCALE_MS;
+    if (a->psi_window_ms < 500 || a->psi_window_ms > 10000) {
+        error_setg(errp, "'psi-window-ms' must be from 500 to 10000 "
+                   "(the kernel's PSI window range), not %u",
+                   a->psi_window_ms);
+        return false;
+    }
+    return true;
+}
+
+/* Take the floor from the cgroup's declared protection if none is set. */
+static void auto_floor_origin(VirtIOBalloonAuto *a)
+{
+    g_free(a->floor_origin);
+    a->floor_origin = g_strdup(a->floor ? "property auto-floor" :
+                               "default: 25% of the VM's memory, at least "
+                               "128 MiB");
+}
+
+static void auto_schedule(VirtIOBalloon *s)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    int64_t now = now_ns();
+
+    if (balloon_policy_busy(&a->state, &a->params, guest_actual(s), now) ||
+        now < a->hold_until) {
+        timer_mod(a->timer, now + BUSY_TICK_MS * SCALE_MS);
+    } else {
+        /* At rest: no periodic wake-ups. */
+        timer_del(a->timer);
+    }
+}
+
+static void auto_evaluate(VirtIOBalloon *s)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonAutoStatus status = auto_status(s);
+    BalloonPolicyDecision d;
+    int64_t now = now_ns();
+    uint64_t actual = guest_actual(s);
+    bool apply;
+
+    if (!a->realized || !a->enabled) {
+        return;
+    }
+    if (status == BALLOON_AUTO_STATUS_INHIBITED) {
+        if (!a->inhibit_warned) {
+            warn_report("virtio-balloon: ballooning is inhibited (discard "
+                        "disabled); automatic ballooning makes no decisions");
+            a->inhibit_warned = true;
+        }
+        return;
+    }
+    if (status == BALLOON_AUTO_STATUS_PAUSED ||
+        status == BALLOON_AUTO_STATUS_HELD) {
+        auto_schedule(s);
+        return;
+    }
+
+    d = balloon_policy_decide(&a->state, &a->params, &a->stats, actual, now);
+    if (d.reason != BALLOON_POLICY_REASON_NONE) {
+        apply = !a->dry_run;
+        a->last = d;
+        a->last_level = balloon_policy_level(&a->state, &a->params, now);
+        a->last_time = now;
+        a->last_applied = apply;
+        trace_virtio_balloon_auto_decision(
+            balloon_policy_reason_name(d.reason), d.old_target, d.new_target,
+            actual, apply);
+        if (apply) {
+            set_guest_target(s, d.new_target);
+        } else {
+            /* Dry run: the policy's target is advice only. */
+            a->state.target = d.old_target;
+        }
+        qapi_event_send_balloon_auto_decision(
+            (BalloonAutoReason)d.reason, (BalloonPressureLevel)a->last_level,
+            d.old_target, d.new_target, actual, apply);
+    }
+    auto_schedule(s);
+}
+
+static void auto_timer_cb(void *opaque)
+{
+    auto_evaluate(opaque);
+}
+
+static void auto_pressure_cb(void *opaque, BalloonPolicyLevel level)
+{
+    VirtIOBalloon *s = opaque;
+
+    if (level != BALLOON_POLICY_LEVEL_NONE) {
+        balloon_policy_note_pressure(&s->autob.state, level, now_ns());
+    }
+    auto_evaluate(s);
+}
+
+static uint64_t stat_or_unknown(VirtIOBalloon *s, int tag, uint64_t scale)
+{
+    uint64_t v = s->stats[tag];
+
+    if (v == UINT64_MAX || v > UINT64_MAX / scale) {
+        return UINT64_MAX;
+    }
+    return v * scale;
+}
+
+void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonPolicyGuestStats *st = &a->stats;
+
+    if (!a->enabled) {
+        return;
+    }
+    st->time = now_ns();
+    st->total = stat_or_unknown(s, VIRTIO_BALLOON_S_MEMTOT, 1);
+    st->available = stat_or_unknown(s, VIRTIO_BALLOON_S_AVAIL, 1);
+    st->free = stat_or_unknown(s, VIRTIO_BALLOON_S_MEMFREE, 1);
+    st->caches = stat_or_unknown(s, VIRTIO_BALLOON_S_CACHES, 1);
+    st->major_faults = stat_or_unknown(s, VIRTIO_BALLOON_S_MAJFLT, 1);
+    st->swap_in = stat_or_unknown(s, VIRTIO_BALLOON_S_SWAP_IN, 1);
+    st->oom_kills = stat_or_unknown(s, VIRTIO_BALLOON_S_OOM_KILL, 1);
+    st->alloc_stalls = stat_or_unknown(s, VIRTIO_BALLOON_S_ALLOC_STALL, 1);
+    st->direct_reclaim = stat_or_unknown(s, VIRTIO_BALLOON_S_DIRECT_RECLAIM,
+                                         1);
+    auto_evaluate(s);
+}
+
+void virtio_balloon_auto_actual_changed(VirtIOBalloon *s)
+{
+    if (s->autob.enabled) {
+        auto_evaluate(s);
+    }
+}
+
+bool virtio_balloon_auto_manual_target(VirtIOBalloon *s, uint64_t target)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+
+    if (!a->enabled || !a->realized) {
+        return false;
+    }
+    balloon_policy_set_baseline(&a->state, &a->params, target);
+    a->state.target = a->state.baseline;
+    set_guest_target(s, a->state.baseline);
+    auto_schedule(s);
+    return true;
+}
+
+static uint64_t current_target(VirtIOBalloon *s)
+{
+    return ram_size_bytes() -
+           ((uint64_t)s->num_pages << VIRTIO_BALLOON_PFN_SHIFT);
+}
+
+static bool auto_start(VirtIOBalloon *s, Error **errp)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonPressureConfig cfg = {
+        .kind = BALLOON_PRESSURE_AUTO,
+        .cgroup = a->cgroup,
+        .fd = a->fd,
+        .fd_level = BALLOON_POLICY_LEVEL_MEDIUM,
+        .psi_window_ms = a->psi_window_ms,
+    };
+
+    if (!auto_params(a, &a->params, errp)) {
+        return false;
+    }
+    if (a->source) {
+        int kind = balloon_pressure_kind_parse(a->source);
+
+        if (kind < 0) {
+            error_setg(errp, "'pressure-source' must be one of auto, "
+                       "cgroup-v1, cgroup-v2, system, fd, none; not '%s'",
+                       a->source);
+            return false;
+        }
+        cfg.kind = kind;
+    }
+    if (a->fd && !a->source) {
+        cfg.kind = BALLOON_PRESSURE_FD;
+    }
+    if (a->fd_level) {
+        int l = qapi_enum_parse(&BalloonPressureLevel_lookup, a->fd_level, -1,
+                                NULL);
+
+        if (l <= BALLOON_POLICY_LEVEL_NONE) {
+            error_setg(errp, "'pressure-fd-level' must be low, medium or "
+                       "critical; not '%s'", a->fd_level);
+            return false;
+        }
+        cfg.fd_level = l;
+    }
+    a->pressure = balloon_pressure_open(&cfg, auto_pressure_cb, s, errp);
+    if (!a->pressure) {
+        error_prepend(errp, "'pressure-source=%s': ",
+                      balloon_pressure_kind_name(cfg.kind));
+        return false;
+    }
+    auto_floor_origin(a);
+    balloon_policy_state_init(&a->state, current_target(s));
+    a->stats.time = BALLOON_POLICY_NEVER;
+    a->timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
+    a->realized = true;
+
+    /* The policy needs guest statistics: poll them unless the user does. */
+    if (!s->stats_poll_interval) {
+        object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
+                                AUTO_STATS_INTERVAL_S, &error_abort);
+    }
+    return true;
+}
+
+static void auto_stop(VirtIOBalloon *s)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+
+    if (!a->realized) {
+        return;
+    }
+    balloon_pressure_close(a->pressure);
+    a->pressure = NULL;
+    timer_free(a->timer);
+    a->timer = NULL;
+    g_clear_pointer(&a->floor_origin, g_free);
+    a->realized = false;
+}
+
+bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
+{
+    if (!s->autob.enabled) {
+        return true;
+    }
+    return auto_start(s, errp);
+}
+
+void virtio_balloon_auto_unrealize(VirtIOBalloon *s)
+{
+    auto_stop(s);
+}
+
+void virtio_balloon_auto_reset(VirtIOBalloon *s)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+
+    if (!a->realized) {
+        return;
+    }
+    /*
+     * num_pages survives a reset upstream: a rebooting guest would inflate
+     * to an old automatic target before it has booted.  Go back to the
+     * baseline and wait for fresh statistics.
+     */
+    a->state.target = a->state.baseline;
+    a->stats.time = BALLOON_POLICY_NEVER;
+    a->state.prev.time = BALLOON_POLICY_NEVER;
+    s->num_pages = (ram_size_bytes() - a->state.baseline) >>
+                   VIRTIO_BALLOON_PFN_SHIFT;
+}
+
+/* Migration: sent only with automatic=on; sources are host-local. */
+static bool auto_needed(void *opaque)
+{
+    VirtIOBalloon *s = opaque;
+
+    return s->autob.enabled;
+}
+
+static int auto_post_load(void *opaque, int version_id)
+{
+    VirtIOBalloon *s = opaque;
+
+    if (s->autob.enabled && !s->autob.realized) {
+        Error *err = NULL;
+        BalloonPolicyState migrated = s->autob.state;
+
+        if (!auto_start(s, &err)) {
+            error_report_err(err);
+            return -EINVAL;
+        }
+        s->autob.state = migrated;
+    }
+    if (s->autob.realized) {
+        auto_schedule(s);
+    }
+    return 0;
+}
+
+static const VMStateDescription vmstate_balloon_auto_state = {
+    .name = "virtio-balloon-auto-policy",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT64(baseline, BalloonPolicyState),
+        VMSTATE_UINT64(target, BalloonPolicyState),
+        VMSTATE_INT64_ARRAY(level_time, BalloonPolicyState,
+                            BALLOON_POLICY_LEVEL__MAX),
+        VMSTATE_INT64(last_inflate, BalloonPolicyState),
+        VMSTATE_INT64(last_guest_pressure, BalloonPolicyState),
+        VMSTATE_UINT64(pingpong_floor, BalloonPolicyState),
+        VMSTATE_INT64(pingpong_until, BalloonPolicyState),
+        VMSTATE_UINT64_ARRAY(counters.events, BalloonPolicyState,
+                             BALLOON_POLICY_LEVEL__MAX),
+        VMSTATE_UINT64_ARRAY(counters.decisions, BalloonPolicyState,
+                             BALLOON_POLICY_REASON__MAX),
+        VMSTATE_UINT64_ARRAY(counters.bytes, BalloonPolicyState,
+                             BALLOON_POLICY_REASON__MAX),
+        VMSTATE_UINT64(counters.pingpongs, BalloonPolicyState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+const VMStateDescription vmstate_virtio_balloon_auto = {
+    .name = "virtio-balloon-device/auto",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = auto_needed,
+    .post_load = auto_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_STRUCT(autob.state, VirtIOBalloon, 1,
+                       vmstate_balloon_auto_state, BalloonPolicyState),
+        VMSTATE_BOOL(autob.enabled, VirtIOBalloon),
+        VMSTATE_INT64(autob.hold_until, VirtIOBalloon),
+        VMSTATE_BOOL(autob.dry_run, VirtIOBalloon),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+/* QMP */
+
+static VirtIOBalloon *find_balloon(Error **errp)
+{
+    Object *obj = object_resolve_path_type("", TYPE_VIRTIO_BALLOON, NULL);
+
+    if (!obj) {
+        error_set(errp, ERROR_CLASS_DEVICE_NOT_ACTIVE,
+                  "No balloon device has been activated");
+        return NULL;
+    }
+    return VIRTIO_BALLOON(obj);
+}
+
+static int64_t ns_to_ms(int64_t ns)
+{
+    return ns / SCALE_MS;
+}
+
+static BalloonAutoGuestStats *guest_stats_info(const BalloonPolicyGuestStats
+                                               *st, int64_t now)
+{
+    BalloonAutoGuestStats *g = g_new0(BalloonAutoGuestStats, 1);
+
+    g->age_ms = ns_to_ms(now - st->time);
+#define OPT(m, v) \
+    do { g->has_##m = (v) != UINT64_MAX; g->m = (v); } while (0)
+    OPT(available, st->available);
+    OPT(free, st->free);
+    OPT(total, st->total);
+    OPT(caches, st->caches);
+    OPT(major_faults, st->major_faults);
+    OPT(swap_in, st->swap_in);
+    OPT(oom_kills, st->oom_kills);
+    OPT(alloc_stalls, st->alloc_stalls);
+#undef OPT
+    return g;
+}
+
+BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
+{
+    VirtIOBalloon *s = find_balloon(errp);
+    VirtIOBalloonAuto *a;
+    BalloonAutoInfo *info;
+    BalloonPolicyParams params;
+    int64_t now = now_ns();
+    int64_t last_event = BALLOON_POLICY_NEVER;
+    BalloonAutoLevelCountList **events_tail;
+    BalloonAutoReasonCountList **decisions_tail;
+    int i;
+
+    if (!s) {
+        return NULL;
+    }
+    a = &s->autob;
+    info = g_new0(BalloonAutoInfo, 1);
+    info->enabled = a->enabled;
+    info->dry_run = a->dry_run;
+    info->status = auto_status(s);
+    info->source = g_new0(BalloonPressureSource, 1);
+    if (a->pressure) {
+        info->source->kind = balloon_pressure_kind(a->pressure);
+        info->source->path = g_strdup(balloon_pressure_path(a->pressure));
+        info->source->detail = g_strdup(balloon_pressure_detail(a->pressure));
+        info->source->lost = balloon_pressure_lost(a->pressure);
+    } else {
+        info->source->kind = BALLOON_PRESSURE_SOURCE_KIND_NONE;
+        info->source->path = g_strdup("");
+        info->source->detail = g_strdup(a->enabled ? "" :
+                                        "automatic ballooning is off");
+    }
+    if (a->realized) {
+        params = a->params;
+    } else {
+        balloon_policy_params_init(&params, ram_size_bytes());
+    }
+    info->level = a->realized ?
+        (BalloonPressureLevel)balloon_policy_level(&a->state, &params, now) :
+        BALLOON_PRESSURE_LEVEL_NONE;
+    for (i = BALLOON_POLICY_LEVEL_LOW; a->realized &&
+         i < BALLOON_POLICY_LEVEL__MAX; i++) {
+        last_event = MAX(last_event, a->state.level_time[i]);
+    }
+    if (last_event != BALLOON_POLICY_NEVER) {
+        info->has_level_age_ms = true;
+        info->level_age_ms = ns_to_ms(now - last_event);
+    }
+    info->actual = guest_actual(s);
+    info->target = current_target(s);
+    info->baseline = a->realized ? a->state.baseline : info->target;
+    info->floor = a->realized ? balloon_policy_floor(&a->state, &params, now)
+                              : params.floor;
+    info->floor_origin = g_strdup(a->floor_origin ? a->floor_origin :
+                                  "default");
+    info->max = ram_size_bytes();
+    info->reserve = params.reserve;
+    if (a->realized && a->stats.time != BALLOON_POLICY_NEVER) {
+        info->guest_stats = guest_stats_info(&a->stats, now);
+    }
+    events_tail = &info->events;
+    for (i = BALLOON_POLICY_LEVEL_LOW; i < BALLOON_POLICY_LEVEL__MAX; i++) {
+        BalloonAutoLevelCount *c = g_new0(BalloonAutoLevelCount, 1);
+
+        c->level = i;
+        c->events = a->state.counters.events[i];
+        QAPI_LIST_APPEND(events_tail, c);
+    }
+    decisions_tail = &info->decisions;
+    for (i = BALLOON_POLICY_REASON_NONE + 1; i < BALLOON_POLICY_REASON__MAX;
+         i++) {
+        BalloonAutoReasonCount *c = g_new0(BalloonAutoReasonCount, 1);
+
+        c->reason = i;
+        c->count = a->state.counters.decisions[i];
+        c->bytes = a->state.counters.bytes[i];
+        QAPI_LIST_APPEND(decisions_tail, c);
+    }
+    info->pingpongs = a->state.counters.pingpongs;
+    if (a->last.reason != BALLOON_POLICY_REASON_NONE) {
+        BalloonAutoDecision *d = g_new0(BalloonAutoDecision, 1);
+
+        d->reason = (BalloonAutoReason)a->last.reason;
+        d->level = (BalloonPressureLevel)a->last_level;
+        d->old_target = a->last.old_target;
+        d->new_target = a->last.new_target;
+        d->actual = info->actual;
+        d->applied = a->last_applied;
+        d->age_ms = ns_to_ms(now - a->last_time);
+        info->last_decision = d;
+    }
+    info->driver_responding = !a->state.driver_stuck;
+    info->hold_remaining_ms = MAX(0, ns_to_ms(a->hold_until - now));
+    return info;
+}
+
+void qmp_balloon_auto_set(bool has_enabled, bool enabled,
+                          bool has_dry_run, bool dry_run,
+                          bool has_hold_ms, uint32_t hold_ms,
+                          bool has_floor, uint64_t floor,
+                          bool has_reserve, uint64_t reserve,
+                          bool has_inflate_low, uint8_t inflate_low,
+                          bool has_inflate_medium, uint8_t inflate_medium,
+                          bool has_inflate_critical, uint8_t inflate_critical,
+                          bool has_max_step, uint64_t max_step,
+                          bool has_return_step, uint64_t return_step,
+                          bool has_hold_time_ms, uint32_t hold_time_ms,
+                          bool has_cooldown_ms, uint32_t cooldown_ms,
+                          Error **errp)
+{
+    VirtIOBalloon *s = find_balloon(errp);
+    VirtIOBalloonAuto *a, new;
+    BalloonPolicyParams params;
+
+    if (!s) {
+        return;
+    }
+    a = &s->autob;
+    new = *a;
+#define SET(field, arg) do { if (has_##arg) { new.field = arg; } } while (0)
+    SET(floor, floor);
+    SET(reserve, reserve);
+    SET(inflate_pct[BALLOON_POLICY_LEVEL_LOW], inflate_low);
+    SET(inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], inflate_medium);
+    SET(inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], inflate_critical);
+    SET(max_step, max_step);
+    SET(return_step, return_step);
+    SET(hold_time_ms, hold_time_ms);
+    SET(cooldown_ms, cooldown_ms);
+#undef SET
+    if (!auto_params(&new, &params, errp)) {
+        return;
+    }
+    if (has_hold_ms && hold_ms > 24 * 3600 * 1000) {
+        error_setg(errp, "'hold-ms' must be at most one day (86400000)");
+        return;
+    }
+
+    /* Validated: commit. */
+    a->floor = new.floor;
+    a->reserve = new.reserve;
+    memcpy(a->inflate_pct, new.inflate_pct, sizeof(a->inflate_pct));
+    a->max_step = new.max_step;
+    a->return_step = new.return_step;
+    a->hold_time_ms = new.hold_time_ms;
+    a->cooldown_ms = new.cooldown_ms;
+    if (has_dry_run) {
+        a->dry_run = dry_run;
+    }
+    if (has_hold_ms) {
+        a->hold_until = hold_ms ? now_ns() + (int64_t)hold_ms * SCALE_MS : 0;
+    }
+    if (a->realized) {
+        a->params = params;
+        auto_floor_origin(a);
+    }
+    if (has_enabled && enabled != a->enabled) {
+        a->enabled = enabled;
+        if (enabled) {
+            if (!auto_start(s, errp)) {
+                a->enabled = false;
+                return;
+            }
+        } else {
+            uint64_t baseline = a->state.baseline;
+
+            auto_stop(s);
+            /* Plain manual ballooning at the baseline. */
+            set_guest_target(s, baseline);
+        }
+    }
+    if (a->realized) {
+        auto_evaluate(s);
+    }
+}
+
+/* HMP */
+
+void hmp_info_balloon_auto(Monitor *mon)
+{
+    g_autoptr(BalloonAutoInfo) info = qmp_query_balloon_auto(NULL);
+    BalloonAutoReasonCount *rc;
+    BalloonAutoLevelCount *lc;
+
+    if (!info || !info->enabled) {
+        return;
+    }
+    monitor_printf(mon, "automatic: %s, source %s%s%s (%s)\n",
+                   BalloonAutoStatus_str(info->status),
+                   BalloonPressureSourceKind_str(info->source->kind),
+                   info->source->path[0] ? " " : "", info->source->path,
+                   info->source->lost ? "LOST" : info->source->detail);
+    monitor_printf(mon, "  level %s, target %" PRId64 " MiB, baseline %"
+                   PRId64 " MiB, floor %" PRId64 " MiB, max %" PRId64
+                   " MiB\n", BalloonPressureLevel_str(info->level),
+                   info->target / MiB, info->baseline / MiB,
+                   info->floor / MiB, info->max / MiB);
+    if (info->guest_stats && info->guest_stats->has_available) {
+        monitor_printf(mon, "  guest available %" PRIu64 " MiB (%" PRId64
+                       " ms ago), reserve %" PRId64 " MiB\n",
+                       info->guest_stats->available / MiB,
+                       info->guest_stats->age_ms, info->reserve / MiB);
+    }
+    monitor_printf(mon, "  events:");
+    for (BalloonAutoLevelCountList *l = info->events; l; l = l->next) {
+        lc = l->value;
+        monitor_printf(mon, " %s=%" PRIu64, BalloonPressureLevel_str(lc->level),
+                       lc->events);
+    }
+    monitor_printf(mon, "\n  decisions:");
+    for (BalloonAutoReasonCountList *l = info->decisions; l; l = l->next) {
+        rc = l->value;
+        if (rc->count) {
+            monitor_printf(mon, " %s=%" PRIu64 "/%" PRIu64 "MiB",
+                           BalloonAutoReason_str(rc->reason), rc->count,
+                           rc->bytes / MiB);
+        }
+    }
+    monitor_printf(mon, "\n");
+    if (info->last_decision) {
+        monitor_printf(mon, "  last: %s %" PRId64 " -> %" PRId64 " MiB, %"
+                       PRId64 " ms ago%s\n",
+                       BalloonAutoReason_str(info->last_decision->reason),
+                       info->last_decision->old_target / MiB,
+                       info->last_decision->new_target / MiB,
+                       info->last_decision->age_ms,
+                       info->last_decision->applied ? "" : " (dry run)");
+    }
+    if (!info->driver_responding) {
+        monitor_printf(mon, "  guest driver is not responding\n");
+    }
+}
+
+void hmp_balloon_auto(Monitor *mon, const QDict *qdict)
+{
+    const char *arg = qdict_get_str(qdict, "state");
+    Error *err = NULL;
+    bool on = !strcmp(arg, "on");
+
+    if (!on && strcmp(arg, "off") && strcmp(arg, "dry-run")) {
+        monitor_printf(mon, "balloon_auto: expected on, off or dry-run\n");
+        return;
+    }
+    if (!strcmp(arg, "dry-run")) {
+        qmp_balloon_auto_set(true, true, true, true, false, 0, false, 0,
+                             false, 0, false, 0, false, 0, false, 0, false, 0,
+                             false, 0, false, 0, false, 0, &err);
+    } else {
+        qmp_balloon_auto_set(true, on, on, false, false, 0, false, 0,
+                             false, 0, false, 0, false, 0, false, 0, false, 0,
+                             false, 0, false, 0, false, 0, &err);
+    }
+    hmp_handle_error(mon, err);
+}

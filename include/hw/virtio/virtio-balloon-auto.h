@@ -1,0 +1,88 @@
+/*
+ * Automatic virtio-balloon: device glue
+ *
+ * With automatic=on the virtio-balloon device inflates the balloon when the
+ * host is short of memory and deflates it when the guest needs memory; see
+ * docs/system/devices/virtio-balloon-auto.rst.
+ *
+ * Copyright (c) 2026 The qemu-balloon-auto authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_VIRTIO_BALLOON_AUTO_H
+#define HW_VIRTIO_BALLOON_AUTO_H
+
+#include "qemu/timer.h"
+#include "qemu/units.h"
+#include "hw/virtio/balloon-auto-policy.h"
+#include "hw/virtio/balloon-pressure.h"
+
+typedef struct VirtIOBalloon VirtIOBalloon;
+
+typedef struct VirtIOBalloonAuto {
+    /* Properties (see DEFINE_VIRTIO_BALLOON_AUTO_PROPERTIES) */
+    bool enabled;
+    bool dry_run;
+    char *source;
+    char *cgroup;
+    char *fd;
+    char *fd_level;
+    uint32_t psi_window_ms;
+    uint64_t floor;             /* 0: from the cgroup or 25% of RAM */
+    uint64_t reserve;           /* 0: max(64 MiB, RAM / 16) */
+    uint8_t inflate_pct[BALLOON_POLICY_LEVEL__MAX];
+    uint64_t max_step;
+    uint64_t return_step;
+    uint32_t hold_time_ms;
+    uint32_t cooldown_ms;
+
+    /* Run time */
+    bool realized;
+    BalloonPolicyParams params;
+    BalloonPolicyState state;
+    BalloonPolicyGuestStats stats;
+    BalloonPressure *pressure;
+    QEMUTimer *timer;
+    int64_t hold_until;         /* QEMU_CLOCK_VIRTUAL ns; manual hold */
+    char *floor_origin;
+    BalloonPolicyDecision last;
+    BalloonPolicyLevel last_level;
+    int64_t last_time;
+    bool last_applied;
+    bool inhibit_warned;
+} VirtIOBalloonAuto;
+
+#define DEFINE_VIRTIO_BALLOON_AUTO_PROPERTIES(_s, _f)                        \
+    DEFINE_PROP_BOOL("automatic", _s, _f.enabled, false),                   \
+    DEFINE_PROP_BOOL("auto-dry-run", _s, _f.dry_run, false),                \
+    DEFINE_PROP_STRING("pressure-source", _s, _f.source),                   \
+    DEFINE_PROP_STRING("pressure-cgroup", _s, _f.cgroup),                   \
+    DEFINE_PROP_STRING("pressure-fd", _s, _f.fd),                           \
+    DEFINE_PROP_STRING("pressure-fd-level", _s, _f.fd_level),               \
+    DEFINE_PROP_UINT32("psi-window-ms", _s, _f.psi_window_ms, 1000),        \
+    DEFINE_PROP_SIZE("auto-floor", _s, _f.floor, 0),                        \
+    DEFINE_PROP_SIZE("auto-reserve", _s, _f.reserve, 0),                    \
+    DEFINE_PROP_UINT8("inflate-low", _s,                                    \
+                      _f.inflate_pct[BALLOON_POLICY_LEVEL_LOW], 2),         \
+    DEFINE_PROP_UINT8("inflate-medium", _s,                                 \
+                      _f.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], 8),      \
+    DEFINE_PROP_UINT8("inflate-critical", _s,                               \
+                      _f.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], 25),   \
+    DEFINE_PROP_SIZE("auto-max-step", _s, _f.max_step, 256 * MiB),          \
+    DEFINE_PROP_SIZE("auto-return-step", _s, _f.return_step, 64 * MiB),     \
+    DEFINE_PROP_UINT32("auto-hold-time-ms", _s, _f.hold_time_ms, 10000),    \
+    DEFINE_PROP_UINT32("auto-cooldown-ms", _s, _f.cooldown_ms, 1000)
+
+extern const VMStateDescription vmstate_virtio_balloon_auto;
+
+/* Hooks called by virtio-balloon.c */
+bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp);
+void virtio_balloon_auto_unrealize(VirtIOBalloon *s);
+void virtio_balloon_auto_reset(VirtIOBalloon *s);
+void virtio_balloon_auto_stats_received(VirtIOBalloon *s);
+void virtio_balloon_auto_actual_changed(VirtIOBalloon *s);
+/* A manual balloon request; true if the automatic balloon took it. */
+bool virtio_balloon_auto_manual_target(VirtIOBalloon *s, uint64_t target);
+
+#endif

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Automatic ballooning with the bundled Linux guest under TCG, inside a
+real memory-limited cgroup under real memory pressure."""
+
+import os
+import time
+import unittest
+
+import harness
+from harness import MiB
+
+KERNEL = os.environ.get('QEMU_FORK_GUEST_KERNEL', 'stable')
+
+
+def decisions(info, reason):
+    for d in info['decisions']:
+        if d['reason'] == reason:
+            return d['count']
+    raise KeyError(reason)
+
+
+class AutoBalloonTest(unittest.TestCase):
+
+    def test_host_pressure_inflates(self):
+        """A host process needs memory in the VM's cgroup: the balloon
+        inflates on the memcg's pressure events and QEMU's RSS falls,
+        before anything is OOM-killed."""
+        with harness.Cgroup(limit=1400 * MiB) as cg:
+            vm = harness.TestVM(
+                'hostpressure', mem='1G', cgroup=cg, kernel=KERNEL,
+                balloon='automatic=on,pressure-source=cgroup-v1,'
+                        'pressure-cgroup=' + cg.v1)
+            with vm:
+                info = vm.cmd('query-balloon-auto')
+                self.assertEqual(info['source']['kind'], 'cgroup-v1')
+                self.assertEqual(info['status'], 'active')
+                # The guest used memory once; it is free in the guest but
+                # still resident in QEMU.
+                vm.console.check('bgt alloc 700', timeout=300)
+                rss_before = vm.rss()
+                self.assertGreater(rss_before, 700 * MiB)
+                harness.wait_until(
+                    lambda: 'guest-stats' in vm.cmd('query-balloon-auto'),
+                    30, what='guest statistics')
+
+                start = time.monotonic()
+                hog = harness.MemoryHog(cg, 800, step=16, delay=0.25)
+                try:
+                    harness.wait_until(lambda: hog.allocated >= 800 or
+                                       hog.proc.poll() is not None, 240,
+                                       what='hog allocation')
+                    self.assertIsNone(hog.proc.poll(),
+                                      'the hog was killed')
+                    info = vm.cmd('query-balloon-auto')
+                    events = vm.machine.get_qmp_events(wait=False)
+                    rss_after = vm.rss()
+                finally:
+                    hog.stop()
+                elapsed = time.monotonic() - start
+                self.assertGreater(decisions(info, 'host-pressure'), 0)
+                self.assertLess(info['target'], 1024 * MiB)
+                self.assertGreaterEqual(info['target'], info['floor'])
+                self.assertLess(rss_after, rss_before - 200 * MiB)
+                self.assertEqual(cg.oom_kills(), 0)
+                self.assertTrue(any(e['event'] == 'BALLOON_AUTO_DECISION'
+                                    for e in events))
+                self.assertTrue(any(e['event'] == 'BALLOON_CHANGE'
+                                    for e in events))
+                print('# host pressure: events %s, target %d MiB, QEMU RSS '
+                      '%d -> %d MiB in %.1f s (%.1f MiB/s returned)' % (
+                          {e['level']: e['events'] for e in info['events']},
+                          info['target'] // MiB, rss_before // MiB,
+                          rss_after // MiB, elapsed,
+                          (rss_before - rss_after) / MiB / elapsed))
+
+    def test_guest_pressure_deflates(self):
+        """Seed experiment 2: a guest running at 1 GiB of 3 GiB allocates
+        1.5 GiB; the balloon deflates in time and nothing is OOM-killed."""
+        with harness.Cgroup(limit=4 * 1024 * MiB) as cg:
+            vm = harness.TestVM('seed', mem='3G', cgroup=cg, kernel=KERNEL,
+                                balloon='automatic=on,deflate-on-oom=on')
+            with vm:
+                vm.cmd('balloon', value=1024 * MiB)
+                harness.wait_until(lambda: vm.balloon_actual() == 1024 * MiB,
+                                   300, what='balloon at 1 GiB')
+                info = vm.cmd('query-balloon-auto')
+                self.assertEqual(info['baseline'], 1024 * MiB)
+                out = vm.console.check(
+                    'bgt alloc 1536 --step 32 --delay-ms 300 && '
+                    'bgt vmstat oom_kill', timeout=600)
+                self.assertIn('alloc ok 1536', out)
+                self.assertIn('oom_kill 0', out)
+                info = vm.cmd('query-balloon-auto')
+                grown = (decisions(info, 'guest-pressure') +
+                         decisions(info, 'guest-deflated'))
+                self.assertGreater(grown, 0)
+                self.assertGreater(info['actual'], 1536 * MiB)
+                print('# guest pressure: %d deflate decisions, actual %d MiB'
+                      ' (baseline %d MiB)' % (grown, info['actual'] // MiB,
+                                              info['baseline'] // MiB))
+
+
+if __name__ == '__main__':
+    harness.main()
