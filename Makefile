@@ -12,6 +12,8 @@
 #   make clean           remove build/ (the source cache is kept)
 
 SRC := $(CURDIR)
+# Debian's interpreter: meson, pycotap and QEMU's python/ are set up for it
+PYTHON := /usr/bin/python3
 TREE := build/qemu
 BLD := $(TREE)/build
 PRISTINE := build/pristine
@@ -51,18 +53,18 @@ guest:
 	@scripts/fork/build-test-guest.sh --kernel=backports --print-paths
 
 check: setup
-	$(MAKE) build pristine guest
-	python3 scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE)
+	$(MAKE) build guest
+	$(PYTHON) scripts/fork/check.py --tree $(TREE)
 
 check-quick: build
-	python3 scripts/fork/check.py --tree $(TREE) --quick
+	$(PYTHON) scripts/fork/check.py --tree $(TREE) --quick
 
 demo: setup
 	$(MAKE) build guest
-	python3 scripts/fork/demo.py --qemu $(QEMU)
+	$(PYTHON) scripts/fork/demo.py --qemu $(QEMU)
 
 bench: build pristine guest
-	python3 bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64
+	$(PYTHON) bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64
 
 install: build
 	cd $(BLD) && meson configure -Dprefix=$(PREFIX) >/dev/null && \

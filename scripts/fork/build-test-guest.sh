@@ -308,11 +308,11 @@ cat > "$root/init" <<'INIT'
 #!/bin/sh
 # /init of the balloon test guest, written by build-test-guest.sh.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s
+mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-/bin/busybox --install -s
 
 tty=ttyS0
 for arg in $(cat /proc/cmdline); do

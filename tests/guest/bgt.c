@@ -7,7 +7,7 @@
  * pressure the host can observe:
  *
  *   bgt alloc MIB [--hold SECS] [--step MIB] [--delay-ms MS]
- *   bgt cache DEV MIB
+ *   bgt cache DEV MIB [--hold SECS]
  *   bgt meminfo
  *   bgt vmstat KEY...
  *
@@ -36,7 +36,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bgt alloc MIB [--hold SECS] [--step MIB] [--delay-ms MS]\n"
-            "       bgt cache DEV MIB\n"
+            "       bgt cache DEV MIB [--hold SECS]\n"
             "       bgt meminfo\n"
             "       bgt vmstat KEY...\n");
     exit(2);
@@ -61,6 +61,17 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
+}
+
+/* SIGTERM and SIGINT end a hold early instead of killing the process. */
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 /* Sleep for @ms milliseconds; returns early when a stop was requested. */
@@ -109,7 +120,6 @@ static int cmd_alloc(int argc, char **argv)
     long mib, hold_secs = 0, step, delay_ms = 0;
     long done = 0, nchunks, n = 0, i;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    struct sigaction sa;
     char **chunks;
     long *sizes;
 
@@ -136,11 +146,8 @@ static int cmd_alloc(int argc, char **argv)
         step = mib;
     }
 
-    /* SIGTERM/SIGINT end the hold (or the ramp-up): free and exit cleanly. */
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    /* A stop request ends the ramp-up or the hold: free and exit. */
+    catch_stop_signals();
 
     nchunks = (mib + step - 1) / step;
     chunks = calloc(nchunks, sizeof(*chunks));
@@ -180,17 +187,24 @@ static int cmd_alloc(int argc, char **argv)
     return done == mib ? 0 : 1;
 }
 
+/*
+ * Read @MIB MiB of a file or block device through the page cache.  The last
+ * close of a block device drops its page cache, so --hold keeps it open.
+ */
 static int cmd_cache(int argc, char **argv)
 {
-    long mib, done = 0;
+    long mib, hold_secs = 0, done = 0;
     size_t got = 0;
     char *buf;
     int fd;
 
-    if (argc != 3) {
+    if (argc != 3 && !(argc == 5 && !strcmp(argv[3], "--hold"))) {
         usage();
     }
     mib = parse_num("MIB", argv[2], 1, LONG_MAX / (long)MIB);
+    if (argc == 5) {
+        hold_secs = parse_num("--hold", argv[4], -1, LONG_MAX / 1000);
+    }
     fd = open(argv[1], O_RDONLY);
     if (fd < 0) {
         printf("cache failed: %s: %s\n", argv[1], strerror(errno));
@@ -221,9 +235,12 @@ static int cmd_cache(int argc, char **argv)
             done++;
         }
     }
-    close(fd);
     free(buf);
+
+    catch_stop_signals();
     printf("cache ok %ld\n", mib);
+    hold(hold_secs);
+    close(fd);
     return 0;
 }
 

@@ -79,7 +79,7 @@ class Cgroup:
         the rest of the command line."""
         return ['sh', '-c',
                 'echo $$ > "$0/cgroup.procs" && echo $$ > "$1/cgroup.procs"'
-                ' && shift 2 && exec "$@"', self.v1, self.v2]
+                ' && shift && exec "$@"', self.v1, self.v2]
 
     def usage(self):
         return int(_read(os.path.join(self.v1, 'memory.usage_in_bytes')))
