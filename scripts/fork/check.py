@@ -47,7 +47,7 @@ class Tally:
                              ' (%s)' % detail if detail else ''), flush=True)
 
 
-def meson_test(bld, tally, names, suites=(), label=''):
+def meson_test(bld, tally, names, suites=()):
     """Run meson tests by name and/or suite and tally testlog.json."""
     args = ['meson', 'test', '-C', bld, '--no-rebuild', '--print-errorlogs',
             '-t', '3']
@@ -67,15 +67,15 @@ def meson_test(bld, tally, names, suites=(), label=''):
                 t = json.loads(line)
                 res = {'OK': 'pass', 'SKIP': 'skip',
                        'EXPECTEDFAIL': 'pass'}.get(t['result'], 'fail')
-                tally.add('%s%s' % (label, t['name']), res,
+                tally.add(t['name'], res,
                           '%.1fs' % t.get('duration', 0))
                 seen += 1
     if proc.returncode != 0 or seen == 0:
         sys.stdout.write(proc.stdout[-6000:])
         if seen == 0:
-            tally.add(label + 'meson test ' + ' '.join(names + list(suites)),
+            tally.add('meson test ' + ' '.join(names + list(suites)),
                       'fail', 'no test ran')
-    print('  (%s: %.0fs)' % (label.rstrip('/') or 'meson', time.monotonic() - start))
+    print('  (meson test: %.0fs)' % (time.monotonic() - start))
 
 
 def qos_balloon(bld, tally):
@@ -85,7 +85,8 @@ def qos_balloon(bld, tally):
         bld, 'qemu-system-x86_64'))
     paths = [p for p in subprocess.run(
         [qos, '-l'], stdout=subprocess.PIPE, text=True, env=env,
-        check=True).stdout.split() if QOS_BALLOON_FILTER in p]
+        check=True).stdout.split() if p.startswith('/') and
+             QOS_BALLOON_FILTER in p]
     if not paths:
         tally.add('qos-test ' + QOS_BALLOON_FILTER, 'fail', 'no such test')
         return
@@ -146,8 +147,9 @@ def main():
     subprocess.run(['ninja', '-C', bld] + targets, check=True)
 
     tally = Tally()
-    meson_test(bld, tally, UNIT_TESTS, MESON_SUITES, 'unit/')
-    meson_test(bld, tally, QTESTS, (), 'qtest/')
+    meson_test(bld, tally, UNIT_TESTS)
+    meson_test(bld, tally, [], MESON_SUITES)
+    meson_test(bld, tally, ['qtest-x86_64/' + t for t in QTESTS], ())
     qos_balloon(bld, tally)
     if not args.quick:
         functional(tally, args.pristine, args.only)
