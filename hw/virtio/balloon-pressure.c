@@ -12,6 +12,7 @@
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
+#include "qemu/cutils.h"
 #include "monitor/monitor.h"
 #include "hw/virtio/balloon-pressure.h"
 #include "trace.h"
@@ -187,6 +188,50 @@ static char *cgroup_dir(const char *v1_controller, const char *given,
     }
     *is_root = !strcmp(rel, "/") || !rel[0];
     return g_build_filename(mnt, rel, NULL);
+}
+
+/* A cgroup memory file's value; false if absent, "max" or unlimited. */
+static bool read_limit(const char *dir, const char *name, uint64_t *val)
+{
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autofree char *text = NULL;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL) ||
+        qemu_strtou64(g_strstrip(text), NULL, 10, val) < 0) {
+        return false;
+    }
+    /* v1 reports "unlimited" as a page-rounded LLONG_MAX */
+    return *val && *val < (1ULL << 62);
+}
+
+uint64_t balloon_cgroup_protection(char **origin)
+{
+    static const struct {
+        const char *controller;     /* NULL: v2 */
+        const char *file;
+    } sources[] = {
+        { NULL, "memory.min" },
+        { NULL, "memory.low" },
+        { "memory", "memory.soft_limit_in_bytes" },
+    };
+    uint64_t best = 0;
+    size_t i;
+
+    *origin = NULL;
+    for (i = 0; i < ARRAY_SIZE(sources); i++) {
+        g_autofree char *dir = NULL;
+        bool is_root;
+        uint64_t v;
+
+        dir = cgroup_dir(sources[i].controller, NULL, &is_root, NULL);
+        if (dir && !is_root && read_limit(dir, sources[i].file, &v) &&
+            v > best) {
+            best = v;
+            g_free(*origin);
+            *origin = g_build_filename(dir, sources[i].file, NULL);
+        }
+    }
+    return best;
 }
 
 static void watch_notify(PressureWatch *w)

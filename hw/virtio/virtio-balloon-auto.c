@@ -24,6 +24,8 @@
 #include "migration/vmstate.h"
 #include "migration/misc.h"
 #include "system/runstate.h"
+#include "system/system.h"
+#include "exec/cpu-common.h"
 #include "system/hostmem.h"
 #include "exec/memory.h"
 #include "hw/boards.h"
@@ -94,7 +96,7 @@ static BalloonAutoStatus auto_status(VirtIOBalloon *s)
  * the property (and the balloon-auto-set argument of the same meaning).
  */
 static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
-                        Error **errp)
+                        char **floor_origin, Error **errp)
 {
     static const char *const pct_names[BALLOON_POLICY_LEVEL__MAX] = {
         [BALLOON_POLICY_LEVEL_LOW] = "inflate-low",
@@ -117,9 +119,6 @@ static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
         error_setg(errp, "'auto-floor' (%" PRIu64 ") exceeds the VM's "
                    "memory size (%" PRIu64 ")", a->floor, ram);
         return false;
-    }
-    if (a->floor) {
-        p->floor = a->floor;
     }
     if (a->reserve >= ram) {
         error_setg(errp, "'auto-reserve' (%" PRIu64 ") must be smaller than "
@@ -157,16 +156,23 @@ static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
                    a->psi_window_ms);
         return false;
     }
-    return true;
-}
+    if (a->floor) {
+        p->floor = a->floor;
+        *floor_origin = g_strdup("property auto-floor");
+    } else {
+        g_autofree char *origin = NULL;
+        uint64_t protection = balloon_cgroup_protection(&origin);
 
-/* Take the floor from the cgroup's declared protection if none is set. */
-static void auto_floor_origin(VirtIOBalloonAuto *a)
-{
-    g_free(a->floor_origin);
-    a->floor_origin = g_strdup(a->floor ? "property auto-floor" :
-                               "default: 25% of the VM's memory, at least "
-                               "128 MiB");
+        if (protection) {
+            /* What the host promised the VM's cgroup, QEMU included. */
+            p->floor = MIN(protection, ram);
+            *floor_origin = g_strdup_printf("cgroup protection %s", origin);
+        } else {
+            *floor_origin = g_strdup("default: 25% of the VM's memory, "
+                                     "at least 128 MiB");
+        }
+    }
+    return true;
 }
 
 static void auto_schedule(VirtIOBalloon *s)
@@ -306,6 +312,40 @@ static uint64_t current_target(VirtIOBalloon *s)
            ((uint64_t)s->num_pages << VIRTIO_BALLOON_PFN_SHIFT);
 }
 
+/*
+ * Memory the balloon cannot return makes automatic ballooning a silent
+ * no-op (or a flood of failed discards): refuse it up front.
+ */
+static int check_ram_block(RAMBlock *rb, void *opaque)
+{
+    Error **errp = opaque;
+
+    if (qemu_ram_pagesize(rb) > qemu_real_host_page_size()) {
+        error_setg(errp, "'automatic': RAM block '%s' is backed by %zu KiB "
+                   "pages; a Linux guest balloons 4 KiB pages, which cannot "
+                   "free them", qemu_ram_get_idstr(rb),
+                   qemu_ram_pagesize(rb) / KiB);
+        return 1;
+    }
+    if (qemu_ram_get_fd(rb) >= 0 && !qemu_ram_is_shared(rb)) {
+        error_setg(errp, "'automatic': RAM block '%s' is a private (share=off)"
+                   " file mapping; discarding its pages returns no memory",
+                   qemu_ram_get_idstr(rb));
+        return 1;
+    }
+    return 0;
+}
+
+static bool auto_check_backing(Error **errp)
+{
+    if (should_mlock(mlock_state)) {
+        error_setg(errp, "'automatic' cannot work with -overcommit "
+                   "mem-lock=on: locked memory cannot be discarded");
+        return false;
+    }
+    return !qemu_ram_foreach_block(check_ram_block, errp);
+}
+
 static bool auto_start(VirtIOBalloon *s, Error **errp)
 {
     VirtIOBalloonAuto *a = &s->autob;
@@ -316,10 +356,8 @@ static bool auto_start(VirtIOBalloon *s, Error **errp)
         .fd_level = BALLOON_POLICY_LEVEL_MEDIUM,
         .psi_window_ms = a->psi_window_ms,
     };
+    g_autofree char *floor_origin = NULL;
 
-    if (!auto_params(a, &a->params, errp)) {
-        return false;
-    }
     if (a->source) {
         int kind = balloon_pressure_kind_parse(a->source);
 
@@ -330,8 +368,7 @@ static bool auto_start(VirtIOBalloon *s, Error **errp)
             return false;
         }
         cfg.kind = kind;
-    }
-    if (a->fd && !a->source) {
+    } else if (a->fd) {
         cfg.kind = BALLOON_PRESSURE_FD;
     }
     if (a->fd_level) {
@@ -345,13 +382,18 @@ static bool auto_start(VirtIOBalloon *s, Error **errp)
         }
         cfg.fd_level = l;
     }
+    if (!auto_check_backing(errp) ||
+        !auto_params(a, &a->params, &floor_origin, errp)) {
+        return false;
+    }
     a->pressure = balloon_pressure_open(&cfg, auto_pressure_cb, s, errp);
     if (!a->pressure) {
         error_prepend(errp, "'pressure-source=%s': ",
                       balloon_pressure_kind_name(cfg.kind));
         return false;
     }
-    auto_floor_origin(a);
+    g_free(a->floor_origin);
+    a->floor_origin = g_steal_pointer(&floor_origin);
     balloon_policy_state_init(&a->state, current_target(s));
     a->stats.time = BALLOON_POLICY_NEVER;
     a->timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
@@ -632,6 +674,7 @@ void qmp_balloon_auto_set(bool has_enabled, bool enabled,
     VirtIOBalloon *s = find_balloon(errp);
     VirtIOBalloonAuto *a, new;
     BalloonPolicyParams params;
+    g_autofree char *floor_origin = NULL;
 
     if (!s) {
         return;
@@ -649,7 +692,7 @@ void qmp_balloon_auto_set(bool has_enabled, bool enabled,
     SET(hold_time_ms, hold_time_ms);
     SET(cooldown_ms, cooldown_ms);
 #undef SET
-    if (!auto_params(&new, &params, errp)) {
+    if (!auto_params(&new, &params, &floor_origin, errp)) {
         return;
     }
     if (has_hold_ms && hold_ms > 24 * 3600 * 1000) {
@@ -673,7 +716,8 @@ void qmp_balloon_auto_set(bool has_enabled, bool enabled,
     }
     if (a->realized) {
         a->params = params;
-        auto_floor_origin(a);
+        g_free(a->floor_origin);
+        a->floor_origin = g_steal_pointer(&floor_origin);
     }
     if (has_enabled && enabled != a->enabled) {
         a->enabled = enabled;

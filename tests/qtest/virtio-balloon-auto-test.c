@@ -118,6 +118,30 @@ static void test_bad_properties(void)
     qtest_quit(qts);
 }
 
+/* Memory the balloon cannot return is refused for automatic mode. */
+static void test_unreturnable_memory(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("balloon-auto-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "ram", NULL);
+    QTestState *qts = qtest_initf("-M pc,memory-backend=m -m 256M -object "
+                                  "memory-backend-file,id=m,size=256M,"
+                                  "mem-path=%s,share=off", file);
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                           " {'driver': 'virtio-balloon-pci', 'id': 'b',"
+                           " 'automatic': true}}");
+    const char *desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+
+    g_test_message("%s", desc);
+    g_assert_nonnull(strstr(desc, "share=off"));
+    qobject_unref(rsp);
+    /* without automatic the device is fine */
+    qtest_qmp_assert_success(qts, "{'execute': 'device_add', 'arguments':"
+                             " {'driver': 'virtio-balloon-pci', 'id': 'b'}}");
+    qtest_quit(qts);
+    unlink(file);
+    rmdir(dir);
+}
+
 static QTestState *start_with_eventfd(int *efd, const char *extra)
 {
     QTestState *qts;
@@ -319,6 +343,8 @@ int main(int argc, char **argv)
                    test_disabled_by_default);
     qtest_add_func("balloon-auto/no-balloon", test_no_balloon);
     qtest_add_func("balloon-auto/bad-properties", test_bad_properties);
+    qtest_add_func("balloon-auto/unreturnable-memory",
+                   test_unreturnable_memory);
     qtest_add_func("balloon-auto/pressure-fd-no-driver",
                    test_pressure_fd_no_driver);
     qtest_add_func("balloon-auto/manual-sets-baseline",

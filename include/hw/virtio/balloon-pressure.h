@@ -57,6 +57,13 @@ const char *balloon_pressure_detail(const BalloonPressure *bp);
 /* The watched cgroup was removed: the source is inactive. */
 bool balloon_pressure_lost(const BalloonPressure *bp);
 
+/*
+ * The memory protection QEMU's own cgroups declare (v2 memory.min or
+ * memory.low, v1 memory.soft_limit_in_bytes as libvirt's <memtune> sets
+ * it), or 0.  *origin names the file it came from.
+ */
+uint64_t balloon_cgroup_protection(char **origin);
+
 const char *balloon_pressure_kind_name(BalloonPressureKind kind);
 int balloon_pressure_kind_parse(const char *name);
 
