@@ -380,20 +380,22 @@ static bool open_psi(BalloonPressure *bp, const char *file,
             error_setg_errno(errp, errno, "cannot open %s", file);
             return false;
         }
-retry:
-        win_us = (uint64_t)window * 1000;
-        stall_us = win_us * psi_triggers[i].stall_permille / 1000;
-        g_free(trig);
-        trig = g_strdup_printf("%s %" PRIu64 " %" PRIu64,
-                               psi_triggers[i].type, stall_us, win_us);
-        if (write(w->fd, trig, strlen(trig) + 1) < 0) {
-            if (errno == EINVAL && window % 2000) {
-                window = ROUND_UP(window, 2000);
-                goto retry;
+        for (;;) {
+            win_us = (uint64_t)window * 1000;
+            stall_us = win_us * psi_triggers[i].stall_permille / 1000;
+            g_free(trig);
+            trig = g_strdup_printf("%s %" PRIu64 " %" PRIu64,
+                                   psi_triggers[i].type, stall_us, win_us);
+            if (write(w->fd, trig, strlen(trig) + 1) >= 0) {
+                break;
             }
-            error_setg_errno(errp, errno, "cannot arm PSI trigger '%s' on %s",
-                             trig, file);
-            return false;
+            if (errno != EINVAL || window % 2000 == 0) {
+                error_setg_errno(errp, errno, "cannot arm PSI trigger '%s' "
+                                 "on %s", trig, file);
+                return false;
+            }
+            /* at most once: the next multiple of 2 s is always allowed */
+            window = QEMU_ALIGN_UP(window, 2000);
         }
         watch_psi_fd(w);
     }

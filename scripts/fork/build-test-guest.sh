@@ -27,6 +27,8 @@
 #     stdout and stderr on the console, then "@@DONE <exit-code>@@" follows;
 #   - background jobs ("bgt alloc 500 --hold 30 &") keep writing to the
 #     console after their @@DONE; kernel messages are interleaved too.
+# Boot it with -nodefaults: SeaBIOS spends ~30 s under TCG probing the
+# default q35 AHCI CD-ROM otherwise.
 
 set -eu
 

@@ -227,6 +227,30 @@ static void test_pressure_fd_no_driver(void)
     close(efd);
 }
 
+/* System-wide PSI triggers can be armed (possibly with a 2 s window). */
+static void test_system_psi(void)
+{
+    QTestState *qts;
+    QDict *info, *src;
+
+    if (access("/proc/pressure/memory", W_OK) != 0) {
+        g_test_skip("no writable /proc/pressure/memory (PSI disabled?)");
+        return;
+    }
+    qts = qtest_init("-M q35 -m 1G -device virtio-balloon-pci,id=balloon0,"
+                     "automatic=on,pressure-source=system,"
+                     "psi-window-ms=1000");
+    info = query(qts);
+    src = qdict_get_qdict(info, "source");
+    g_test_message("%s", qdict_get_str(src, "detail"));
+    g_assert_cmpstr(qdict_get_str(src, "kind"), ==, "system");
+    g_assert_cmpstr(qdict_get_str(src, "path"), ==, "/proc/pressure/memory");
+    g_assert_false(qdict_get_bool(src, "lost"));
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "active");
+    qobject_unref(info);
+    qtest_quit(qts);
+}
+
 /* A manual balloon sets the baseline; the target follows it. */
 static void test_manual_sets_baseline(void)
 {
@@ -347,6 +371,7 @@ int main(int argc, char **argv)
                    test_unreturnable_memory);
     qtest_add_func("balloon-auto/pressure-fd-no-driver",
                    test_pressure_fd_no_driver);
+    qtest_add_func("balloon-auto/system-psi", test_system_psi);
     qtest_add_func("balloon-auto/manual-sets-baseline",
                    test_manual_sets_baseline);
     qtest_add_func("balloon-auto/set-command", test_set_command);

@@ -294,8 +294,10 @@ class TestVM:
             base_temp_dir=self.workdir, log_dir=self.workdir)
         self.machine.set_machine('q35')
         self.machine.set_console()
+        # -nodefaults: SeaBIOS otherwise waits ~30 s on q35's default
+        # AHCI CD-ROM; the console is added explicitly by set_console().
         self.machine.add_args(
-            '-m', mem, '-no-reboot', '-kernel', kernel_path,
+            '-nodefaults', '-m', mem, '-no-reboot', '-kernel', kernel_path,
             '-initrd', initrd,
             '-append', 'console=ttyS0 panic=-1 loglevel=4',
             '-device', 'virtio-balloon-pci,id=balloon0' +
