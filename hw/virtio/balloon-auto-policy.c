@@ -62,11 +62,12 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->max = ram_size;
     p->floor = MAX(128 * MiB_BYTES, ram_size / 4);
     p->reserve = MAX(64 * MiB_BYTES, ram_size / 16);
-    p->step_pct[BALLOON_POLICY_LEVEL_LOW] = 2;
-    p->step_pct[BALLOON_POLICY_LEVEL_MEDIUM] = 8;
+    p->step_pct[BALLOON_POLICY_LEVEL_LOW] = 5;
+    p->step_pct[BALLOON_POLICY_LEVEL_MEDIUM] = 10;
     p->step_pct[BALLOON_POLICY_LEVEL_CRITICAL] = 25;
     p->max_step = 256 * MiB_BYTES;
     p->return_step = 64 * MiB_BYTES;
+    p->return_interval = 2 * SEC_NS;
     p->granularity = 4 * MiB_BYTES;
     p->cooldown = 1 * SEC_NS;
     p->hold = 10 * SEC_NS;
@@ -114,6 +115,7 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     }
     s->last_inflate = BALLOON_POLICY_NEVER;
     s->last_guest_pressure = BALLOON_POLICY_NEVER;
+    s->last_return = BALLOON_POLICY_NEVER;
     s->pingpong_until = BALLOON_POLICY_NEVER;
     s->prev.time = BALLOON_POLICY_NEVER;
 }
@@ -361,10 +363,13 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         s->last_inflate = now;
         s->pending = BALLOON_POLICY_LEVEL_NONE;
     } else if (now - last_pressure_time(s) >= p->hold &&
-               now - s->last_guest_pressure >= p->hold) {
+               now - s->last_guest_pressure >= p->hold &&
+               now - s->last_return >= p->return_interval) {
+        /* Calm: walk back to the baseline at a bounded rate. */
         if (target < s->baseline) {
             target = MIN(s->baseline, target + p->return_step);
             reason = BALLOON_POLICY_REASON_HOST_CALM;
+            s->last_return = now;
         } else if (target > s->baseline &&
                    guest_available(st, actual, &avail) &&
                    avail > p->reserve * 2) {
@@ -375,6 +380,7 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
                        target - s->baseline);
             target -= give;
             reason = BALLOON_POLICY_REASON_GUEST_IDLE;
+            s->last_return = now;
         }
     }
 

@@ -13,6 +13,8 @@
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/cutils.h"
+#include "qemu/timer.h"
+#include "qemu/units.h"
 #include "monitor/monitor.h"
 #include "hw/virtio/balloon-pressure.h"
 #include "trace.h"
@@ -57,6 +59,23 @@ typedef struct PressureWatch {
     guint source;               /* PSI: GSource id polling G_IO_PRI */
 } PressureWatch;
 
+/*
+ * cgroup v1 headroom: without swap or page cache to reclaim, the kernel
+ * OOM-kills before memory.pressure_level says anything.  Usage thresholds
+ * close to the limit give the warning instead; while usage stays above
+ * one, its level is reported again every HEADROOM_REPEAT_MS.
+ */
+#define HEADROOM_REPEAT_MS 1000
+
+static const struct {
+    BalloonPolicyLevel level;
+    uint32_t permille;          /* of memory.limit_in_bytes */
+} headroom_thresholds[] = {
+    { BALLOON_POLICY_LEVEL_LOW, 900 },
+    { BALLOON_POLICY_LEVEL_MEDIUM, 950 },
+    { BALLOON_POLICY_LEVEL_CRITICAL, 980 },
+};
+
 struct BalloonPressure {
     BalloonPressureKind kind;
     char *path;
@@ -64,6 +83,10 @@ struct BalloonPressure {
     bool lost;
     PressureWatch watch[BALLOON_POLICY_LEVEL__MAX];
     int nwatch;
+    int usage_fd;               /* v1 memory.usage_in_bytes, or -1 */
+    int headroom_efd;           /* eventfd of the usage thresholds, or -1 */
+    uint64_t limit;
+    QEMUTimer *headroom_timer;
     BalloonPressureHandler *handler;
     void *opaque;
 };
@@ -265,6 +288,10 @@ static void pressure_lost(BalloonPressure *bp, const char *why)
             qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
         }
     }
+    if (bp->headroom_efd >= 0) {
+        qemu_set_fd_handler(bp->headroom_efd, NULL, NULL, NULL);
+        timer_del(bp->headroom_timer);
+    }
     bp->handler(bp->opaque, BALLOON_POLICY_LEVEL_NONE);
 }
 
@@ -323,6 +350,101 @@ static PressureWatch *new_watch(BalloonPressure *bp, BalloonPolicyLevel level)
     return w;
 }
 
+static void headroom_check(BalloonPressure *bp)
+{
+    char buf[32];
+    ssize_t n = pread(bp->usage_fd, buf, sizeof(buf) - 1, 0);
+    BalloonPolicyLevel level = BALLOON_POLICY_LEVEL_NONE;
+    uint64_t usage;
+    size_t i;
+
+    if (n <= 0) {
+        pressure_lost(bp, "cannot read memory.usage_in_bytes (cgroup "
+                      "removed?)");
+        return;
+    }
+    buf[n] = 0;
+    if (qemu_strtou64(buf, NULL, 10, &usage) < 0) {
+        return;
+    }
+    for (i = 0; i < ARRAY_SIZE(headroom_thresholds); i++) {
+        if (usage >= bp->limit / 1000 * headroom_thresholds[i].permille) {
+            level = headroom_thresholds[i].level;
+        }
+    }
+    if (level == BALLOON_POLICY_LEVEL_NONE) {
+        timer_del(bp->headroom_timer);     /* calm: no wake-ups */
+        return;
+    }
+    trace_balloon_pressure_event("cgroup-v1-headroom",
+                                 balloon_policy_level_name(level));
+    bp->handler(bp->opaque, level);
+    timer_mod(bp->headroom_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + HEADROOM_REPEAT_MS);
+}
+
+static void headroom_event_cb(void *opaque)
+{
+    BalloonPressure *bp = opaque;
+    uint64_t count;
+
+    if (read(bp->headroom_efd, &count, sizeof(count)) == sizeof(count)) {
+        headroom_check(bp);
+    }
+}
+
+static void headroom_timer_cb(void *opaque)
+{
+    headroom_check(opaque);
+}
+
+/* Register usage thresholds below the cgroup's limit, if it has one. */
+static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
+                             const char *control, Error **errp)
+{
+    g_autofree char *usage = g_build_filename(dir, "memory.usage_in_bytes",
+                                              NULL);
+    g_autofree char *old = bp->detail;
+    size_t i;
+
+    if (!read_limit(dir, "memory.limit_in_bytes", &bp->limit)) {
+        bp->detail = g_strdup_printf("%s; no memory limit, so no headroom "
+                                     "thresholds", old);
+        return true;
+    }
+    bp->usage_fd = qemu_open_old(usage, O_RDONLY);
+    bp->headroom_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (bp->usage_fd < 0 || bp->headroom_efd < 0) {
+        error_setg_errno(errp, errno, "cannot open %s", usage);
+        return false;
+    }
+    for (i = 0; i < ARRAY_SIZE(headroom_thresholds); i++) {
+        g_autofree char *reg = g_strdup_printf(
+            "%d %d %" PRIu64, bp->headroom_efd, bp->usage_fd,
+            bp->limit / 1000 * headroom_thresholds[i].permille);
+        int cfd = qemu_open_old(control, O_WRONLY);
+
+        if (cfd < 0 || write(cfd, reg, strlen(reg)) < 0) {
+            error_setg_errno(errp, errno, "cannot register a usage threshold"
+                             " in %s", control);
+            if (cfd >= 0) {
+                close(cfd);
+            }
+            return false;
+        }
+        close(cfd);
+    }
+    bp->headroom_timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb,
+                                      bp);
+    qemu_set_fd_handler(bp->headroom_efd, headroom_event_cb, NULL, bp);
+    bp->detail = g_strdup_printf("%s; usage thresholds at 90/95/98%% of the "
+                                 "%" PRIu64 " MiB limit", old,
+                                 bp->limit / MiB);
+    /* Already above a threshold: report it now. */
+    headroom_check(bp);
+    return true;
+}
+
 static bool open_v1(BalloonPressure *bp, const char *dir, Error **errp)
 {
     g_autofree char *level_path = g_build_filename(dir, "memory.pressure_level",
@@ -356,7 +478,7 @@ static bool open_v1(BalloonPressure *bp, const char *dir, Error **errp)
         close(cfd);
         qemu_set_fd_handler(w->fd, eventfd_read_cb, NULL, w);
     }
-    return true;
+    return open_v1_headroom(bp, dir, control, errp);
 }
 
 /*
@@ -516,6 +638,16 @@ static void close_watches(BalloonPressure *bp)
         }
     }
     bp->nwatch = 0;
+    if (bp->headroom_efd >= 0) {
+        qemu_set_fd_handler(bp->headroom_efd, NULL, NULL, NULL);
+        close(bp->headroom_efd);
+        bp->headroom_efd = -1;
+    }
+    if (bp->usage_fd >= 0) {
+        close(bp->usage_fd);
+        bp->usage_fd = -1;
+    }
+    g_clear_pointer(&bp->headroom_timer, timer_free);
     g_clear_pointer(&bp->path, g_free);
     g_clear_pointer(&bp->detail, g_free);
 }
@@ -534,6 +666,8 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
 
     bp->handler = handler;
     bp->opaque = opaque;
+    bp->usage_fd = -1;
+    bp->headroom_efd = -1;
 
     if (cfg->kind != BALLOON_PRESSURE_AUTO) {
         if (!open_kind(bp, cfg->kind, cfg, false, errp)) {

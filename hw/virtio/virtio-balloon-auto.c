@@ -493,6 +493,7 @@ static const VMStateDescription vmstate_balloon_auto_state = {
                             BALLOON_POLICY_LEVEL__MAX),
         VMSTATE_INT64(last_inflate, BalloonPolicyState),
         VMSTATE_INT64(last_guest_pressure, BalloonPolicyState),
+        VMSTATE_INT64(last_return, BalloonPolicyState),
         VMSTATE_UINT64(pingpong_floor, BalloonPolicyState),
         VMSTATE_INT64(pingpong_until, BalloonPolicyState),
         VMSTATE_UINT64_ARRAY(counters.events, BalloonPolicyState,

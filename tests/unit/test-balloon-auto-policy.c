@@ -55,13 +55,13 @@ static const Case cases[] = {
     /*
      * 2 GiB guest, floor 512 MiB, reserve 128 MiB, 1500 MiB available:
      * it can spare min(2048 - 512, 1500 - 128) = 1372 MiB.
-     * low: 2% = 27.4 -> 24 MiB (multiples of 4 MiB)
+     * low: 5% = 68.6 -> 68 MiB (multiples of 4 MiB)
      */
     { "low", BALLOON_POLICY_LEVEL_LOW, 1500 * MiB, 0,
-      BALLOON_POLICY_REASON_HOST_PRESSURE, -24 },
-    /* medium: 8% = 109.8 -> 108 MiB */
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -68 },
+    /* medium: 10% = 137.2 -> 136 MiB */
     { "medium", BALLOON_POLICY_LEVEL_MEDIUM, 1500 * MiB, 0,
-      BALLOON_POLICY_REASON_HOST_PRESSURE, -108 },
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -136 },
     /* critical: 25% = 343 MiB, capped per decision at 256 MiB */
     { "critical-capped", BALLOON_POLICY_LEVEL_CRITICAL, 1500 * MiB, 0,
       BALLOON_POLICY_REASON_HOST_PRESSURE, -256 },
@@ -75,9 +75,9 @@ static const Case cases[] = {
     /* under the reserve: 128 - 100 + 64 = 92 -> 92 MiB up */
     { "guest-pressure-wins", BALLOON_POLICY_LEVEL_CRITICAL, 100 * MiB, 0,
       BALLOON_POLICY_REASON_GUEST_PRESSURE, 92 },
-    /* available above the guest size is clamped: spare 1536, 8% -> 120 */
+    /* available above the guest size is clamped: spare 1536, 10% -> 152 */
     { "nonsense-available-clamped", BALLOON_POLICY_LEVEL_MEDIUM, 64 * GiB, 0,
-      BALLOON_POLICY_REASON_HOST_PRESSURE, -120 },
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -152 },
 };
 
 static void test_cases(void)
@@ -269,6 +269,7 @@ static void test_return_to_baseline(void)
 {
     Fixture f;
     int steps = 0;
+    int64_t last_step = BALLOON_POLICY_NEVER;
 
     fixture_init(&f, 2 * GiB, 2 * GiB);
     balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
@@ -276,16 +277,19 @@ static void test_return_to_baseline(void)
     decide(&f, 2 * GiB);
     g_assert_cmpuint(f.s.target, ==, 2 * GiB - 256 * MiB);
 
-    while (f.s.target < 2 * GiB && steps < 100) {
+    while (f.s.target < 2 * GiB && steps < 400) {
         BalloonPolicyDecision d;
 
-        f.now += SEC;
+        f.now += SEC / 4;
         set_stats(&f, 1000 * MiB);
         d = decide(&f, f.s.target);
         if (d.reason != BALLOON_POLICY_REASON_NONE) {
             g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_CALM);
             g_assert_cmpuint(d.new_target - d.old_target, <=,
                              f.p.return_step);
+            /* at a bounded rate, even when asked more often */
+            g_assert_cmpint(f.now - last_step, >=, f.p.return_interval);
+            last_step = f.now;
             /* not before the hold time */
             g_assert_cmpint(f.now - f.s.level_time[
                                 BALLOON_POLICY_LEVEL_CRITICAL], >=, f.p.hold);

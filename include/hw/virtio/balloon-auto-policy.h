@@ -60,6 +60,7 @@ typedef struct BalloonPolicyParams {
     uint32_t step_pct[BALLOON_POLICY_LEVEL__MAX]; /* inflate per level, % */
     uint64_t max_step;          /* cap of one inflate decision */
     uint64_t return_step;       /* memory given back per decision */
+    int64_t return_interval;    /* min time between two such decisions */
     uint64_t granularity;       /* targets are multiples of this */
     int64_t cooldown;           /* min time between two inflations */
     int64_t hold;               /* calm time before giving memory back */
@@ -85,6 +86,7 @@ typedef struct BalloonPolicyState {
     BalloonPolicyLevel pending; /* highest level not acted upon yet */
     int64_t last_inflate;       /* time of the last host inflate */
     int64_t last_guest_pressure;
+    int64_t last_return;        /* time of the last step to the baseline */
     int64_t last_progress;      /* actual last moved or reached target */
     uint64_t last_actual;
     uint64_t pingpong_floor;    /* raised floor after ping-pong */

@@ -64,9 +64,9 @@ typedef struct VirtIOBalloonAuto {
     DEFINE_PROP_SIZE("auto-floor", _s, _f.floor, 0),                        \
     DEFINE_PROP_SIZE("auto-reserve", _s, _f.reserve, 0),                    \
     DEFINE_PROP_UINT8("inflate-low", _s,                                    \
-                      _f.inflate_pct[BALLOON_POLICY_LEVEL_LOW], 2),         \
+                      _f.inflate_pct[BALLOON_POLICY_LEVEL_LOW], 5),         \
     DEFINE_PROP_UINT8("inflate-medium", _s,                                 \
-                      _f.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], 8),      \
+                      _f.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], 10),     \
     DEFINE_PROP_UINT8("inflate-critical", _s,                               \
                       _f.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], 25),   \
     DEFINE_PROP_SIZE("auto-max-step", _s, _f.max_step, 256 * MiB),          \
