@@ -71,9 +71,9 @@ static const struct {
     BalloonPolicyLevel level;
     uint32_t permille;          /* of memory.limit_in_bytes */
 } headroom_thresholds[] = {
-    { BALLOON_POLICY_LEVEL_LOW, 900 },
-    { BALLOON_POLICY_LEVEL_MEDIUM, 950 },
-    { BALLOON_POLICY_LEVEL_CRITICAL, 980 },
+    { BALLOON_POLICY_LEVEL_LOW, 800 },
+    { BALLOON_POLICY_LEVEL_MEDIUM, 900 },
+    { BALLOON_POLICY_LEVEL_CRITICAL, 950 },
 };
 
 struct BalloonPressure {
@@ -364,7 +364,7 @@ static void headroom_check(BalloonPressure *bp)
         return;
     }
     buf[n] = 0;
-    if (qemu_strtou64(buf, NULL, 10, &usage) < 0) {
+    if (qemu_strtou64(g_strstrip(buf), NULL, 10, &usage) < 0) {
         return;
     }
     for (i = 0; i < ARRAY_SIZE(headroom_thresholds); i++) {
@@ -437,7 +437,7 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
     bp->headroom_timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb,
                                       bp);
     qemu_set_fd_handler(bp->headroom_efd, headroom_event_cb, NULL, bp);
-    bp->detail = g_strdup_printf("%s; usage thresholds at 90/95/98%% of the "
+    bp->detail = g_strdup_printf("%s; usage thresholds at 80/90/95%% of the "
                                  "%" PRIu64 " MiB limit", old,
                                  bp->limit / MiB);
     /* Already above a threshold: report it now. */

@@ -67,7 +67,7 @@ def main():
 
             print('\n2. A host process in the same cgroup needs 800 MiB:'
                   ' host pressure inflates the balloon.')
-            hog = harness.MemoryHog(cg, 800, step=8, delay=0.25)
+            hog = harness.MemoryHog(cg, 800, step=8, delay=0.5)
             try:
                 watch(vm, cg, 'host-pressure', 40)
             finally:

@@ -45,7 +45,7 @@ class AutoBalloonTest(unittest.TestCase):
                     30, what='guest statistics')
 
                 start = time.monotonic()
-                hog = harness.MemoryHog(cg, 800, step=8, delay=0.25)
+                hog = harness.MemoryHog(cg, 800, step=8, delay=0.5)
                 try:
                     harness.wait_until(lambda: hog.allocated >= 800 or
                                        hog.proc.poll() is not None, 240,
