@@ -28,6 +28,9 @@ QOS_BALLOON_FILTER = 'virtio-balloon'
 UNIT_TESTS = ['test-balloon-auto-policy']
 MESON_SUITES = ['qapi-schema', 'qapi-frontend']
 FUNCTIONAL_GLOB = 'tests/functional/balloon_auto/test_*.py'
+# Also run these with bookworm-backports' 6.12 guest kernel, which reports
+# the stall counters (oom-kills, alloc-stalls...) through the stats queue.
+BOTH_KERNELS = ['test_auto_balloon.py']
 
 
 class Tally:
@@ -103,11 +106,19 @@ def functional(tally, pristine, only=None):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if pristine:
         env['QEMU_FORK_PRISTINE_TREE'] = os.path.abspath(pristine)
+    runs = []
     for path in sorted(glob.glob(os.path.join(TOP, FUNCTIONAL_GLOB))):
+        runs.append((path, 'stable'))
+        if os.path.basename(path) in BOTH_KERNELS:
+            runs.append((path, 'backports'))
+    for path, kernel in runs:
         name = os.path.relpath(path, TOP)
+        if kernel != 'stable':
+            name += '[%s]' % kernel
         if only and not re.search(only, name):
             continue
         start = time.monotonic()
+        env['QEMU_FORK_GUEST_KERNEL'] = kernel
         proc = subprocess.run([sys.executable, path], env=env, cwd=TOP,
                               stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)

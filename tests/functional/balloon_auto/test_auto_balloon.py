@@ -92,6 +92,13 @@ class AutoBalloonTest(unittest.TestCase):
                 self.assertIn('alloc ok 1536', out)
                 self.assertIn('oom_kill 0', out)
                 info = vm.cmd('query-balloon-auto')
+                stats = info['guest-stats']
+                if KERNEL == 'backports':
+                    # Linux >= 6.12 reports the stall counters
+                    self.assertIn('alloc-stalls', stats)
+                    self.assertIn('oom-kills', stats)
+                else:
+                    self.assertNotIn('alloc-stalls', stats)
                 grown = (decisions(info, 'guest-pressure') +
                          decisions(info, 'guest-deflated'))
                 self.assertGreater(grown, 0)
