@@ -548,8 +548,7 @@ static bool open_fd(BalloonPressure *bp, const BalloonPressureConfig *cfg,
     }
     link = g_strdup_printf("/proc/self/fd/%d", w->fd);
     target = g_file_read_link(link, NULL);
-    bp->path = g_strdup_printf("fd %s (%s)", cfg->fd,
-                               target ? target : "?");
+    bp->path = g_strdup_printf("%s (%s)", cfg->fd, target ? target : "?");
     w->is_eventfd = target && strstr(target, "eventfd");
     if (w->is_eventfd) {
         g_unix_set_fd_nonblocking(w->fd, true, NULL);

@@ -221,6 +221,7 @@ static void auto_evaluate(VirtIOBalloon *s)
         a->last = d;
         a->last_level = balloon_policy_level(&a->state, &a->params, now);
         a->last_time = now;
+        a->last_actual = actual;
         a->last_applied = apply;
         trace_virtio_balloon_auto_decision(
             balloon_policy_reason_name(d.reason), d.old_target, d.new_target,
@@ -648,7 +649,7 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
         d->level = (BalloonPressureLevel)a->last_level;
         d->old_target = a->last.old_target;
         d->new_target = a->last.new_target;
-        d->actual = info->actual;
+        d->actual = a->last_actual;
         d->applied = a->last_applied;
         d->age_ms = ns_to_ms(now - a->last_time);
         info->last_decision = d;

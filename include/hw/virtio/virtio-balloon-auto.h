@@ -48,6 +48,7 @@ typedef struct VirtIOBalloonAuto {
     char *floor_origin;
     BalloonPolicyDecision last;
     BalloonPolicyLevel last_level;
+    uint64_t last_actual;       /* driver's size when it was decided */
     int64_t last_time;
     bool last_applied;
     bool inhibit_warned;
