@@ -132,8 +132,10 @@ void balloon_policy_note_pressure(BalloonPolicyState *s,
     s->pending = MAX(s->pending, level);
 }
 
-/* Each level decays on its own: a stream of "low" events does not keep
- * an old "critical" alive. */
+/*
+ * Each level decays on its own: a stream of "low" events does not keep
+ * an old "critical" alive.
+ */
 BalloonPolicyLevel balloon_policy_level(const BalloonPolicyState *s,
                                         const BalloonPolicyParams *p,
                                         int64_t now)
@@ -277,7 +279,8 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
                                             uint64_t actual, int64_t now)
 {
     static const BalloonPolicyGuestStats no_stats = {
-        .time = BALLOON_POLICY_NEVER, .total = UINT64_MAX, .available = UINT64_MAX, .free = UINT64_MAX,
+        .time = BALLOON_POLICY_NEVER, .total = UINT64_MAX,
+        .available = UINT64_MAX, .free = UINT64_MAX,
         .caches = UINT64_MAX, .major_faults = UINT64_MAX,
         .swap_in = UINT64_MAX, .oom_kills = UINT64_MAX,
         .alloc_stalls = UINT64_MAX, .direct_reclaim = UINT64_MAX,

@@ -128,8 +128,10 @@ bool balloon_pressure_lost(const BalloonPressure *bp)
     return bp->lost;
 }
 
-/* Where a cgroup hierarchy is mounted: v2 (@v1_controller NULL) or the
- * v1 hierarchy holding @v1_controller. */
+/*
+ * Where a cgroup hierarchy is mounted: v2 (@v1_controller NULL) or the
+ * v1 hierarchy holding @v1_controller.
+ */
 static char *cgroup_mount(const char *v1_controller)
 {
     FILE *f = setmntent("/proc/self/mounts", "r");
@@ -197,8 +199,8 @@ static char *cgroup_dir(const char *v1_controller, const char *given,
                    v1_controller ? "v1 memory" : "v2");
         return NULL;
     }
-    if (given && g_str_has_prefix(given, mnt) && g_file_test(given,
-                                                             G_FILE_TEST_IS_DIR)) {
+    if (given && g_str_has_prefix(given, mnt) &&
+        g_file_test(given, G_FILE_TEST_IS_DIR)) {
         *is_root = !strcmp(given + strlen(mnt), "") ||
                    !strcmp(given + strlen(mnt), "/");
         return g_strdup(given);

@@ -30,12 +30,12 @@ typedef enum BalloonPolicyLevel {
 
 typedef enum BalloonPolicyReason {
     BALLOON_POLICY_REASON_NONE,
-    BALLOON_POLICY_REASON_HOST_PRESSURE,     /* inflate */
-    BALLOON_POLICY_REASON_GUEST_PRESSURE,    /* deflate: low available, stalls */
-    BALLOON_POLICY_REASON_GUEST_DEFLATED,    /* deflate: guest gave pages back */
-    BALLOON_POLICY_REASON_HOST_CALM,         /* deflate towards the baseline */
-    BALLOON_POLICY_REASON_GUEST_IDLE,        /* inflate back to the baseline */
-    BALLOON_POLICY_REASON_DRIVER_STUCK,      /* target follows actual */
+    BALLOON_POLICY_REASON_HOST_PRESSURE,    /* inflate */
+    BALLOON_POLICY_REASON_GUEST_PRESSURE,   /* deflate: low available, stall */
+    BALLOON_POLICY_REASON_GUEST_DEFLATED,   /* deflate: guest took pages */
+    BALLOON_POLICY_REASON_HOST_CALM,        /* deflate towards the baseline */
+    BALLOON_POLICY_REASON_GUEST_IDLE,       /* inflate back to the baseline */
+    BALLOON_POLICY_REASON_DRIVER_STUCK,     /* target follows actual */
     BALLOON_POLICY_REASON__MAX,
 } BalloonPolicyReason;
 
@@ -132,8 +132,9 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
                                         uint64_t actual, int64_t now);
 
 /* True while the controller still has work to do without new input. */
-bool balloon_policy_busy(const BalloonPolicyState *s, const BalloonPolicyParams *p,
-                       uint64_t actual, int64_t now);
+bool balloon_policy_busy(const BalloonPolicyState *s,
+                         const BalloonPolicyParams *p,
+                         uint64_t actual, int64_t now);
 
 const char *balloon_policy_level_name(BalloonPolicyLevel level);
 const char *balloon_policy_reason_name(BalloonPolicyReason reason);
