@@ -52,9 +52,16 @@ class AutoBalloonTest(unittest.TestCase):
                                        what='hog allocation')
                     self.assertIsNone(hog.proc.poll(),
                                       'the hog was killed')
+                    rss_after = vm.rss()
+                    # hold still, let throttled events drain, then compare
+                    vm.cmd('balloon-auto-set', **{'hold-ms': 60000})
+                    harness.wait_until(
+                        lambda: vm.balloon_actual() ==
+                        vm.cmd('query-balloon-auto')['target'], 60,
+                        what='driver at the target')
+                    time.sleep(2.5)
                     info = vm.cmd('query-balloon-auto')
                     events = vm.machine.get_qmp_events(wait=False)
-                    rss_after = vm.rss()
                 finally:
                     hog.stop()
                 elapsed = time.monotonic() - start
@@ -63,10 +70,23 @@ class AutoBalloonTest(unittest.TestCase):
                 self.assertGreaterEqual(info['target'], info['floor'])
                 self.assertLess(rss_after, rss_before - 200 * MiB)
                 self.assertEqual(cg.oom_kills(), 0)
-                self.assertTrue(any(e['event'] == 'BALLOON_AUTO_DECISION'
-                                    for e in events))
-                self.assertTrue(any(e['event'] == 'BALLOON_CHANGE'
-                                    for e in events))
+                # The events agree with the query and with BALLOON_CHANGE.
+                decided = [e['data'] for e in events
+                           if e['event'] == 'BALLOON_AUTO_DECISION']
+                changes = [e['data'] for e in events
+                           if e['event'] == 'BALLOON_CHANGE']
+                self.assertTrue(decided)
+                self.assertTrue(changes)
+                last = info['last-decision']
+                self.assertEqual(decided[-1]['new-target'],
+                                 last['new-target'])
+                self.assertEqual(decided[-1]['reason'], last['reason'])
+                self.assertEqual(changes[-1]['actual'], info['actual'])
+                self.assertEqual(info['actual'], info['target'])
+                self.assertTrue(all(d['applied'] for d in decided))
+                self.assertTrue(all(d['new-target'] < d['old-target']
+                                    for d in decided
+                                    if d['reason'] == 'host-pressure'))
                 print('# host pressure: events %s, target %d MiB, QEMU RSS '
                       '%d -> %d MiB in %.1f s (%.1f MiB/s returned)' % (
                           {e['level']: e['events'] for e in info['events']},
