@@ -348,12 +348,6 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
             target <= floor) {
             goto out;
         }
-        /*
-         * A guest whose available memory is falling is about to need it:
-         * keep what it consumed since the last sample out of reach too.
-         */
-        avail = avail > 2 * s->avail_falling ?
-                avail - 2 * s->avail_falling : 0;
         spare = MIN(target - floor,
                     avail > p->reserve ? avail - p->reserve : 0);
         /* In proportion to what this guest can spare: idle gives first. */
@@ -394,11 +388,7 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
     }
 
 out:
-    if (fresh && st->time != s->prev.time) {
-        s->avail_falling = stat_known(st->available) &&
-                           stat_known(s->prev.available) &&
-                           s->prev.available > st->available ?
-                           s->prev.available - st->available : 0;
+    if (fresh) {
         s->prev = *st;
     }
     return finish(s, reason, target);

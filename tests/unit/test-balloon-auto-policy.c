@@ -244,27 +244,6 @@ static void test_guest_deflated_and_pingpong(void)
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
 }
 
-/* A guest whose available memory is falling keeps that much out of reach. */
-static void test_falling_available(void)
-{
-    Fixture f;
-    BalloonPolicyDecision d;
-
-    fixture_init(&f, 2 * GiB, 2 * GiB);
-    f.p.floor = 512 * MiB;
-    f.p.reserve = 128 * MiB;
-    set_stats(&f, 1000 * MiB);
-    decide(&f, 2 * GiB);
-    f.now += 2 * SEC;
-    set_stats(&f, 800 * MiB);
-    decide(&f, 2 * GiB);                /* the sample that shows the drop */
-    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    d = decide(&f, 2 * GiB);
-    /* 800 - 2 * 200 = 400 available, 272 spare, 25% = 68 MiB */
-    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
-    g_assert_cmpint((int64_t)(d.old_target - d.new_target), ==, 68 * MiB);
-}
-
 /* Rising stall counters (Linux >= 6.12 guests) mean guest pressure. */
 static void test_stall_counters(void)
 {
@@ -462,8 +441,6 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/stuck-driver", test_stuck_driver);
     g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
                     test_guest_deflated_and_pingpong);
-    g_test_add_func("/balloon-auto-policy/falling-available",
-                    test_falling_available);
     g_test_add_func("/balloon-auto-policy/stall-counters",
                     test_stall_counters);
     g_test_add_func("/balloon-auto-policy/return-to-baseline",

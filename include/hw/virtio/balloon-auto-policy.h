@@ -92,7 +92,6 @@ typedef struct BalloonPolicyState {
     uint64_t pingpong_floor;    /* raised floor after ping-pong */
     int64_t pingpong_until;
     BalloonPolicyGuestStats prev; /* stats the last decision used */
-    uint64_t avail_falling;     /* available memory lost between samples */
     bool driver_stuck;
     BalloonPolicyCounters counters;
 } BalloonPolicyState;

@@ -50,7 +50,7 @@ def run_scenario(automatic):
             def work():
                 try:
                     result['b'] = vm_b.console.run(
-                        'bgt alloc %d --step 16 --delay-ms 250' % ALLOC_MIB,
+                        'bgt alloc %d --step 16 --delay-ms 500' % ALLOC_MIB,
                         timeout=400)
                 except Exception as e:  # pylint: disable=broad-except
                     result['error'] = repr(e)
