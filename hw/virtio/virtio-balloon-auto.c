@@ -801,21 +801,16 @@ void hmp_info_balloon_auto(Monitor *mon)
 void hmp_balloon_auto(Monitor *mon, const QDict *qdict)
 {
     const char *arg = qdict_get_str(qdict, "state");
+    bool dry_run = !strcmp(arg, "dry-run");
+    bool on = dry_run || !strcmp(arg, "on");
     Error *err = NULL;
-    bool on = !strcmp(arg, "on");
 
-    if (!on && strcmp(arg, "off") && strcmp(arg, "dry-run")) {
+    if (!on && strcmp(arg, "off")) {
         monitor_printf(mon, "balloon_auto: expected on, off or dry-run\n");
         return;
     }
-    if (!strcmp(arg, "dry-run")) {
-        qmp_balloon_auto_set(true, true, true, true, false, 0, false, 0,
-                             false, 0, false, 0, false, 0, false, 0, false, 0,
-                             false, 0, false, 0, false, 0, &err);
-    } else {
-        qmp_balloon_auto_set(true, on, on, false, false, 0, false, 0,
-                             false, 0, false, 0, false, 0, false, 0, false, 0,
-                             false, 0, false, 0, false, 0, &err);
-    }
+    qmp_balloon_auto_set(true, on, on, dry_run, false, 0, false, 0,
+                         false, 0, false, 0, false, 0, false, 0, false, 0,
+                         false, 0, false, 0, false, 0, &err);
     hmp_handle_error(mon, err);
 }
