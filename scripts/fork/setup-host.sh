@@ -13,7 +13,8 @@ die() { echo "setup-host: $*" >&2; exit 1; }
 
 PACKAGES_BASE="ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
 flex bison dpkg-dev gcc-i686-linux-gnu seabios ccache git xz-utils cpio
-busybox-static python3 ipxe-qemu"
+busybox-static python3 ipxe-qemu
+libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-matplotlib"
 PACKAGES_BACKPORTS="meson python3-pycotap"
 LIST=/etc/apt/sources.list.d/qemu-balloon-auto-fork.sources
 STAMP=/var/lib/qemu-balloon-auto-fork/setup.done
@@ -50,7 +51,19 @@ debian_uri() {
     } | grep -v security | head -n 1
 }
 
+# libvirtd's QEMU driver refuses to start without this user, even when
+# qemu.conf says user = "root"; libvirt-daemon-system (not installed: it
+# would start a system libvirtd) is what normally creates it.
+libvirt_user() {
+    getent passwd libvirt-qemu >/dev/null && return 0
+    getent group kvm >/dev/null || groupadd --system kvm
+    useradd --system --no-create-home --home-dir /var/lib/libvirt \
+        --shell /usr/sbin/nologin --gid kvm libvirt-qemu ||
+        die "cannot create the libvirt-qemu system user"
+}
+
 if [ -f "$STAMP" ] && [ -z "$(missing)" ] && [ -f "$LIST" ]; then
+    libvirt_user
     echo "setup-host: all dependencies present"
     exit 0
 fi
@@ -82,6 +95,7 @@ apt-get install -y -q --no-install-recommends $PACKAGES_BASE ||
 apt-get install -y -q --no-install-recommends -t bookworm-backports $PACKAGES_BACKPORTS ||
     die "installing meson/python3-pycotap from bookworm-backports failed"
 [ -z "$(missing)" ] || die "still missing after install: $(missing)"
+libvirt_user
 mkdir -p "$(dirname "$STAMP")"
 touch "$STAMP"
 echo "setup-host: done"
