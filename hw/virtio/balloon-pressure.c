@@ -671,10 +671,26 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
     bp->headroom_efd = -1;
 
     if (cfg->kind != BALLOON_PRESSURE_AUTO) {
-        if (!open_kind(bp, cfg->kind, cfg, false, errp)) {
+        Error *err = NULL;
+
+        if (open_kind(bp, cfg->kind, cfg, false, &err)) {
+            return bp;
+        }
+        if (!cfg->fall_back_to_none) {
+            error_propagate(errp, err);
             balloon_pressure_close(bp);
             return NULL;
         }
+        close_watches(bp);
+        warn_report("virtio-balloon: cannot open the host memory-pressure "
+                    "source '%s' here (%s); automatic ballooning reacts to "
+                    "guest pressure only", balloon_pressure_kind_name(cfg->kind),
+                    error_get_pretty(err));
+        bp->kind = BALLOON_PRESSURE_NONE;
+        bp->detail = g_strdup_printf("could not open '%s' on this host: %s",
+                                     balloon_pressure_kind_name(cfg->kind),
+                                     error_get_pretty(err));
+        error_free(err);
         return bp;
     }
 

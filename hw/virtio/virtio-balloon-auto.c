@@ -71,18 +71,44 @@ static void set_guest_target(VirtIOBalloon *s, uint64_t target)
     virtio_notify_config(VIRTIO_DEVICE(s));
 }
 
-static BalloonAutoStatus auto_status(VirtIOBalloon *s)
+/*
+ * Why no decisions can be made now, if anything blocks them.  The first
+ * three are the conditions under which virtio-balloon ignores the guest's
+ * inflations; they are told apart here so the query can say which.
+ */
+static bool auto_blocked(BalloonAutoBlocker *blocker)
+{
+    if (ram_block_discard_is_disabled()) {
+        *blocker = BALLOON_AUTO_BLOCKER_DISCARD_DISABLED;
+    } else if (migration_in_incoming_postcopy()) {
+        *blocker = BALLOON_AUTO_BLOCKER_POSTCOPY;
+    } else if (migration_in_bg_snapshot()) {
+        *blocker = BALLOON_AUTO_BLOCKER_BACKGROUND_SNAPSHOT;
+    } else if (!runstate_is_running()) {
+        *blocker = BALLOON_AUTO_BLOCKER_VM_STOPPED;
+    } else if (migration_is_running()) {
+        *blocker = BALLOON_AUTO_BLOCKER_MIGRATION;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static BalloonAutoStatus auto_status(VirtIOBalloon *s,
+                                     BalloonAutoBlocker *blocker)
 {
     VirtIOBalloonAuto *a = &s->autob;
+    BalloonAutoBlocker why;
 
     if (!a->enabled) {
         return BALLOON_AUTO_STATUS_DISABLED;
     }
-    if (ram_block_discard_is_disabled()) {
-        return BALLOON_AUTO_STATUS_INHIBITED;
-    }
-    if (!runstate_is_running() || migration_is_running()) {
-        return BALLOON_AUTO_STATUS_PAUSED;
+    if (auto_blocked(&why)) {
+        if (blocker) {
+            *blocker = why;
+        }
+        return why < BALLOON_AUTO_BLOCKER_VM_STOPPED ?
+               BALLOON_AUTO_STATUS_INHIBITED : BALLOON_AUTO_STATUS_PAUSED;
     }
     if (now_ns() < a->hold_until) {
         return BALLOON_AUTO_STATUS_HELD;
@@ -179,9 +205,15 @@ static void auto_schedule(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
     int64_t now = now_ns();
+    BalloonAutoBlocker why;
 
+    /*
+     * Blocked by a migration or snapshot: look again soon; the side that
+     * ends up running the VM resumes (a stopped VM's virtual clock waits).
+     */
     if (balloon_policy_busy(&a->state, &a->params, guest_actual(s), now) ||
-        now < a->hold_until) {
+        now < a->hold_until ||
+        (auto_blocked(&why) && why != BALLOON_AUTO_BLOCKER_DISCARD_DISABLED)) {
         timer_mod(a->timer, now + BUSY_TICK_MS * SCALE_MS);
     } else {
         /* At rest: no periodic wake-ups. */
@@ -192,7 +224,8 @@ static void auto_schedule(VirtIOBalloon *s)
 static void auto_evaluate(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
-    BalloonAutoStatus status = auto_status(s);
+    BalloonAutoBlocker why = BALLOON_AUTO_BLOCKER_VM_STOPPED;
+    BalloonAutoStatus status = auto_status(s, &why);
     BalloonPolicyDecision d;
     int64_t now = now_ns();
     uint64_t actual = guest_actual(s);
@@ -201,15 +234,14 @@ static void auto_evaluate(VirtIOBalloon *s)
     if (!a->realized || !a->enabled) {
         return;
     }
-    if (status == BALLOON_AUTO_STATUS_INHIBITED) {
-        if (!a->inhibit_warned) {
-            warn_report("virtio-balloon: ballooning is inhibited (discard "
-                        "disabled); automatic ballooning makes no decisions");
-            a->inhibit_warned = true;
-        }
-        return;
+    if (why == BALLOON_AUTO_BLOCKER_DISCARD_DISABLED &&
+        status == BALLOON_AUTO_STATUS_INHIBITED && !a->inhibit_warned) {
+        warn_report("virtio-balloon: ballooning is inhibited (discard "
+                    "disabled); automatic ballooning makes no decisions");
+        a->inhibit_warned = true;
     }
-    if (status == BALLOON_AUTO_STATUS_PAUSED ||
+    if (status == BALLOON_AUTO_STATUS_INHIBITED ||
+        status == BALLOON_AUTO_STATUS_PAUSED ||
         status == BALLOON_AUTO_STATUS_HELD) {
         auto_schedule(s);
         return;
@@ -347,7 +379,11 @@ static bool auto_check_backing(Error **errp)
     return !qemu_ram_foreach_block(check_ram_block, errp);
 }
 
-static bool auto_start(VirtIOBalloon *s, Error **errp)
+/*
+ * @incoming: on a migration destination, where a pressure source that
+ * cannot be opened must not cost the VM.
+ */
+static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
 {
     VirtIOBalloonAuto *a = &s->autob;
     BalloonPressureConfig cfg = {
@@ -356,6 +392,7 @@ static bool auto_start(VirtIOBalloon *s, Error **errp)
         .fd = a->fd,
         .fd_level = BALLOON_POLICY_LEVEL_MEDIUM,
         .psi_window_ms = a->psi_window_ms,
+        .fall_back_to_none = incoming,
     };
     g_autofree char *floor_origin = NULL;
 
@@ -428,7 +465,8 @@ bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
     if (!s->autob.enabled) {
         return true;
     }
-    return auto_start(s, errp);
+    s->autob.enabled_at_start = true;
+    return auto_start(s, false, errp);
 }
 
 void virtio_balloon_auto_unrealize(VirtIOBalloon *s)
@@ -455,34 +493,90 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
                    VIRTIO_BALLOON_PFN_SHIFT;
 }
 
-/* Migration: sent only with automatic=on; sources are host-local. */
+/*
+ * Migration.  The subsection is sent when automatic ballooning is on, or
+ * was on at start (so that turning it off at run time is not undone by
+ * the destination's command line); a VM without it migrates to and from
+ * upstream QEMU as before.  Pressure sources are host-local: the
+ * destination opens its own.
+ */
 static bool auto_needed(void *opaque)
 {
     VirtIOBalloon *s = opaque;
 
-    return s->autob.enabled;
+    return s->autob.enabled || s->autob.enabled_at_start;
 }
 
-static int auto_post_load(void *opaque, int version_id)
+static int auto_subsection_post_load(void *opaque, int version_id)
 {
     VirtIOBalloon *s = opaque;
 
-    if (s->autob.enabled && !s->autob.realized) {
-        Error *err = NULL;
-        BalloonPolicyState migrated = s->autob.state;
-
-        if (!auto_start(s, &err)) {
-            error_report_err(err);
-            return -EINVAL;
-        }
-        s->autob.state = migrated;
-    }
-    if (s->autob.realized) {
-        auto_schedule(s);
-    }
+    s->autob.state_migrated = true;
     return 0;
 }
 
+int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonPolicyState migrated = a->state;
+    BalloonPolicyGuestStats migrated_stats = a->stats;
+    g_autofree char *floor_origin = NULL;
+    Error *err = NULL;
+
+    if (!a->state_migrated) {
+        if (a->realized) {
+            /* On here only: rest where the source left the balloon. */
+            balloon_policy_state_init(&a->state, current_target(s));
+            auto_schedule(s);
+        }
+        return 0;
+    }
+    a->state_migrated = false;
+    if (!a->enabled) {
+        /* Turned off on the source at run time. */
+        auto_stop(s);
+        return 0;
+    }
+    if (!a->realized) {
+        if (!auto_start(s, true, &err)) {
+            error_reportf_err(err, "virtio-balloon: automatic ballooning "
+                              "cannot continue here: ");
+            return -EINVAL;
+        }
+    } else if (auto_params(a, &a->params, &floor_origin, &err)) {
+        /* Tunables may have been changed at run time on the source. */
+        g_free(a->floor_origin);
+        a->floor_origin = g_steal_pointer(&floor_origin);
+    } else {
+        error_reportf_err(err, "virtio-balloon: migrated tunables: ");
+        return -EINVAL;
+    }
+    a->state = migrated;
+    a->stats = migrated_stats;
+    auto_schedule(s);
+    return 0;
+}
+
+static const VMStateDescription vmstate_balloon_auto_stats = {
+    .name = "virtio-balloon-auto-stats",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_INT64(time, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(total, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(available, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(free, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(caches, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(major_faults, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(swap_in, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(oom_kills, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(alloc_stalls, BalloonPolicyGuestStats),
+        VMSTATE_UINT64(direct_reclaim, BalloonPolicyGuestStats),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+/* All of it: the policy continues on the destination where it stopped. */
 static const VMStateDescription vmstate_balloon_auto_state = {
     .name = "virtio-balloon-auto-policy",
     .version_id = 1,
@@ -492,11 +586,17 @@ static const VMStateDescription vmstate_balloon_auto_state = {
         VMSTATE_UINT64(target, BalloonPolicyState),
         VMSTATE_INT64_ARRAY(level_time, BalloonPolicyState,
                             BALLOON_POLICY_LEVEL__MAX),
+        VMSTATE_UINT32(pending, BalloonPolicyState),
         VMSTATE_INT64(last_inflate, BalloonPolicyState),
         VMSTATE_INT64(last_guest_pressure, BalloonPolicyState),
         VMSTATE_INT64(last_return, BalloonPolicyState),
+        VMSTATE_INT64(last_progress, BalloonPolicyState),
+        VMSTATE_UINT64(last_actual, BalloonPolicyState),
         VMSTATE_UINT64(pingpong_floor, BalloonPolicyState),
         VMSTATE_INT64(pingpong_until, BalloonPolicyState),
+        VMSTATE_STRUCT(prev, BalloonPolicyState, 1,
+                       vmstate_balloon_auto_stats, BalloonPolicyGuestStats),
+        VMSTATE_BOOL(driver_stuck, BalloonPolicyState),
         VMSTATE_UINT64_ARRAY(counters.events, BalloonPolicyState,
                              BALLOON_POLICY_LEVEL__MAX),
         VMSTATE_UINT64_ARRAY(counters.decisions, BalloonPolicyState,
@@ -513,13 +613,33 @@ const VMStateDescription vmstate_virtio_balloon_auto = {
     .version_id = 1,
     .minimum_version_id = 1,
     .needed = auto_needed,
-    .post_load = auto_post_load,
+    .post_load = auto_subsection_post_load,
     .fields = (const VMStateField[]) {
         VMSTATE_STRUCT(autob.state, VirtIOBalloon, 1,
                        vmstate_balloon_auto_state, BalloonPolicyState),
+        VMSTATE_STRUCT(autob.stats, VirtIOBalloon, 1,
+                       vmstate_balloon_auto_stats, BalloonPolicyGuestStats),
         VMSTATE_BOOL(autob.enabled, VirtIOBalloon),
+        VMSTATE_BOOL(autob.enabled_at_start, VirtIOBalloon),
         VMSTATE_INT64(autob.hold_until, VirtIOBalloon),
         VMSTATE_BOOL(autob.dry_run, VirtIOBalloon),
+        /* the last decision, as the query reports it */
+        VMSTATE_UINT32(autob.last.reason, VirtIOBalloon),
+        VMSTATE_UINT64(autob.last.old_target, VirtIOBalloon),
+        VMSTATE_UINT64(autob.last.new_target, VirtIOBalloon),
+        VMSTATE_UINT32(autob.last_level, VirtIOBalloon),
+        VMSTATE_UINT64(autob.last_actual, VirtIOBalloon),
+        VMSTATE_INT64(autob.last_time, VirtIOBalloon),
+        VMSTATE_BOOL(autob.last_applied, VirtIOBalloon),
+        /* what balloon-auto-set may have changed */
+        VMSTATE_UINT64(autob.floor, VirtIOBalloon),
+        VMSTATE_UINT64(autob.reserve, VirtIOBalloon),
+        VMSTATE_UINT8_ARRAY(autob.inflate_pct, VirtIOBalloon,
+                            BALLOON_POLICY_LEVEL__MAX),
+        VMSTATE_UINT64(autob.max_step, VirtIOBalloon),
+        VMSTATE_UINT64(autob.return_step, VirtIOBalloon),
+        VMSTATE_UINT32(autob.hold_time_ms, VirtIOBalloon),
+        VMSTATE_UINT32(autob.cooldown_ms, VirtIOBalloon),
         VMSTATE_END_OF_LIST()
     },
 };
@@ -568,6 +688,7 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     VirtIOBalloon *s = find_balloon(errp);
     VirtIOBalloonAuto *a;
     BalloonAutoInfo *info;
+    BalloonAutoBlocker blocker = BALLOON_AUTO_BLOCKER_VM_STOPPED;
     BalloonPolicyParams params;
     int64_t now = now_ns();
     int64_t last_event = BALLOON_POLICY_NEVER;
@@ -582,7 +703,10 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     info = g_new0(BalloonAutoInfo, 1);
     info->enabled = a->enabled;
     info->dry_run = a->dry_run;
-    info->status = auto_status(s);
+    info->status = auto_status(s, &blocker);
+    info->has_blocked_by = info->status == BALLOON_AUTO_STATUS_INHIBITED ||
+                           info->status == BALLOON_AUTO_STATUS_PAUSED;
+    info->blocked_by = blocker;
     info->source = g_new0(BalloonPressureSource, 1);
     if (a->pressure) {
         info->source->kind = balloon_pressure_kind(a->pressure);
@@ -724,7 +848,7 @@ void qmp_balloon_auto_set(bool has_enabled, bool enabled,
     if (has_enabled && enabled != a->enabled) {
         a->enabled = enabled;
         if (enabled) {
-            if (!auto_start(s, errp)) {
+            if (!auto_start(s, false, errp)) {
                 a->enabled = false;
                 return;
             }

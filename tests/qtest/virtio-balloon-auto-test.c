@@ -2,7 +2,9 @@
  * QTest cases for the automatic virtio-balloon: properties, QMP, HMP
  *
  * Host pressure is delivered through an eventfd handed to QEMU
- * (pressure-fd), so the tests are deterministic.
+ * (pressure-fd), so the tests are deterministic.  Where a test needs the
+ * guest's statistics, a minimal driver built on libqos plays the guest:
+ * it sets up the three virtqueues and hands statistics buffers over.
  *
  * Copyright (c) 2026 The qemu-balloon-auto authors
  *
@@ -12,11 +14,20 @@
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
 #include "qemu/units.h"
+#include "qemu/bswap.h"
 #include "libqtest.h"
 #include "qapi/error.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
+#include "libqos/libqos-pc.h"
+#include "libqos/virtio.h"
+#include "libqos/virtio-pci.h"
+#include "standard-headers/linux/virtio_ids.h"
+#include "standard-headers/linux/virtio_balloon.h"
+
+#define BALLOON_SLOT 4
+#define STATS_POLL_NS (2 * 1000 * 1000 * 1000LL)
 
 static int64_t qom_get_int(QTestState *qts, const char *path,
                            const char *prop)
@@ -333,6 +344,320 @@ static void test_set_command(void)
     close(efd);
 }
 
+/* The guest side: a virtio-balloon driver that only reports statistics. */
+typedef struct BalloonDriver {
+    QOSState *qs;
+    QVirtioPCIDevice *dev;
+    QVirtQueue *vq[3];          /* inflate, deflate, stats */
+    uint64_t stats_addr;
+    bool stats_held;            /* the device holds our buffer */
+} BalloonDriver;
+
+static QTestState *driver_boot(BalloonDriver *d, int efd, const char *extra)
+{
+    QVirtioDevice *vdev;
+    uint64_t features;
+    int i;
+
+    d->qs = qtest_pc_boot("-M pc -m 1G -device virtio-balloon-pci,"
+                          "id=balloon0,addr=%d.0,automatic=on,"
+                          "pressure-fd=%d,pressure-fd-level=critical%s",
+                          BALLOON_SLOT, efd, extra);
+    d->dev = virtio_pci_new(d->qs->pcibus, &(QPCIAddress) {
+                                .devfn = QPCI_DEVFN(BALLOON_SLOT, 0) });
+    g_assert_nonnull(d->dev);
+    vdev = &d->dev->vdev;
+    g_assert_cmpint(vdev->device_type, ==, VIRTIO_ID_BALLOON);
+    qvirtio_pci_device_enable(d->dev);
+    qvirtio_start_device(vdev);
+    features = qvirtio_get_features(vdev);
+    qvirtio_set_features(vdev, features &
+                         ((1ull << VIRTIO_BALLOON_F_STATS_VQ) |
+                          (1ull << VIRTIO_F_VERSION_1)));
+    for (i = 0; i < ARRAY_SIZE(d->vq); i++) {
+        d->vq[i] = qvirtqueue_setup(vdev, &d->qs->alloc, i);
+    }
+    qvirtio_set_driver_ok(vdev);
+    d->stats_addr = guest_alloc(&d->qs->alloc,
+                                3 * sizeof(struct virtio_balloon_stat));
+    d->stats_held = false;
+    return d->qs->qts;
+}
+
+static void driver_stop(BalloonDriver *d)
+{
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(d->vq); i++) {
+        qvirtqueue_cleanup(d->dev->vdev.bus, d->vq[i], &d->qs->alloc);
+    }
+    qvirtio_pci_device_disable(d->dev);
+    qos_object_destroy((QOSGraphObject *)d->dev);
+    qtest_shutdown(d->qs);
+}
+
+/*
+ * Report statistics like a Linux guest: the buffer goes back and forth,
+ * the device returning it at each poll (every 2 s once automatic is on).
+ */
+static void driver_send_stats(BalloonDriver *d, uint64_t available)
+{
+    QTestState *qts = d->qs->qts;
+    struct virtio_balloon_stat st[] = {
+        { cpu_to_le16(VIRTIO_BALLOON_S_MEMTOT), cpu_to_le64(1 * GiB) },
+        { cpu_to_le16(VIRTIO_BALLOON_S_AVAIL), cpu_to_le64(available) },
+        { cpu_to_le16(VIRTIO_BALLOON_S_MEMFREE), cpu_to_le64(available) },
+    };
+    uint32_t head, len;
+
+    if (d->stats_held) {
+        qtest_clock_step(qts, STATS_POLL_NS);
+        g_assert_true(qvirtqueue_get_buf(qts, d->vq[2], &head, &len));
+    }
+    qtest_memwrite(qts, d->stats_addr, st, sizeof(st));
+    head = qvirtqueue_add(qts, d->vq[2], d->stats_addr, sizeof(st), false,
+                          false);
+    qvirtqueue_kick(qts, &d->dev->vdev, d->vq[2], head);
+    d->stats_held = true;
+}
+
+/* Signal one pressure event and wait until QEMU has counted it. */
+static void pressure_event(QTestState *qts, int efd, const char *level)
+{
+    QDict *info = query(qts);
+    int64_t before = level_events(info, level);
+
+    qobject_unref(info);
+    signal_pressure(efd);
+    for (;;) {
+        info = query(qts);
+        if (level_events(info, level) > before) {
+            qobject_unref(info);
+            return;
+        }
+        qobject_unref(info);
+        g_usleep(10 * 1000);
+    }
+}
+
+static int count_events(QTestState *qts, const char *name, QDict **last)
+{
+    QDict *ev;
+    int n = 0;
+
+    while ((ev = qtest_qmp_event_ref(qts, name))) {
+        qobject_unref(*last);
+        *last = ev;
+        n++;
+    }
+    return n;
+}
+
+/*
+ * Guest statistics plus a host pressure event make an inflate decision,
+ * reported by BALLOON_AUTO_DECISION and matching the query; the target
+ * reaches the driver through the config space.
+ */
+static void test_decision_event(void)
+{
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *qts = driver_boot(&d, efd, "");
+    QDict *ev, *data, *info, *last;
+    int64_t new_target;
+
+    driver_send_stats(&d, 800 * MiB);
+    info = query(qts);
+    g_assert_cmpint(qdict_get_int(qdict_get_qdict(info, "guest-stats"),
+                                  "available"), ==, 800 * MiB);
+    qobject_unref(info);
+
+    pressure_event(qts, efd, "critical");
+    ev = qtest_qmp_eventwait_ref(qts, "BALLOON_AUTO_DECISION");
+    data = qdict_get_qdict(ev, "data");
+    g_assert_cmpstr(qdict_get_str(data, "reason"), ==, "host-pressure");
+    g_assert_cmpstr(qdict_get_str(data, "level"), ==, "critical");
+    g_assert_cmpint(qdict_get_int(data, "old-target"), ==, 1 * GiB);
+    g_assert_cmpint(qdict_get_int(data, "actual"), ==, 1 * GiB);
+    g_assert_true(qdict_get_bool(data, "applied"));
+    new_target = qdict_get_int(data, "new-target");
+    /* 25% of what the guest can spare (736 MiB), in 4 MiB steps */
+    g_assert_cmpint(new_target, <, 1 * GiB - 150 * MiB);
+    g_assert_cmpint(new_target, >, 1 * GiB - 200 * MiB);
+
+    info = query(qts);
+    last = qdict_get_qdict(info, "last-decision");
+    g_assert_cmpint(qdict_get_int(info, "target"), ==, new_target);
+    g_assert_cmpstr(qdict_get_str(last, "reason"), ==, "host-pressure");
+    g_assert_cmpint(qdict_get_int(last, "new-target"), ==, new_target);
+    g_assert_cmpint(qdict_get_int(last, "old-target"), ==, 1 * GiB);
+    g_assert_true(qdict_get_bool(last, "applied"));
+    qobject_unref(info);
+    /* what the guest driver reads: num_pages, in 4 KiB pages */
+    g_assert_cmpint(qvirtio_config_readl(&d.dev->vdev, 0), ==,
+                    (1 * GiB - new_target) >> VIRTIO_BALLOON_PFN_SHIFT);
+    qobject_unref(ev);
+    driver_stop(&d);
+    close(efd);
+}
+
+static int64_t reason_count(QDict *info, const char *reason)
+{
+    QList *decisions = qdict_get_qlist(info, "decisions");
+    QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(decisions, e) {
+        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(c, "reason"), reason)) {
+            return qdict_get_int(c, "count");
+        }
+    }
+    g_assert_not_reached();
+}
+
+/*
+ * A pressure storm in dry-run mode decides on every event, but the
+ * monitor sees the events throttled like BALLOON_CHANGE: the first one at
+ * once, the last one of the burst when the second is over.  (Under qtest
+ * the throttle runs on the virtual clock, so this is deterministic.)
+ */
+static void test_decision_event_throttled(void)
+{
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *qts = driver_boot(&d, efd, ",auto-dry-run=on,"
+                                  "auto-cooldown-ms=0");
+    QDict *info, *last = NULL, *data, *ev;
+    int i;
+
+    driver_send_stats(&d, 800 * MiB);
+    for (i = 0; i < 20; i++) {
+        pressure_event(qts, efd, "critical");
+    }
+    info = query(qts);
+    g_assert_cmpint(reason_count(info, "host-pressure"), ==, 20);
+    /* dry run: the target did not move */
+    g_assert_cmpint(qdict_get_int(info, "target"), ==, 1 * GiB);
+    qobject_unref(info);
+    g_assert_cmpint(count_events(qts, "BALLOON_AUTO_DECISION", &last), ==,
+                    1);
+
+    qtest_clock_step(qts, 1100 * 1000 * 1000);
+    info = query(qts);
+    g_assert_cmpint(count_events(qts, "BALLOON_AUTO_DECISION", &last), ==,
+                    1);
+    /* the event delivered last is the last decision */
+    data = qdict_get_qdict(info, "last-decision");
+    ev = qdict_get_qdict(last, "data");
+    g_assert_false(qdict_get_bool(ev, "applied"));
+    g_assert_cmpint(qdict_get_int(ev, "new-target"), ==,
+                    qdict_get_int(data, "new-target"));
+    g_assert_cmpint(qdict_get_int(ev, "old-target"), ==, 1 * GiB);
+    qobject_unref(info);
+    qobject_unref(last);
+    driver_stop(&d);
+    close(efd);
+}
+
+static void wait_migration_completed(QTestState *qts)
+{
+    for (;;) {
+        QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                                  "{'execute': 'query-migrate'}");
+        const char *status = qdict_get_try_str(rsp, "status");
+
+        g_assert_cmpstr(status, !=, "failed");
+        if (!g_strcmp0(status, "completed")) {
+            qobject_unref(rsp);
+            return;
+        }
+        qobject_unref(rsp);
+        g_usleep(20 * 1000);
+    }
+}
+
+static void assert_same_member(QDict *a, QDict *b, const char *member)
+{
+    g_autoptr(GString) json = qobject_to_json(qdict_get(b, member));
+
+    g_test_message("%s: %s", member, json->str);
+    g_assert_true(qobject_is_equal(qdict_get(a, member),
+                                   qdict_get(b, member)));
+}
+
+/*
+ * The automatic state travels with the VM: the destination, started with
+ * automatic off and a pressure source it cannot open, continues with the
+ * source's target, baseline, counters and run-time tunables, says why it
+ * has no host source, and keeps the VM running.
+ */
+static void test_migrate(void)
+{
+    static const char *const same[] = {
+        "enabled", "dry-run", "target", "baseline", "max", "reserve",
+        "events", "decisions", "pingpongs",
+    };
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *src = driver_boot(&d, efd, "");
+    QTestState *dst;
+    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
+                                           g_get_tmp_dir(), getpid());
+    QDict *before, *after, *last_before, *last_after, *source;
+    size_t i;
+
+    driver_send_stats(&d, 800 * MiB);
+    pressure_event(src, efd, "critical");
+    qtest_qmp_assert_success(src, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'inflate-medium': 20,"
+                             " 'reserve': %" PRId64 "}}",
+                             (int64_t)(100 * MiB));
+    before = query(src);
+    g_assert_cmpint(qdict_get_int(before, "target"), <, 1 * GiB);
+
+    dst = qtest_initf("-M pc -m 1G -device virtio-balloon-pci,id=balloon0,"
+                      "addr=%d.0,pressure-source=cgroup-v1,"
+                      "pressure-cgroup=/no/such/cgroup -incoming %s",
+                      BALLOON_SLOT, uri);
+    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    wait_migration_completed(src);
+    qtest_qmp_eventwait(dst, "RESUME");
+
+    after = query(dst);
+    for (i = 0; i < ARRAY_SIZE(same); i++) {
+        assert_same_member(before, after, same[i]);
+    }
+    last_before = qdict_get_qdict(before, "last-decision");
+    last_after = qdict_get_qdict(after, "last-decision");
+    assert_same_member(last_before, last_after, "reason");
+    assert_same_member(last_before, last_after, "new-target");
+    assert_same_member(last_before, last_after, "old-target");
+    assert_same_member(last_before, last_after, "level");
+    assert_same_member(qdict_get_qdict(before, "guest-stats"),
+                       qdict_get_qdict(after, "guest-stats"), "available");
+    g_assert_cmpstr(qdict_get_str(after, "status"), ==, "active");
+    source = qdict_get_qdict(after, "source");
+    g_test_message("destination source: %s", qdict_get_str(source, "detail"));
+    g_assert_cmpstr(qdict_get_str(source, "kind"), ==, "none");
+    g_assert_nonnull(strstr(qdict_get_str(source, "detail"),
+                            "could not open 'cgroup-v1' on this host"));
+    g_assert_true(qtest_qom_get_bool(dst, "balloon0", "automatic"));
+    g_assert_cmpint(qom_get_int(dst, "balloon0", "inflate-medium"), ==, 20);
+    qobject_unref(after);
+
+    /* the source has stopped deciding, and says why */
+    after = query(src);
+    g_assert_cmpstr(qdict_get_str(after, "status"), ==, "paused");
+    g_assert_cmpstr(qdict_get_str(after, "blocked-by"), ==, "vm-stopped");
+    qobject_unref(after);
+    qobject_unref(before);
+    qtest_quit(dst);
+    driver_stop(&d);
+    close(efd);
+}
+
 static void test_hmp(void)
 {
     QTestState *qts = qtest_init("-M q35 -m 1G -device "
@@ -376,5 +701,9 @@ int main(int argc, char **argv)
                    test_manual_sets_baseline);
     qtest_add_func("balloon-auto/set-command", test_set_command);
     qtest_add_func("balloon-auto/hmp", test_hmp);
+    qtest_add_func("balloon-auto/decision-event", test_decision_event);
+    qtest_add_func("balloon-auto/decision-event-throttled",
+                   test_decision_event_throttled);
+    qtest_add_func("balloon-auto/migrate", test_migrate);
     return g_test_run();
 }

@@ -37,6 +37,11 @@ typedef struct BalloonPressureConfig {
     const char *fd;             /* fd name/number or /dev/fdset/N */
     BalloonPolicyLevel fd_level;
     uint32_t psi_window_ms;
+    /*
+     * If the source cannot be opened, warn and carry on without one
+     * instead of failing (a migration destination must keep the VM).
+     */
+    bool fall_back_to_none;
 } BalloonPressureConfig;
 
 /*

@@ -52,6 +52,8 @@ typedef struct VirtIOBalloonAuto {
     int64_t last_time;
     bool last_applied;
     bool inhibit_warned;
+    bool enabled_at_start;      /* automatic=on at realize */
+    bool state_migrated;        /* the subsection arrived, not yet applied */
 } VirtIOBalloonAuto;
 
 #define DEFINE_VIRTIO_BALLOON_AUTO_PROPERTIES(_s, _f)                        \
@@ -85,5 +87,7 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s);
 void virtio_balloon_auto_actual_changed(VirtIOBalloon *s);
 /* A manual balloon request; true if the automatic balloon took it. */
 bool virtio_balloon_auto_manual_target(VirtIOBalloon *s, uint64_t target);
+/* From the device's post_load, after the subsection (if sent) was loaded */
+int virtio_balloon_auto_post_load_device(VirtIOBalloon *s);
 
 #endif
