@@ -278,7 +278,8 @@ class TestVM:
     """A QEMU process booting the bundled guest, optionally in a cgroup."""
 
     def __init__(self, name, mem='1G', balloon='', cgroup=None,
-                 kernel='stable', tree=None, args=(), workdir=None):
+                 kernel='stable', tree=None, args=(), workdir=None,
+                 incoming=None):
         import sys
         sys.path.insert(0, os.path.join(tree or TREE, 'python'))
         from qemu.machine import QEMUMachine  # pylint: disable=import-error
@@ -302,6 +303,10 @@ class TestVM:
             '-append', 'console=ttyS0 panic=-1 loglevel=4',
             '-device', 'virtio-balloon-pci,id=balloon0' +
             (',' + balloon if balloon else ''), *args)
+        # A migration destination: the guest is already booted.
+        self.incoming = incoming
+        if incoming:
+            self.machine.add_args('-incoming', incoming)
         self.console = None
 
     def launch(self, boot_timeout=240):
@@ -309,8 +314,21 @@ class TestVM:
         self.console = GuestConsole(
             self.machine.console_socket,
             os.path.join(self.workdir, self.name + '.console.log'))
-        self.console.wait_for(GuestConsole.READY, boot_timeout)
+        if not self.incoming:
+            self.console.wait_for(GuestConsole.READY, boot_timeout)
         return self
+
+    def migrate(self, uri, timeout=300):
+        """Migrate to @uri; returns the final query-migrate answer
+        (status 'completed' or 'failed')."""
+        self.cmd('migrate', uri=uri)
+
+        def finished():
+            state = self.cmd('query-migrate')
+            return state if state.get('status') in ('completed',
+                                                    'failed') else None
+        return wait_until(finished, timeout, interval=0.2,
+                          what='end of migration')
 
     @property
     def pid(self):

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Live migration of the bundled guest with automatic ballooning: the
+balloon is inflated by real host pressure in the source's cgroup, and the
+VM moves to a destination in another cgroup while the driver is still
+following the new target."""
+
+import os
+import time
+import unittest
+
+import harness
+from harness import MiB
+
+LIMIT = 1400 * MiB
+
+
+def decisions(info, reason):
+    for d in info['decisions']:
+        if d['reason'] == reason:
+            return d['count']
+    raise KeyError(reason)
+
+
+def query_if(vm, predicate):
+    """query-balloon-auto's answer if it satisfies @predicate."""
+    info = vm.cmd('query-balloon-auto')
+    return info if predicate(info) else None
+
+
+def balloon_props(cg):
+    return ('automatic=on,deflate-on-oom=on,pressure-source=cgroup-v1,'
+            'pressure-cgroup=' + cg.v1)
+
+
+class MigrationTest(unittest.TestCase):
+
+    def test_migrate_while_inflating(self):
+        sock = os.path.join(harness.TOP, 'build', 'tests',
+                            'migrate-%d.sock' % os.getpid())
+        uri = 'unix:' + sock
+        with harness.Cgroup(limit=LIMIT) as src_cg, \
+                harness.Cgroup(limit=LIMIT) as dst_cg:
+            src = harness.TestVM('migrate-src', cgroup=src_cg,
+                                 balloon=balloon_props(src_cg))
+            dst = harness.TestVM('migrate-dst', cgroup=dst_cg,
+                                 balloon=balloon_props(dst_cg), incoming=uri,
+                                 args=['-S'])
+            try:
+                src.launch()
+                src.console.check('bgt alloc 700', timeout=300)
+                harness.wait_until(
+                    lambda: 'guest-stats' in src.cmd('query-balloon-auto'),
+                    30, what='guest statistics')
+                hog = harness.MemoryHog(src_cg, 500, step=8, delay=0.5)
+                try:
+                    # No decisions are made while the VM is moved, so do
+                    # not migrate while the host's need still grows.
+                    harness.wait_until(lambda: hog.allocated >= 500 or
+                                       hog.proc.poll() is not None, 240,
+                                       what='hog allocation')
+                    self.assertIsNone(hog.proc.poll(), 'the hog was killed')
+                    self.assertGreater(
+                        decisions(src.cmd('query-balloon-auto'),
+                                  'host-pressure'), 0)
+                    dst.launch()
+                    # Right after a decision, the driver is still moving.
+                    src.machine.get_qmp_events(wait=False)
+                    try:
+                        src.machine.event_wait('BALLOON_AUTO_DECISION',
+                                               timeout=20)
+                    except TimeoutError:
+                        pass
+                finally:
+                    # Migration reads all of guest RAM on the source; this
+                    # host's kernel backs reads of untouched memory with
+                    # real pages, so the source needs the room (see docs).
+                    hog.stop()
+                start = src.cmd('query-balloon-auto')
+                inflating = start['actual'] != start['target']
+                t0 = time.monotonic()
+                result = src.migrate(uri)
+                took = time.monotonic() - t0
+                self.assertEqual(result['status'], 'completed', result)
+                before = src.cmd('query-balloon-auto')
+                # -S, as management does: compare before the VM runs there
+                harness.wait_until(
+                    lambda: dst.cmd('query-migrate').get('status') ==
+                    'completed', 60, what='incoming migration completed')
+                after = dst.cmd('query-balloon-auto')
+                print('# migrated in %.1f s, driver %s at the start; '
+                      'target %d MiB, actual %d MiB'
+                      % (took, 'moving' if inflating else 'at target',
+                         after['target'] // MiB, after['actual'] // MiB))
+
+                # Both sides stopped deciding, and say why.
+                for info in (before, after):
+                    self.assertEqual(info['status'], 'paused')
+                    self.assertEqual(info['blocked-by'], 'vm-stopped')
+                # The destination has the migrated state, and its own
+                # host's pressure source.
+                self.assertEqual(after['source']['kind'], 'cgroup-v1')
+                self.assertEqual(after['source']['path'], dst_cg.v1)
+                for member in ('target', 'actual', 'baseline', 'floor',
+                               'events', 'decisions', 'pingpongs',
+                               'last-decision'):
+                    if member == 'last-decision':
+                        del before[member]['age-ms']
+                        del after[member]['age-ms']
+                    self.assertEqual(after[member], before[member], member)
+                self.assertLess(after['target'], 1024 * MiB)
+                self.assertEqual(dst.balloon_actual(), src.balloon_actual())
+
+                dst.cmd('cont')
+                dst.machine.event_wait('RESUME', timeout=60)
+                self.assertEqual(dst.cmd('query-balloon-auto')['status'],
+                                 'active')
+                # The guest keeps running on the destination ...
+                rc, out = dst.console.run('echo still-alive')
+                self.assertEqual(rc, 0)
+                self.assertIn('still-alive', out)
+                # ... the driver reaches the target there ...
+                harness.wait_until(
+                    lambda: query_if(dst, lambda i: i['actual'] ==
+                                     i['target']), 120,
+                    what='driver at the target on the destination')
+                # ... and automatic ballooning keeps working: no pressure
+                # in the destination's cgroup, so memory is given back.
+                calm = decisions(after, 'host-calm')
+                final = harness.wait_until(
+                    lambda: query_if(dst, lambda i: decisions(
+                        i, 'host-calm') > calm), 120,
+                    what='memory returned on the destination')
+                self.assertGreater(final['target'], after['target'])
+                events = [e for e in dst.machine.get_qmp_events(wait=False)
+                          if e['event'] == 'BALLOON_AUTO_DECISION']
+                self.assertTrue(events)
+                self.assertEqual(src_cg.oom_kills(), 0)
+                self.assertEqual(dst_cg.oom_kills(), 0)
+            finally:
+                src.shutdown()
+                dst.shutdown()
+                if os.path.exists(sock):
+                    os.unlink(sock)
+
+
+if __name__ == '__main__':
+    harness.main()
