@@ -39,7 +39,7 @@ $(BLD)/build.ninja:
 	./configure $(CONFIGURE_ARGS)
 
 $(PRISTINE)/build/build.ninja:
-	./configure --with-pristine $(CONFIGURE_ARGS)
+	./configure --pristine-only $(CONFIGURE_ARGS)
 
 build: $(BLD)/build.ninja
 	@scripts/fork/link-overlay.sh $(TREE)
@@ -53,8 +53,8 @@ guest:
 	@scripts/fork/build-test-guest.sh --kernel=backports --print-paths
 
 check: setup
-	$(MAKE) build guest
-	$(PYTHON) scripts/fork/check.py --tree $(TREE)
+	$(MAKE) build pristine guest
+	$(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE)
 
 check-quick: build
 	$(PYTHON) scripts/fork/check.py --tree $(TREE) --quick

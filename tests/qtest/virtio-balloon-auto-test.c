@@ -658,6 +658,37 @@ static void test_migrate(void)
     close(efd);
 }
 
+/*
+ * Automatic on at the destination only: it starts from where the source
+ * left the balloon (the migrated target), not from the full size.
+ */
+static void test_migrate_to_automatic(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
+                                           g_get_tmp_dir(), getpid());
+    QTestState *src = qtest_init("-M pc -m 1G -device "
+                                 "virtio-balloon-pci,id=balloon0");
+    QTestState *dst = qtest_initf("-M pc -m 1G -device virtio-balloon-pci,"
+                                  "id=balloon0,automatic=on,"
+                                  "pressure-source=none -incoming %s", uri);
+    QDict *info;
+
+    qtest_qmp_assert_success(src, "{'execute': 'balloon',"
+                             " 'arguments': {'value': %" PRId64 "}}",
+                             (int64_t)(768 * MiB));
+    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    wait_migration_completed(src);
+    qtest_qmp_eventwait(dst, "RESUME");
+    info = query(dst);
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "active");
+    g_assert_cmpint(qdict_get_int(info, "baseline"), ==, 768 * MiB);
+    g_assert_cmpint(qdict_get_int(info, "target"), ==, 768 * MiB);
+    qobject_unref(info);
+    qtest_quit(dst);
+    qtest_quit(src);
+}
+
 static void test_hmp(void)
 {
     QTestState *qts = qtest_init("-M q35 -m 1G -device "
@@ -705,5 +736,7 @@ int main(int argc, char **argv)
     qtest_add_func("balloon-auto/decision-event-throttled",
                    test_decision_event_throttled);
     qtest_add_func("balloon-auto/migrate", test_migrate);
+    qtest_add_func("balloon-auto/migrate-to-automatic",
+                   test_migrate_to_automatic);
     return g_test_run();
 }
