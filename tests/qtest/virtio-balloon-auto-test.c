@@ -689,6 +689,117 @@ static void test_migrate_to_automatic(void)
     qtest_quit(src);
 }
 
+/*
+ * While a background snapshot runs, upstream ignores the guest's
+ * inflations: the automatic balloon makes no decisions and says why.
+ */
+static void test_background_snapshot_inhibits(void)
+{
+    QTestState *qts = qtest_init("-M pc -m 1G -device virtio-balloon-pci,"
+                                 "id=balloon0,automatic=on,"
+                                 "pressure-source=none");
+    QDict *info, *rsp;
+
+    rsp = qtest_qmp(qts, "{'execute': 'migrate-set-capabilities',"
+                    " 'arguments': {'capabilities': [{'capability':"
+                    " 'background-snapshot', 'state': true}]}}");
+    if (qdict_haskey(rsp, "error")) {
+        /* needs userfaultfd write protection from the host kernel */
+        g_test_skip(qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"));
+        qobject_unref(rsp);
+        qtest_quit(qts);
+        return;
+    }
+    qobject_unref(rsp);
+    /* slow enough to look at it while it runs */
+    qtest_qmp_assert_success(qts, "{'execute': 'migrate-set-parameters',"
+                             " 'arguments': {'max-bandwidth': 1048576}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'migrate', 'arguments':"
+                             " {'uri': 'exec:cat > /dev/null'}}");
+    info = query(qts);
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "inhibited");
+    g_assert_cmpstr(qdict_get_str(info, "blocked-by"), ==,
+                    "background-snapshot");
+    qobject_unref(info);
+    qtest_qmp_assert_success(qts, "{'execute': 'migrate_cancel'}");
+    qtest_quit(qts);
+}
+
+/* Likewise on the destination of a postcopy migration. */
+static void test_postcopy_inhibits(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
+                                           g_get_tmp_dir(), getpid());
+    const char *args = "-M pc -m 1G -device virtio-balloon-pci,id=balloon0,"
+                       "automatic=on,pressure-source=none";
+    QTestState *src = qtest_init(args);
+    QTestState *dst = qtest_initf("%s -incoming defer", args);
+    QTestState *both[] = { src, dst };
+    QDict *info, *rsp;
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(both); i++) {
+        rsp = qtest_qmp(both[i], "{'execute': 'migrate-set-capabilities',"
+                        " 'arguments': {'capabilities': [{'capability':"
+                        " 'postcopy-ram', 'state': true}]}}");
+        if (qdict_haskey(rsp, "error")) {
+            /* needs userfaultfd from the host kernel */
+            g_test_skip(qdict_get_str(qdict_get_qdict(rsp, "error"),
+                                      "desc"));
+            qobject_unref(rsp);
+            qtest_quit(dst);
+            qtest_quit(src);
+            return;
+        }
+        qobject_unref(rsp);
+    }
+    qtest_qmp_assert_success(src, "{'execute': 'migrate-set-parameters',"
+                             " 'arguments': {'max-bandwidth': 1048576,"
+                             " 'max-postcopy-bandwidth': 1048576}}");
+    qtest_qmp_assert_success(dst, "{'execute': 'migrate-incoming',"
+                             " 'arguments': {'uri': %s}}", uri);
+    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    qtest_qmp_assert_success(src, "{'execute': 'migrate-start-postcopy'}");
+    qtest_qmp_eventwait(dst, "RESUME");
+    info = query(dst);
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "inhibited");
+    g_assert_cmpstr(qdict_get_str(info, "blocked-by"), ==, "postcopy");
+    qobject_unref(info);
+    qtest_kill_qemu(dst);
+    qtest_quit(dst);
+    qtest_quit(src);
+}
+
+/*
+ * Turned off at run time on a VM started with automatic=on: the
+ * destination, started with the same command line, stays off.
+ */
+static void test_migrate_keeps_off(void)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
+                                           g_get_tmp_dir(), getpid());
+    const char *args = "-M pc -m 1G -device virtio-balloon-pci,id=balloon0,"
+                       "automatic=on,pressure-source=none";
+    QTestState *src = qtest_init(args);
+    QTestState *dst = qtest_initf("%s -incoming %s", args, uri);
+    QDict *info;
+
+    qtest_qmp_assert_success(src, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'enabled': false}}");
+    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    wait_migration_completed(src);
+    qtest_qmp_eventwait(dst, "RESUME");
+    info = query(dst);
+    g_assert_false(qdict_get_bool(info, "enabled"));
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "disabled");
+    qobject_unref(info);
+    g_assert_false(qtest_qom_get_bool(dst, "balloon0", "automatic"));
+    qtest_quit(dst);
+    qtest_quit(src);
+}
+
 static void test_hmp(void)
 {
     QTestState *qts = qtest_init("-M q35 -m 1G -device "
@@ -738,5 +849,9 @@ int main(int argc, char **argv)
     qtest_add_func("balloon-auto/migrate", test_migrate);
     qtest_add_func("balloon-auto/migrate-to-automatic",
                    test_migrate_to_automatic);
+    qtest_add_func("balloon-auto/migrate-keeps-off", test_migrate_keeps_off);
+    qtest_add_func("balloon-auto/background-snapshot-inhibits",
+                   test_background_snapshot_inhibits);
+    qtest_add_func("balloon-auto/postcopy-inhibits", test_postcopy_inhibits);
     return g_test_run();
 }
