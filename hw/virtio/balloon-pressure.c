@@ -684,7 +684,8 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
         close_watches(bp);
         warn_report("virtio-balloon: cannot open the host memory-pressure "
                     "source '%s' here (%s); automatic ballooning reacts to "
-                    "guest pressure only", balloon_pressure_kind_name(cfg->kind),
+                    "guest pressure only",
+                    balloon_pressure_kind_name(cfg->kind),
                     error_get_pretty(err));
         bp->kind = BALLOON_PRESSURE_NONE;
         bp->detail = g_strdup_printf("could not open '%s' on this host: %s",
