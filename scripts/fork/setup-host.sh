@@ -51,14 +51,15 @@ debian_uri() {
     } | grep -v security | head -n 1
 }
 
-# libvirtd's QEMU driver refuses to start without this user, even when
-# qemu.conf says user = "root"; libvirt-daemon-system (not installed: it
-# would start a system libvirtd) is what normally creates it.
+# libvirtd's QEMU driver refuses to start without the libvirt-qemu user
+# and group, even when qemu.conf says user = "root"; libvirt-daemon-system
+# (not installed: it would run a system libvirtd) normally creates them.
 libvirt_user() {
-    getent passwd libvirt-qemu >/dev/null && return 0
-    getent group kvm >/dev/null || groupadd --system kvm
-    useradd --system --no-create-home --home-dir /var/lib/libvirt \
-        --shell /usr/sbin/nologin --gid kvm libvirt-qemu ||
+    getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu ||
+        die "cannot create the libvirt-qemu system group"
+    getent passwd libvirt-qemu >/dev/null ||
+        useradd --system --no-create-home --home-dir /var/lib/libvirt \
+            --shell /usr/sbin/nologin --gid libvirt-qemu libvirt-qemu ||
         die "cannot create the libvirt-qemu system user"
 }
 
