@@ -4,10 +4,13 @@
 Demo of the automatic balloon: boot the bundled guest with
 -device virtio-balloon-pci,automatic=on inside a memory-limited cgroup,
 then squeeze the host (a memory hog in the same cgroup) and the guest
-(an allocation inside it) and show, live, what the balloon does.
+(an allocation inside it) and show, live, what the balloon does, as the
+host-side view scripts/balloon_auto_top.py sees it.  The run is recorded
+to build/demo.jsonl and plotted to build/demo.png.
 """
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -15,32 +18,60 @@ import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 sys.path.insert(0, os.path.join(TOP, 'tests', 'functional', 'balloon_auto'))
+sys.path.insert(0, os.path.join(TOP, 'scripts'))
 
+import balloon_auto_top as view  # noqa: E402  pylint: disable=C0413
 import harness  # noqa: E402  pylint: disable=wrong-import-position
 from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
 
-
-def row(vm, cg, phase):
-    info = vm.cmd('query-balloon-auto')
-    last = info.get('last-decision')
-    stats = info.get('guest-stats', {})
-    print('%-14s actual %5d MiB  target %5d  baseline %5d  guest-avail %5s'
-          '  QEMU-RSS %5d  cgroup %5d/%d  level %-8s  last %s' % (
-              phase, info['actual'] // MiB, info['target'] // MiB,
-              info['baseline'] // MiB,
-              stats['available'] // MiB if 'available' in stats else '-',
-              vm.rss() // MiB, cg.usage() // MiB, cg.limit // MiB,
-              info['level'],
-              '%s %+d MiB' % (last['reason'],
-                              (last['new-target'] - last['old-target'])
-                              // MiB) if last else '-'), flush=True)
+VIEW_SOCKET = os.path.join(TOP, 'build', 'tests', 'demo.qmp')
+RECORDING = os.path.join(TOP, 'build', 'demo.jsonl')
+PLOT = os.path.join(TOP, 'build', 'demo.png')
 
 
-def watch(vm, cg, phase, seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        row(vm, cg, phase)
-        time.sleep(2)
+class DemoView:
+    """The host-side view of the demo VM through its own QMP socket: each
+    sample is printed as one line and recorded for the plot."""
+
+    def __init__(self, cg):
+        self.cg = cg
+        self.target = view.QmpSocket(VIEW_SOCKET)
+        self.recording = open(RECORDING, 'w')
+
+    def row(self, phase):
+        snap = view.sample_all([self.target])
+        self.recording.write(json.dumps(snap) + '\n')
+        self.recording.flush()
+        r = snap['vms'][0]
+        if 'error' in r:
+            print('%-14s %s' % (phase, r['error']), flush=True)
+            return
+        print('%-14s actual %5s MiB  target %5s  baseline %5s  guest-avail'
+              ' %5s  QEMU-RSS %5s  cgroup %5d/%d  level %-8s  last %s' % (
+                  phase, view.mib(r['actual']), view.mib(r.get('target')),
+                  view.mib(r.get('baseline')), view.mib(r.get('available')),
+                  view.mib(r['rss']), self.cg.usage() // MiB,
+                  self.cg.limit // MiB, r.get('level', '-'),
+                  view.why(r.get('decision'))), flush=True)
+
+    def table(self):
+        print('   host-side view (scripts/balloon_auto_top.py %s):' %
+              os.path.relpath(VIEW_SOCKET, TOP))
+        text = view.table(view.sample_all([self.target])['vms'])
+        print('\n'.join('   ' + line for line in text.splitlines()))
+
+    def watch(self, phase, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.row(phase)
+            time.sleep(2)
+
+    def plot(self):
+        self.recording.close()
+        view.plot(RECORDING, PLOT)
+        print('\nRecorded %s; plot of balloon size, guest available memory,'
+              ' QEMU RSS and host pressure events: %s' % (
+                  os.path.relpath(RECORDING, TOP), os.path.relpath(PLOT, TOP)))
 
 
 def main():
@@ -51,29 +82,37 @@ def main():
 
     print('Booting the bundled guest (TCG, ~45 s) with automatic=on in a'
           ' cgroup limited to %d MiB...' % args.limit_mib, flush=True)
+    os.makedirs(os.path.dirname(VIEW_SOCKET), exist_ok=True)
+    if os.path.exists(VIEW_SOCKET):
+        os.unlink(VIEW_SOCKET)
     with harness.Cgroup(limit=args.limit_mib * MiB) as cg:
         vm = harness.TestVM('demo', mem='1G', cgroup=cg,
                             balloon='automatic=on,deflate-on-oom=on,'
                                     'pressure-source=cgroup-v1,'
-                                    'pressure-cgroup=' + cg.v1)
+                                    'pressure-cgroup=' + cg.v1,
+                            args=('-name', 'demo', '-qmp',
+                                  'unix:%s,server=on,wait=off' % VIEW_SOCKET))
         with vm:
+            demo = DemoView(cg)
             src = vm.cmd('query-balloon-auto')['source']
             print('pressure source: %s %s (%s)' % (src['kind'], src['path'],
                                                    src['detail']))
             print('\n1. The guest uses 700 MiB once, then frees it: the'
                   ' memory stays resident in QEMU.')
             vm.console.check('bgt alloc 700', timeout=300)
-            watch(vm, cg, 'guest-used', 6)
+            demo.watch('guest-used', 6)
+            demo.table()
 
             print('\n2. A host process in the same cgroup needs 800 MiB:'
                   ' host pressure inflates the balloon.')
             hog = harness.MemoryHog(cg, 800, step=8, delay=0.5)
             try:
-                watch(vm, cg, 'host-pressure', 40)
+                demo.watch('host-pressure', 40)
             finally:
                 hog.stop()
             print('   host hog got %d MiB; cgroup OOM kills: %d' % (
                 hog.allocated, cg.oom_kills()))
+            demo.table()
 
             print('\n3. The hog is gone and the guest needs 600 MiB:'
                   ' guest pressure deflates the balloon.')
@@ -83,15 +122,18 @@ def main():
                                    ' && bgt vmstat oom_kill', timeout=600)))
             work.start()
             while work.is_alive():
-                row(vm, cg, 'guest-pressure')
+                demo.row('guest-pressure')
                 time.sleep(2)
             print('   guest:', ' / '.join(result.get('out', (1, []))[1]))
+            demo.table()
             print('\n4. Calm: after the hold time the balloon returns to its'
                   ' baseline.')
-            watch(vm, cg, 'calm', 20)
+            demo.watch('calm', 20)
+            demo.table()
             print('\nHMP "info balloon":')
             print(vm.machine.cmd('human-monitor-command',
                                  command_line='info balloon'))
+            demo.plot()
     return 0
 
 
