@@ -99,7 +99,7 @@ DOMAIN_XML = '''\
       <source mode='bind' path='{console}'/>
       <target port='0'/>
     </serial>
-    <memballoon model='virtio'>
+    <memballoon model='virtio' autodeflate='on'>
       <alias name='balloon0'/>
       <stats period='2'/>
     </memballoon>
@@ -108,7 +108,6 @@ DOMAIN_XML = '''\
     <qemu:device alias='balloon0'>
       <qemu:frontend>
         <qemu:property name='automatic' type='bool' value='true'/>
-        <qemu:property name='deflate-on-oom' type='bool' value='true'/>
         <qemu:property name='pressure-source' type='string' value='cgroup-v1'/>
         <qemu:property name='pressure-cgroup' type='string'
                        value='{pressure_cgroup}'/>
@@ -458,14 +457,19 @@ class LibvirtTest(unittest.TestCase):
         self.assertGreaterEqual(restored['host-pressure'],
                                 decisions['host-pressure'])
         rss_restored = harness.proc_rss(self.pid())
+        with open('/proc/%d/smaps_rollup' % self.pid()) as f:
+            thp_restored = int(re.search(r'AnonHugePages:\s+(\d+)',
+                                         f.read()).group(1)) * KiB
         self.pressure(500, 'hog allocation after restore')
         info = self.wait_settled()
         after = {d['reason']: d['count'] for d in info['decisions']}
         self.assertGreater(after['host-pressure'],
                            restored['host-pressure'])
         print('# save/restore: restore %.1f s, QEMU RSS after restore %d MiB'
-              '; new pressure: balloon -> %d MiB, host-pressure decisions'
+              ' (%d MiB in huge pages) with the balloon at %d MiB; new'
+              ' pressure: balloon -> %d MiB, host-pressure decisions'
               ' %d -> %d' % (restore_s, rss_restored // MiB,
+                             thp_restored // MiB, actual // MiB,
                              info['actual'] // MiB,
                              restored['host-pressure'],
                              after['host-pressure']))
