@@ -363,7 +363,7 @@ def targets_from(args):
     return targets
 
 
-def main(argv=None):
+def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument('targets', nargs='*', metavar='SOCKET|DOMAIN',
@@ -376,7 +376,8 @@ def main(argv=None):
     ap.add_argument('--record', metavar='FILE.jsonl',
                     help='append a sample every --interval to FILE')
     ap.add_argument('--interval', type=float, default=1.0,
-                    help='seconds between recorded samples (1)')
+                    help='seconds between recorded samples (1; with'
+                    ' --watch, its SECONDS)')
     ap.add_argument('--duration', type=float,
                     help='stop watching/recording after SECONDS')
     ap.add_argument('--plot', metavar='FILE.png',
@@ -384,7 +385,7 @@ def main(argv=None):
                     ' are given)')
     ap.add_argument('--json', action='store_true',
                     help='print samples as JSON instead of a table')
-    args = ap.parse_args(argv)
+    args = ap.parse_args()
 
     if args.plot and not args.record:
         ap.error('--plot draws the file given with --record')
@@ -392,6 +393,7 @@ def main(argv=None):
     if not targets:
         if args.plot:
             plot(args.record, args.plot)
+            print('plot written to', args.plot)
             return 0
         ap.error('no VM given (QMP socket paths, domain names or --libvirt)')
 
