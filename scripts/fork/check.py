@@ -25,6 +25,10 @@ QTESTS = [
     'virtio-balloon-auto-test',
 ]
 QOS_BALLOON_FILTER = 'virtio-balloon'
+# The full migration-test takes 8 min under TCG here; these cover the
+# stream format (analyze-migration.py) and a plain precopy migration.
+MIGRATION_CASES = ['/x86_64/migration/analyze-script',
+                   '/x86_64/migration/precopy/unix/plain']
 UNIT_TESTS = ['test-balloon-auto-policy']
 MESON_SUITES = ['qapi-schema', 'qapi-frontend']
 FUNCTIONAL_GLOB = 'tests/functional/balloon_auto/test_*.py'
@@ -81,25 +85,31 @@ def meson_test(bld, tally, names, suites=()):
     print('  (meson test: %.0fs)' % (time.monotonic() - start))
 
 
-def qos_balloon(bld, tally):
-    """Upstream's libqos virtio-balloon tests, out of the big qos-test."""
-    qos = os.path.join(bld, 'tests', 'qtest', 'qos-test')
-    env = dict(os.environ, QTEST_QEMU_BINARY=os.path.join(
-        bld, 'qemu-system-x86_64'))
+def qtest_cases(bld, tally, test, wanted):
+    """Selected cases of one of upstream's big qtest binaries."""
+    bld = os.path.abspath(bld)
+    binary = os.path.join(bld, 'tests', 'qtest', test)
+    env = dict(os.environ, PYTHON=sys.executable,
+               QTEST_QEMU_BINARY=os.path.join(bld, 'qemu-system-x86_64'))
     paths = [p for p in subprocess.run(
-        [qos, '-l'], stdout=subprocess.PIPE, text=True, env=env,
-        check=True).stdout.split() if p.startswith('/') and
-             QOS_BALLOON_FILTER in p]
+        [binary, '-l'], stdout=subprocess.PIPE, text=True, env=env,
+        check=True).stdout.split() if p.startswith('/') and wanted(p)]
     if not paths:
-        tally.add('qos-test ' + QOS_BALLOON_FILTER, 'fail', 'no such test')
+        tally.add(test, 'fail', 'none of the wanted cases exists')
         return
     for p in paths:
-        proc = subprocess.run([qos, '--tap', '-p', p], stdout=subprocess.PIPE,
+        start = time.monotonic()
+        proc = subprocess.run([binary, '--tap', '-p', p], cwd=bld,
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env)
-        ok = proc.returncode == 0 and re.search(r'^ok ', proc.stdout, re.M)
-        if not ok:
+        m = re.search(r'^ok .*$', proc.stdout, re.M)
+        if proc.returncode != 0 or not m:
             sys.stdout.write(proc.stdout[-3000:])
-        tally.add('qos-test ' + p, 'pass' if ok else 'fail')
+            result = 'fail'
+        else:
+            result = 'skip' if '# SKIP' in m.group(0).upper() else 'pass'
+        tally.add('%s %s' % (test, p), result,
+                  '%.1fs' % (time.monotonic() - start))
 
 
 def functional(tally, pristine, only=None):
@@ -153,7 +163,8 @@ def main():
     args = ap.parse_args()
 
     bld = os.path.join(args.tree, 'build')
-    targets = (['tests/qtest/' + t for t in QTESTS + ['qos-test']] +
+    targets = (['tests/qtest/' + t for t in
+                QTESTS + ['qos-test', 'migration-test']] +
                ['tests/unit/' + t for t in UNIT_TESTS])
     subprocess.run(['ninja', '-C', bld] + targets, check=True)
 
@@ -161,7 +172,9 @@ def main():
     meson_test(bld, tally, UNIT_TESTS)
     meson_test(bld, tally, [], MESON_SUITES)
     meson_test(bld, tally, ['qtest-x86_64/' + t for t in QTESTS], ())
-    qos_balloon(bld, tally)
+    qtest_cases(bld, tally, 'qos-test', lambda p: QOS_BALLOON_FILTER in p)
+    qtest_cases(bld, tally, 'migration-test',
+                lambda p: p in MIGRATION_CASES)
     if not args.quick:
         functional(tally, args.pristine, args.only)
 
