@@ -184,6 +184,28 @@ static char *own_cgroup(const char *v1_controller)
 }
 
 /*
+ * A threaded cgroup (libvirt puts QEMU's emulator threads in one) has no
+ * memory limit or protection of its own, and its PSI misses the VM's other
+ * threads: use the root of the threaded subtree, the VM's cgroup.
+ */
+static char *threaded_domain(char *dir)
+{
+    for (;;) {
+        g_autofree char *file = g_build_filename(dir, "cgroup.type", NULL);
+        g_autofree char *type = NULL;
+        char *parent;
+
+        if (!g_file_get_contents(file, &type, NULL, NULL) ||
+            strcmp(g_strstrip(type), "threaded")) {
+            return dir;
+        }
+        parent = g_path_get_dirname(dir);
+        g_free(dir);
+        dir = parent;
+    }
+}
+
+/*
  * The directory of the cgroup to watch: @given as a directory, or as a
  * path inside the hierarchy, or QEMU's own cgroup when @given is NULL.
  * Sets *is_root when that is the hierarchy's root.
@@ -212,7 +234,27 @@ static char *cgroup_dir(const char *v1_controller, const char *given,
         return NULL;
     }
     *is_root = !strcmp(rel, "/") || !rel[0];
-    return g_build_filename(mnt, rel, NULL);
+    return given ? g_build_filename(mnt, rel, NULL) :
+                   threaded_domain(g_build_filename(mnt, rel, NULL));
+}
+
+/* Whether the v2 hierarchy has the memory controller (not a v1 one). */
+static bool v2_has_memory_controller(void)
+{
+    g_autofree char *mnt = cgroup_mount(NULL);
+    g_autofree char *path = NULL;
+    g_autofree char *text = NULL;
+    g_auto(GStrv) ctrls = NULL;
+
+    if (!mnt) {
+        return false;
+    }
+    path = g_build_filename(mnt, "cgroup.controllers", NULL);
+    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+        return false;
+    }
+    ctrls = g_strsplit_set(g_strstrip(text), " ", -1);
+    return g_strv_contains((const char * const *)ctrls, "memory");
 }
 
 /* A cgroup memory file's value; false if absent, "max" or unlimited. */
@@ -584,6 +626,15 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
         if (autodetect && is_root) {
             error_setg(errp, "QEMU runs in the root %s cgroup",
                        balloon_pressure_kind_name(kind));
+            return false;
+        }
+        /*
+         * Without a memory limit there, a v2 cgroup's PSI stays quiet
+         * until a v1 memcg OOM-kills: the v1 source has usage thresholds.
+         */
+        if (autodetect && kind == BALLOON_PRESSURE_CGROUP_V2 &&
+            !v2_has_memory_controller()) {
+            error_setg(errp, "the memory controller is on cgroup v1 here");
             return false;
         }
         file = g_build_filename(dir, kind == BALLOON_PRESSURE_CGROUP_V1 ?

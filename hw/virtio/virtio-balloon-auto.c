@@ -166,11 +166,11 @@ static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
         return false;
     }
     p->return_step = a->return_step;
-    if (a->hold_time_ms > 24 * 3600 * 1000) {
-        error_setg(errp, "'auto-hold-time-ms' must be at most one day");
+    if (a->calm_time_ms > 24 * 3600 * 1000) {
+        error_setg(errp, "'auto-calm-time-ms' must be at most one day");
         return false;
     }
-    p->hold = (int64_t)a->hold_time_ms * SCALE_MS;
+    p->hold = (int64_t)a->calm_time_ms * SCALE_MS;
     if (a->cooldown_ms > 3600 * 1000) {
         error_setg(errp, "'auto-cooldown-ms' must be at most one hour");
         return false;
@@ -638,7 +638,7 @@ const VMStateDescription vmstate_virtio_balloon_auto = {
                             BALLOON_POLICY_LEVEL__MAX),
         VMSTATE_UINT64(autob.max_step, VirtIOBalloon),
         VMSTATE_UINT64(autob.return_step, VirtIOBalloon),
-        VMSTATE_UINT32(autob.hold_time_ms, VirtIOBalloon),
+        VMSTATE_UINT32(autob.calm_time_ms, VirtIOBalloon),
         VMSTATE_UINT32(autob.cooldown_ms, VirtIOBalloon),
         VMSTATE_END_OF_LIST()
     },
@@ -783,23 +783,39 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     return info;
 }
 
-void qmp_balloon_auto_set(bool has_enabled, bool enabled,
-                          bool has_dry_run, bool dry_run,
-                          bool has_hold_ms, uint32_t hold_ms,
-                          bool has_floor, uint64_t floor,
-                          bool has_reserve, uint64_t reserve,
-                          bool has_inflate_low, uint8_t inflate_low,
-                          bool has_inflate_medium, uint8_t inflate_medium,
-                          bool has_inflate_critical, uint8_t inflate_critical,
-                          bool has_max_step, uint64_t max_step,
-                          bool has_return_step, uint64_t return_step,
-                          bool has_hold_time_ms, uint32_t hold_time_ms,
-                          bool has_cooldown_ms, uint32_t cooldown_ms,
-                          Error **errp)
+/*
+ * Replace the running host pressure source by a descriptor from
+ * management; the old source stays if the new one cannot be used.
+ */
+static bool auto_take_pressure_fd(VirtIOBalloon *s, const char *fd,
+                                  BalloonPressureLevel level, Error **errp)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonPressureConfig cfg = {
+        .kind = BALLOON_PRESSURE_FD,
+        .fd = fd,
+        .fd_level = (BalloonPolicyLevel)level,
+        .psi_window_ms = a->psi_window_ms,
+    };
+    BalloonPressure *bp = balloon_pressure_open(&cfg, auto_pressure_cb, s,
+                                                errp);
+
+    if (!bp) {
+        error_prepend(errp, "'pressure-fd': ");
+        return false;
+    }
+    balloon_pressure_close(a->pressure);
+    a->pressure = bp;
+    return true;
+}
+
+void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
 {
     VirtIOBalloon *s = find_balloon(errp);
     VirtIOBalloonAuto *a, new;
     BalloonPolicyParams params;
+    BalloonPressureLevel fd_level = BALLOON_PRESSURE_LEVEL_MEDIUM;
+    bool enabling, switch_fd;
     g_autofree char *floor_origin = NULL;
 
     if (!s) {
@@ -807,7 +823,8 @@ void qmp_balloon_auto_set(bool has_enabled, bool enabled,
     }
     a = &s->autob;
     new = *a;
-#define SET(field, arg) do { if (has_##arg) { new.field = arg; } } while (0)
+#define SET(field, arg) \
+    do { if (set->has_##arg) { new.field = set->arg; } } while (0)
     SET(floor, floor);
     SET(reserve, reserve);
     SET(inflate_pct[BALLOON_POLICY_LEVEL_LOW], inflate_low);
@@ -815,14 +832,38 @@ void qmp_balloon_auto_set(bool has_enabled, bool enabled,
     SET(inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], inflate_critical);
     SET(max_step, max_step);
     SET(return_step, return_step);
-    SET(hold_time_ms, hold_time_ms);
+    SET(calm_time_ms, calm_time_ms);
     SET(cooldown_ms, cooldown_ms);
 #undef SET
     if (!auto_params(&new, &params, &floor_origin, errp)) {
         return;
     }
-    if (has_hold_ms && hold_ms > 24 * 3600 * 1000) {
+    if (set->has_hold_ms && set->hold_ms > 24 * 3600 * 1000) {
         error_setg(errp, "'hold-ms' must be at most one day (86400000)");
+        return;
+    }
+    if (set->has_pressure_fd_level) {
+        if (!set->pressure_fd) {
+            error_setg(errp, "'pressure-fd-level' needs 'pressure-fd'");
+            return;
+        }
+        if (set->pressure_fd_level == BALLOON_PRESSURE_LEVEL_NONE) {
+            error_setg(errp, "'pressure-fd-level' must be low, medium or "
+                       "critical");
+            return;
+        }
+        fd_level = set->pressure_fd_level;
+    }
+    enabling = set->has_enabled && set->enabled && !a->enabled;
+    if (set->pressure_fd && !a->realized && !enabling) {
+        error_setg(errp, "'pressure-fd' needs automatic ballooning on "
+                   "(or 'enabled': true in the same command)");
+        return;
+    }
+    /* A running source is swapped first: a bad descriptor changes nothing. */
+    switch_fd = set->pressure_fd && a->realized;
+    if (switch_fd && !auto_take_pressure_fd(s, set->pressure_fd, fd_level,
+                                            errp)) {
         return;
     }
 
@@ -832,22 +873,32 @@ void qmp_balloon_auto_set(bool has_enabled, bool enabled,
     memcpy(a->inflate_pct, new.inflate_pct, sizeof(a->inflate_pct));
     a->max_step = new.max_step;
     a->return_step = new.return_step;
-    a->hold_time_ms = new.hold_time_ms;
+    a->calm_time_ms = new.calm_time_ms;
     a->cooldown_ms = new.cooldown_ms;
-    if (has_dry_run) {
-        a->dry_run = dry_run;
+    if (set->pressure_fd) {
+        /* the properties say what is in use, as for the command line */
+        g_free(a->source);
+        a->source = g_strdup("fd");
+        g_free(a->fd);
+        a->fd = g_strdup(set->pressure_fd);
+        g_free(a->fd_level);
+        a->fd_level = g_strdup(BalloonPressureLevel_str(fd_level));
     }
-    if (has_hold_ms) {
-        a->hold_until = hold_ms ? now_ns() + (int64_t)hold_ms * SCALE_MS : 0;
+    if (set->has_dry_run) {
+        a->dry_run = set->dry_run;
+    }
+    if (set->has_hold_ms) {
+        a->hold_until = set->hold_ms ?
+                        now_ns() + (int64_t)set->hold_ms * SCALE_MS : 0;
     }
     if (a->realized) {
         a->params = params;
         g_free(a->floor_origin);
         a->floor_origin = g_steal_pointer(&floor_origin);
     }
-    if (has_enabled && enabled != a->enabled) {
-        a->enabled = enabled;
-        if (enabled) {
+    if (set->has_enabled && set->enabled != a->enabled) {
+        a->enabled = set->enabled;
+        if (set->enabled) {
             if (!auto_start(s, false, errp)) {
                 a->enabled = false;
                 return;
@@ -927,14 +978,16 @@ void hmp_balloon_auto(Monitor *mon, const QDict *qdict)
     const char *arg = qdict_get_str(qdict, "state");
     bool dry_run = !strcmp(arg, "dry-run");
     bool on = dry_run || !strcmp(arg, "on");
+    BalloonAutoSettings set = {
+        .has_enabled = true, .enabled = on,
+        .has_dry_run = on, .dry_run = dry_run,
+    };
     Error *err = NULL;
 
     if (!on && strcmp(arg, "off")) {
         monitor_printf(mon, "balloon_auto: expected on, off or dry-run\n");
         return;
     }
-    qmp_balloon_auto_set(true, on, on, dry_run, false, 0, false, 0,
-                         false, 0, false, 0, false, 0, false, 0, false, 0,
-                         false, 0, false, 0, false, 0, &err);
+    qmp_balloon_auto_set(&set, &err);
     hmp_handle_error(mon, err);
 }

@@ -40,6 +40,16 @@ static int64_t qom_get_int(QTestState *qts, const char *path,
     return v;
 }
 
+static char *qom_get_str(QTestState *qts, const char *path, const char *prop)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments':"
+                           " {'path': %s, 'property': %s}}", path, prop);
+    char *v = g_strdup(qdict_get_str(rsp, "return"));
+
+    qobject_unref(rsp);
+    return v;
+}
+
 static QDict *query(QTestState *qts)
 {
     return qtest_qmp_assert_success_ref(qts,
@@ -800,6 +810,72 @@ static void test_migrate_keeps_off(void)
     qtest_quit(src);
 }
 
+/*
+ * Least privilege at run time: management hands a descriptor over with
+ * getfd and balloon-auto-set; a bad one leaves the running source alone.
+ */
+static void test_set_pressure_fd(void)
+{
+    int efd, mgmt_efd = eventfd(0, 0);
+    QTestState *qts = start_with_eventfd(&efd, "");
+    QDict *info, *rsp, *src;
+    g_autofree char *fd_prop = NULL;
+    static const char *const bad[] = {
+        "{'pressure-fd-level': 'low'}", "'pressure-fd-level' needs",
+        "{'pressure-fd': 'psi', 'pressure-fd-level': 'none'}",
+        "'pressure-fd-level' must be",
+        "{'pressure-fd': 'nosuchfd'}", "'pressure-fd': ",
+    };
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(bad); i += 2) {
+        const char *desc;
+
+        rsp = qtest_qmp(qts, "{'execute': 'balloon-auto-set',"
+                        " 'arguments': %p}",
+                        qobject_from_json(bad[i], &error_abort));
+        desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+        g_test_message("%s -> %s", bad[i], desc);
+        g_assert_nonnull(strstr(desc, bad[i + 1]));
+        qobject_unref(rsp);
+    }
+    info = query(qts);
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(info, "source"), "kind"),
+                    ==, "fd");
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(info, "source"),
+                                          "detail"), "level critical"));
+    qobject_unref(info);
+
+    rsp = qtest_qmp_fds(qts, &mgmt_efd, 1, "{'execute': 'getfd',"
+                        " 'arguments': {'fdname': 'psi'}}");
+    g_assert_false(qdict_haskey(rsp, "error"));
+    qobject_unref(rsp);
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'pressure-fd': 'psi',"
+                             " 'pressure-fd-level': 'low'}}");
+    info = query(qts);
+    src = qdict_get_qdict(info, "source");
+    g_assert_cmpstr(qdict_get_str(src, "path"), ==,
+                    "psi (anon_inode:[eventfd])");
+    g_assert_nonnull(strstr(qdict_get_str(src, "detail"), "level low"));
+    qobject_unref(info);
+    fd_prop = qom_get_str(qts, "balloon0", "pressure-fd");
+    g_assert_cmpstr(fd_prop, ==, "psi");
+    pressure_event(qts, mgmt_efd, "low");
+
+    /* off closes it; on again needs a new one */
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'enabled': false}}");
+    rsp = qtest_qmp(qts, "{'execute': 'balloon-auto-set',"
+                    " 'arguments': {'pressure-fd': 'psi'}}");
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"),
+                                          "desc"), "needs automatic"));
+    qobject_unref(rsp);
+    qtest_quit(qts);
+    close(efd);
+    close(mgmt_efd);
+}
+
 static void test_hmp(void)
 {
     QTestState *qts = qtest_init("-M q35 -m 1G -device "
@@ -843,6 +919,7 @@ int main(int argc, char **argv)
                    test_manual_sets_baseline);
     qtest_add_func("balloon-auto/set-command", test_set_command);
     qtest_add_func("balloon-auto/hmp", test_hmp);
+    qtest_add_func("balloon-auto/set-pressure-fd", test_set_pressure_fd);
     qtest_add_func("balloon-auto/decision-event", test_decision_event);
     qtest_add_func("balloon-auto/decision-event-throttled",
                    test_decision_event_throttled);

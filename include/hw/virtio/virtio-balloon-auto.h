@@ -34,7 +34,7 @@ typedef struct VirtIOBalloonAuto {
     uint8_t inflate_pct[BALLOON_POLICY_LEVEL__MAX];
     uint64_t max_step;
     uint64_t return_step;
-    uint32_t hold_time_ms;
+    uint32_t calm_time_ms;
     uint32_t cooldown_ms;
 
     /* Run time */
@@ -74,7 +74,7 @@ typedef struct VirtIOBalloonAuto {
                       _f.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], 25),   \
     DEFINE_PROP_SIZE("auto-max-step", _s, _f.max_step, 256 * MiB),          \
     DEFINE_PROP_SIZE("auto-return-step", _s, _f.return_step, 64 * MiB),     \
-    DEFINE_PROP_UINT32("auto-hold-time-ms", _s, _f.hold_time_ms, 10000),    \
+    DEFINE_PROP_UINT32("auto-calm-time-ms", _s, _f.calm_time_ms, 10000),    \
     DEFINE_PROP_UINT32("auto-cooldown-ms", _s, _f.cooldown_ms, 1000)
 
 extern const VMStateDescription vmstate_virtio_balloon_auto;

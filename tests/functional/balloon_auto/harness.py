@@ -109,7 +109,11 @@ class Cgroup:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 10
-        for d in (self.v1, self.v2):
+        children = [os.path.join(top, d) for root in (self.v1, self.v2)
+                    if os.path.isdir(root)
+                    for top, dirs, _ in os.walk(root, topdown=False)
+                    for d in dirs]
+        for d in children + [self.v1, self.v2]:
             while os.path.isdir(d):
                 try:
                     os.rmdir(d)

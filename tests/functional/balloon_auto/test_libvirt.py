@@ -112,7 +112,7 @@ DOMAIN_XML = '''\
         <qemu:property name='pressure-cgroup' type='string'
                        value='{pressure_cgroup}'/>
         <qemu:property name='inflate-medium' type='unsigned' value='20'/>
-        <qemu:property name='auto-hold-time-ms' type='unsigned'
+        <qemu:property name='auto-calm-time-ms' type='unsigned'
                        value='600000'/>
       </qemu:frontend>
     </qemu:device>
@@ -357,7 +357,7 @@ class LibvirtTest(unittest.TestCase):
                            ('pressure-source', 'cgroup-v1'),
                            ('pressure-cgroup', PARTITION_DIR),
                            ('inflate-medium', 20),
-                           ('auto-hold-time-ms', 600000),
+                           ('auto-calm-time-ms', 600000),
                            ('deflate-on-oom', True)):
             self.assertEqual(balloon.get(key), value, key)
         with open(lv.path('log', 'qemu', DOMAIN + '.log')) as f:

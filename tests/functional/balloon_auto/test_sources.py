@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Which host pressure source and which cgroup QEMU picks by itself, with
+QEMU placed the way libvirt places it: its process in a threaded child
+("emulator") of the VM's cgroup v2, its memory limit in a v1 memcg."""
+
+import os
+import sys
+import unittest
+
+import harness
+from harness import MiB
+
+
+class SourcesTest(unittest.TestCase):
+
+    def start(self, cg, v2_dir, props):
+        sys.path.insert(0, os.path.join(harness.TREE, 'python'))
+        from qemu.machine import QEMUMachine  # pylint: disable=import-error
+        wrapper = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && '
+                   'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
+                   cg.v1, v2_dir]
+        vm = QEMUMachine(harness.qemu_binary(), wrapper=wrapper,
+                         base_temp_dir=harness.TOP + '/build/tests')
+        vm.add_args('-M', 'q35', '-nodefaults', '-S', '-m', '512M',
+                    '-device', 'virtio-balloon-pci,id=balloon0,' + props)
+        vm.launch()
+        return vm
+
+    def test_threaded_emulator_cgroup(self):
+        with harness.Cgroup(limit=1400 * MiB) as cg:
+            emulator = os.path.join(cg.v2, 'emulator')
+            os.mkdir(emulator)
+            with open(os.path.join(emulator, 'cgroup.type'), 'w') as f:
+                f.write('threaded')
+
+            # v2 explicitly: the VM's cgroup, not the threaded child
+            vm = self.start(cg, emulator,
+                            'automatic=on,pressure-source=cgroup-v2')
+            try:
+                src = vm.cmd('query-balloon-auto')['source']
+            finally:
+                vm.shutdown()
+            print('# cgroup-v2: %s (%s)' % (src['path'], src['detail']))
+            self.assertEqual(src['kind'], 'cgroup-v2')
+            self.assertEqual(src['path'], cg.v2)
+
+            # auto on a host whose memory controller is on v1: the v1
+            # memcg, which has the limit and the usage thresholds
+            vm = self.start(cg, emulator, 'automatic=on')
+            try:
+                src = vm.cmd('query-balloon-auto')['source']
+            finally:
+                vm.shutdown()
+            print('# auto: %s (%s)' % (src['path'], src['detail']))
+            self.assertEqual(src['kind'], 'cgroup-v1')
+            self.assertEqual(src['path'], cg.v1)
+            self.assertIn('memory controller is on cgroup v1',
+                          src['detail'])
+            self.assertIn('thresholds', src['detail'])
+
+if __name__ == '__main__':
+    harness.main()
