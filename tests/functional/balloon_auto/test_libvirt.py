@@ -5,6 +5,10 @@ Automatic ballooning through a real libvirtd (Debian 12's libvirt 9.0): the
 balloon is turned on and tuned in the domain XML with <qemu:override>, the
 domain runs in a memory-limited cgroup partition under real host pressure,
 and libvirt's own view (dommemstat, dominfo, setmem, save/restore) follows.
+The least-privilege route runs too: QEMU as libvirt-qemu with no pressure
+source of its own, and the test, as management, arming an eventfd on the
+partition's memory usage and handing it over with virsh qemu-monitor-command
+--pass-fds, getfd and balloon-auto-set.
 
 libvirtd and virtlogd run privately: in a mount namespace of their own
 where /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and
@@ -14,6 +18,7 @@ not disturbed; virsh reaches the private daemon through its socket.
 
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -32,6 +37,15 @@ import balloon_auto_top  # noqa: E402  pylint: disable=wrong-import-position
 
 KiB = 1024
 DOMAIN = 'balloon-auto'
+FD_DOMAIN = 'balloon-auto-fd'
+# usage thresholds management arms, in percent of the partition's limit
+FD_THRESHOLDS = (75, 80, 85, 90, 95)
+# the hand-over, verbatim as docs/system/devices/virtio-balloon-auto.rst
+# shows it ("Least privilege")
+GETFD = '{"execute": "getfd", "arguments": {"fdname": "pressure"}}'
+BALLOON_AUTO_SET = '''{"execute": "balloon-auto-set",
+            "arguments": {"pressure-fd": "pressure",
+                          "pressure-fd-level": "medium"}}'''
 # one partition per test run; without systemd libvirt names a partition's
 # directory <name>.partition
 PARTITION = '/machine/balloon-auto-test-%d' % os.getpid()
@@ -92,7 +106,7 @@ DOMAIN_XML = '''\
   <features><acpi/></features>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
-  <devices>
+{seclabel}  <devices>
     <emulator>{emulator}</emulator>
     <controller type='usb' model='none'/>
     <serial type='unix'>
@@ -107,18 +121,29 @@ DOMAIN_XML = '''\
   <qemu:override>
     <qemu:device alias='balloon0'>
       <qemu:frontend>
-        <qemu:property name='automatic' type='bool' value='true'/>
-        <qemu:property name='pressure-source' type='string' value='cgroup-v1'/>
-        <qemu:property name='pressure-cgroup' type='string'
-                       value='{pressure_cgroup}'/>
-        <qemu:property name='inflate-medium' type='unsigned' value='20'/>
-        <qemu:property name='auto-calm-time-ms' type='unsigned'
-                       value='600000'/>
+{properties}
       </qemu:frontend>
     </qemu:device>
   </qemu:override>
 </domain>
 '''
+QEMU_TYPES = {bool: 'bool', int: 'unsigned', str: 'string'}
+# QEMU as an unprivileged user: a privileged libvirtd applies a domain's DAC
+# label also with security_driver = "none" and user = "root" in qemu.conf
+SECLABEL = '''\
+  <seclabel type='static' model='dac' relabel='no'>
+    <label>+{uid}:+{gid}</label>
+  </seclabel>
+'''
+
+
+def qemu_properties(props):
+    """<qemu:property> elements for the balloon's frontend."""
+    return '\n'.join(
+        "        <qemu:property name='%s' type='%s' value='%s'/>" % (
+            name, QEMU_TYPES[type(value)],
+            str(value).lower() if isinstance(value, bool) else value)
+        for name, value in props)
 
 
 class PrivateLibvirtd:
@@ -166,11 +191,11 @@ class PrivateLibvirtd:
         except OSError:
             return '(no libvirtd.log)'
 
-    def virsh(self, *args):
+    def virsh(self, *args, pass_fds=()):
         proc = subprocess.run(['virsh', '-q', '-c', self.uri] + list(args),
                               stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
-                              timeout=300, check=False)
+                              timeout=300, check=False, pass_fds=pass_fds)
         if proc.returncode != 0:
             raise AssertionError('virsh %s failed: %s\nlibvirtd.log:\n%s' % (
                 ' '.join(args), proc.stderr.strip(), self.log_tail()))
@@ -258,6 +283,36 @@ def _try_rmdir(d):
         return False
 
 
+def arm_usage_thresholds(cgroup, efd, thresholds):
+    """Management's part of the least-privilege route: make the kernel
+    signal eventfd @efd whenever the usage of v1 memcg @cgroup crosses one
+    of @thresholds (bytes), in either direction."""
+    usage = os.open(os.path.join(cgroup, 'memory.usage_in_bytes'),
+                    os.O_RDONLY)
+    try:
+        for threshold in thresholds:
+            with open(os.path.join(cgroup, 'cgroup.event_control'),
+                      'w') as f:
+                f.write('%d %d %d' % (efd, usage, threshold))
+    finally:
+        os.close(usage)
+
+
+def eventfd_ids(pid):
+    """The kernel's ids of the eventfds process @pid holds."""
+    ids = set()
+    fdinfo = '/proc/%s/fdinfo' % pid
+    for fd in os.listdir(fdinfo):
+        try:
+            with open(os.path.join(fdinfo, fd)) as f:
+                m = re.search(r'^eventfd-id:\s*(\d+)', f.read(), re.M)
+        except OSError:
+            continue
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
 def virsh_fields(text):
     """'key value' lines (dommemstat) or 'Key:   value' lines (dominfo)."""
     fields = {}
@@ -282,6 +337,7 @@ class LibvirtTest(unittest.TestCase):
         os.makedirs(workdir, exist_ok=True)
         self.root = tempfile.mkdtemp(prefix='libvirt-', dir=workdir)
         self.passed = False
+        self.domain = DOMAIN
         self.addCleanup(self.remove_root)
         self.cgroups = make_partition()
         self.addCleanup(remove_cgroups, self.cgroups)
@@ -299,15 +355,49 @@ class LibvirtTest(unittest.TestCase):
     def qmp(self, command, **arguments):
         """A QMP command through virsh qemu-monitor-command."""
         return balloon_auto_top.LibvirtDomain(self.libvirt.uri,
-                                              DOMAIN).query(command,
-                                                            **arguments)
+                                              self.domain).query(command,
+                                                                 **arguments)
 
     def query(self):
         return self.qmp('query-balloon-auto')
 
     def pid(self):
-        with open(self.libvirt.path('run', 'qemu', DOMAIN + '.pid')) as f:
+        with open(self.libvirt.path('run', 'qemu',
+                                    self.domain + '.pid')) as f:
             return int(f.read())
+
+    def start_domain(self, name, props, user=None):
+        """Define and start domain @name with the balloon properties
+        @props, QEMU running as @user (a pwd entry) if given; return the
+        guest's console."""
+        kernel, initrd = harness.guest_paths()
+        files = self.libvirt.path(name)
+        os.mkdir(files)
+        seclabel = ''
+        if user:
+            # QEMU's kernel, initrd and console socket, where it reaches
+            # them
+            os.chmod(self.root, 0o711)
+            kernel = shutil.copy(kernel, files)
+            initrd = shutil.copy(initrd, files)
+            os.chown(files, user.pw_uid, user.pw_gid)
+            seclabel = SECLABEL.format(uid=user.pw_uid, gid=user.pw_gid)
+        console_path = os.path.join(files, 'console.sock')
+        xml = DOMAIN_XML.format(
+            name=name, soft_limit_kib=SOFT_LIMIT // KiB,
+            partition=PARTITION, kernel=kernel, initrd=initrd,
+            emulator=harness.qemu_binary(), console=console_path,
+            seclabel=seclabel, properties=qemu_properties(props))
+        xml_path = os.path.join(files, 'domain.xml')
+        with open(xml_path, 'w') as f:
+            f.write(xml)
+        self.libvirt.virsh('define', xml_path)
+        self.libvirt.virsh('start', name)
+        self.domain = name
+        console = connect_console(console_path,
+                                  os.path.join(files, 'console.log'))
+        self.addCleanup(console.close)
+        return console
 
     def wait_settled(self):
         """Wait until the driver has reached the target; return the
@@ -317,11 +407,12 @@ class LibvirtTest(unittest.TestCase):
             return info if info['actual'] == info['target'] else None
         return harness.wait_until(settled, 60, what='balloon at target')
 
-    def pressure(self, mib, what):
-        """A host process takes @mib MiB in the partition; returns once it
-        has them, and checks nobody was OOM-killed."""
+    def pressure(self, mib, what, step=8):
+        """A host process takes @mib MiB in the partition, @step MiB every
+        half second; returns once it has them, and checks nobody was
+        OOM-killed."""
         part = CgroupDir(PARTITION_DIR)
-        hog = harness.MemoryHog(part, mib, step=8, delay=0.5)
+        hog = harness.MemoryHog(part, mib, step=step, delay=0.5)
         try:
             harness.wait_until(lambda: hog.allocated >= mib or
                                hog.proc.poll() is not None, 240,
@@ -332,21 +423,11 @@ class LibvirtTest(unittest.TestCase):
         self.assertEqual(part.oom_kills(), 0)
 
     def test_domain_xml_passthrough_and_virsh(self):
-        kernel, initrd = harness.guest_paths()
-        console_path = self.libvirt.path('console.sock')
-        xml = DOMAIN_XML.format(
-            name=DOMAIN, soft_limit_kib=SOFT_LIMIT // KiB,
-            partition=PARTITION, kernel=kernel, initrd=initrd,
-            emulator=harness.qemu_binary(), console=console_path,
-            pressure_cgroup=PARTITION_DIR)
-        with open(self.libvirt.path('domain.xml'), 'w') as f:
-            f.write(xml)
         lv = self.libvirt
-        lv.virsh('define', self.libvirt.path('domain.xml'))
-        lv.virsh('start', DOMAIN)
-        console = connect_console(console_path,
-                                  self.libvirt.path('console.log'))
-        self.addCleanup(console.close)
+        console = self.start_domain(DOMAIN, (
+            ('automatic', True), ('pressure-source', 'cgroup-v1'),
+            ('pressure-cgroup', PARTITION_DIR), ('inflate-medium', 20),
+            ('auto-calm-time-ms', 600000)))
 
         # 1. The command line libvirt generated carries our properties.
         with open('/proc/%d/cmdline' % self.pid(), 'rb') as f:
@@ -473,6 +554,115 @@ class LibvirtTest(unittest.TestCase):
                              info['actual'] // MiB,
                              restored['host-pressure'],
                              after['host-pressure']))
+        self.passed = True
+
+    def test_pressure_fd_from_management(self):
+        """The least-privilege route under libvirt: QEMU runs unprivileged
+        with no host pressure source of its own; the test, as management,
+        arms an eventfd on the partition's usage and hands it over with
+        virsh qemu-monitor-command --pass-fds, getfd and balloon-auto-set."""
+        try:
+            user = pwd.getpwnam('libvirt-qemu')
+        except KeyError:
+            user = pwd.getpwnam('nobody')
+        console = self.start_domain(FD_DOMAIN, (
+            ('automatic', True), ('pressure-source', 'none'),
+            ('inflate-medium', 20), ('auto-calm-time-ms', 600000)),
+            user=user)
+        pid = self.pid()
+
+        # 1. QEMU is unprivileged: it could not register for cgroup v1
+        # events itself; it has no pressure source.
+        with open('/proc/%d/status' % pid) as f:
+            status = f.read()
+        uids = re.search(r'^Uid:\s+(.*)$', status, re.M).group(1)
+        self.assertEqual(set(map(int, uids.split())), {user.pw_uid})
+        self.assertEqual(int(re.search(r'^CapEff:\s+(\w+)$', status,
+                                       re.M).group(1), 16), 0)
+        control = os.stat(os.path.join(PARTITION_DIR, 'cgroup.event_control'))
+        self.assertEqual((control.st_uid, control.st_mode & 0o777),
+                         (0, 0o200))
+        info = self.query()
+        self.assertEqual(info['status'], 'active')
+        self.assertEqual(info['source']['kind'], 'none')
+        self.assertEqual(info['floor'], SOFT_LIMIT)
+        console.wait_for(harness.GuestConsole.READY, 240)
+        console.check('bgt alloc 600', timeout=300)
+        harness.wait_until(lambda: 'guest-stats' in self.query(), 30,
+                           what='guest statistics')
+
+        # 2. Management arms an eventfd on the partition's usage and hands
+        # it over.
+        efd = os.eventfd(0, os.EFD_CLOEXEC)
+        try:
+            with open('/proc/self/fdinfo/%d' % efd) as f:
+                efd_id = int(re.search(r'^eventfd-id:\s*(\d+)', f.read(),
+                                       re.M).group(1))
+            arm_usage_thresholds(PARTITION_DIR, efd,
+                                 [LIMIT // 100 * pct for pct in FD_THRESHOLDS])
+            reply = json.loads(self.libvirt.virsh(
+                'qemu-monitor-command', FD_DOMAIN, '--pass-fds', str(efd),
+                GETFD, pass_fds=(efd,)))
+            self.assertEqual(reply.get('return'), {}, reply)
+        finally:
+            os.close(efd)      # QEMU's copy keeps the registration
+        self.assertIn(efd_id, eventfd_ids(pid))
+        reply = json.loads(self.libvirt.virsh(
+            'qemu-monitor-command', FD_DOMAIN, BALLOON_AUTO_SET))
+        self.assertEqual(reply.get('return'), {}, reply)
+        info = self.query()
+        self.assertEqual(info['source']['kind'], 'fd')
+        self.assertEqual(info['source']['path'],
+                         'pressure (anon_inode:[eventfd])')
+        self.assertIn('events mapped to level medium',
+                      info['source']['detail'])
+        self.assertEqual(self.qmp('qom-get',
+                                  path='/machine/peripheral/balloon0',
+                                  property='pressure-fd'), 'pressure')
+        # a name getfd never saw is refused, naming the argument, and the
+        # descriptor stays in use
+        with self.assertRaises(balloon_auto_top.QmpError) as cm:
+            self.qmp('balloon-auto-set', **{'pressure-fd': 'nosuch'})
+        refusal = str(cm.exception)
+        self.assertIn('pressure-fd', refusal)
+        self.assertEqual(self.query()['source'], info['source'])
+        self.assertIn(efd_id, eventfd_ids(pid))
+        events_before = {e['level']: e['events'] for e in info['events']}
+        actual_before = info['actual']
+
+        # 3. Real pressure in the partition reaches QEMU through the
+        # descriptor only, and the balloon inflates.
+        rss_before = harness.proc_rss(pid)
+        start = time.monotonic()
+        self.pressure(800, 'hog allocation', step=16)
+        elapsed = time.monotonic() - start
+        info = self.wait_settled()
+        events = {e['level']: e['events'] for e in info['events']}
+        decisions = {d['reason']: d['count'] for d in info['decisions']}
+        self.assertGreater(events['medium'], events_before['medium'])
+        self.assertEqual((events['low'], events['critical']),
+                         (events_before['low'], events_before['critical']))
+        self.assertGreater(decisions['host-pressure'], 0)
+        self.assertEqual(info['last-decision']['reason'], 'host-pressure')
+        self.assertEqual(info['last-decision']['level'], 'medium')
+        self.assertLess(info['actual'], actual_before - 150 * MiB)
+        self.assertGreaterEqual(info['actual'], info['floor'])
+        rss = harness.proc_rss(pid)
+        self.assertLess(rss, rss_before - 150 * MiB)
+        memstat = virsh_fields(self.libvirt.virsh('dommemstat', FD_DOMAIN))
+        self.assertEqual(int(memstat['actual']) * KiB, info['actual'])
+        print('# descriptor from management (QEMU as %s): %d events via the'
+              ' fd, %d host-pressure decisions, balloon %d -> %d MiB, QEMU'
+              ' RSS %d -> %d MiB, hog in %.0f s' % (
+                  user.pw_name, events['medium'] - events_before['medium'],
+                  decisions['host-pressure'], actual_before // MiB,
+                  info['actual'] // MiB, rss_before // MiB, rss // MiB,
+                  elapsed))
+        print('# a name getfd never saw: %s' % refusal)
+
+        # 4. Turning automatic ballooning off closes the descriptor.
+        self.qmp('balloon-auto-set', enabled=False)
+        self.assertNotIn(efd_id, eventfd_ids(pid))
         self.passed = True
 
 
