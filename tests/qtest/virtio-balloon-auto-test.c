@@ -182,19 +182,30 @@ static void signal_pressure(int efd)
     g_assert_cmpint(write(efd, &one, sizeof(one)), ==, sizeof(one));
 }
 
-static int64_t level_events(QDict *info, const char *level)
+/* @member of the entry of @list (in @info) whose @key is @name. */
+static int64_t counter(QDict *info, const char *list, const char *key,
+                       const char *name, const char *member)
 {
-    QList *events = qdict_get_qlist(info, "events");
     QListEntry *e;
 
-    QLIST_FOREACH_ENTRY(events, e) {
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(info, list), e) {
         QDict *c = qobject_to(QDict, qlist_entry_obj(e));
 
-        if (!strcmp(qdict_get_str(c, "level"), level)) {
-            return qdict_get_int(c, "events");
+        if (!strcmp(qdict_get_str(c, key), name)) {
+            return qdict_get_int(c, member);
         }
     }
     g_assert_not_reached();
+}
+
+static int64_t level_events(QDict *info, const char *level)
+{
+    return counter(info, "events", "level", level, "events");
+}
+
+static int64_t reason_count(QDict *info, const char *reason)
+{
+    return counter(info, "decisions", "reason", reason, "count");
 }
 
 /*
@@ -509,21 +520,6 @@ static void test_decision_event(void)
     qobject_unref(ev);
     driver_stop(&d);
     close(efd);
-}
-
-static int64_t reason_count(QDict *info, const char *reason)
-{
-    QList *decisions = qdict_get_qlist(info, "decisions");
-    QListEntry *e;
-
-    QLIST_FOREACH_ENTRY(decisions, e) {
-        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
-
-        if (!strcmp(qdict_get_str(c, "reason"), reason)) {
-            return qdict_get_int(c, "count");
-        }
-    }
-    g_assert_not_reached();
 }
 
 /*

@@ -14,7 +14,10 @@ from harness import MiB
 
 class SourcesTest(unittest.TestCase):
 
-    def start(self, cg, v2_dir, props):
+    @staticmethod
+    def source(cg, v2_dir, props):
+        """The pressure source a QEMU in @cg's v1 memcg and in @v2_dir
+        picks with balloon properties @props."""
         sys.path.insert(0, os.path.join(harness.TREE, 'python'))
         from qemu.machine import QEMUMachine  # pylint: disable=import-error
         wrapper = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && '
@@ -25,7 +28,10 @@ class SourcesTest(unittest.TestCase):
         vm.add_args('-M', 'q35', '-nodefaults', '-S', '-m', '512M',
                     '-device', 'virtio-balloon-pci,id=balloon0,' + props)
         vm.launch()
-        return vm
+        try:
+            return vm.cmd('query-balloon-auto')['source']
+        finally:
+            vm.shutdown()
 
     def test_threaded_emulator_cgroup(self):
         with harness.Cgroup(limit=1400 * MiB) as cg:
@@ -35,23 +41,15 @@ class SourcesTest(unittest.TestCase):
                 f.write('threaded')
 
             # v2 explicitly: the VM's cgroup, not the threaded child
-            vm = self.start(cg, emulator,
-                            'automatic=on,pressure-source=cgroup-v2')
-            try:
-                src = vm.cmd('query-balloon-auto')['source']
-            finally:
-                vm.shutdown()
+            src = self.source(cg, emulator,
+                              'automatic=on,pressure-source=cgroup-v2')
             print('# cgroup-v2: %s (%s)' % (src['path'], src['detail']))
             self.assertEqual(src['kind'], 'cgroup-v2')
             self.assertEqual(src['path'], cg.v2)
 
             # auto on a host whose memory controller is on v1: the v1
             # memcg, which has the limit and the usage thresholds
-            vm = self.start(cg, emulator, 'automatic=on')
-            try:
-                src = vm.cmd('query-balloon-auto')['source']
-            finally:
-                vm.shutdown()
+            src = self.source(cg, emulator, 'automatic=on')
             print('# auto: %s (%s)' % (src['path'], src['detail']))
             self.assertEqual(src['kind'], 'cgroup-v1')
             self.assertEqual(src['path'], cg.v1)
