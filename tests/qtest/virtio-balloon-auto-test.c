@@ -56,6 +56,28 @@ static QDict *query(QTestState *qts)
                                         "{'execute': 'query-balloon-auto'}");
 }
 
+/* The automatic balloon rests at @size: baseline and target. */
+static void assert_rests_at(QDict *info, int64_t size)
+{
+    g_assert_cmpint(qdict_get_int(info, "baseline"), ==, size);
+    g_assert_cmpint(qdict_get_int(info, "target"), ==, size);
+}
+
+/* A unix socket path for a migration between two test QEMUs. */
+static char *migration_uri(void)
+{
+    return g_strdup_printf("unix:%s/balloon-auto-%d.sock", g_get_tmp_dir(),
+                           getpid());
+}
+
+/* No decisions: @status, because of @blocker. */
+static void assert_blocked(QDict *info, const char *status,
+                           const char *blocker)
+{
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, status);
+    g_assert_cmpstr(qdict_get_str(info, "blocked-by"), ==, blocker);
+}
+
 static void test_disabled_by_default(void)
 {
     QTestState *qts = qtest_init("-M q35 -m 512M -device "
@@ -294,8 +316,7 @@ static void test_manual_sets_baseline(void)
                              " 'arguments': {'value': %" PRId64 "}}",
                              (int64_t)(768 * MiB));
     info = query(qts);
-    g_assert_cmpint(qdict_get_int(info, "baseline"), ==, 768 * MiB);
-    g_assert_cmpint(qdict_get_int(info, "target"), ==, 768 * MiB);
+    assert_rests_at(info, 768 * MiB);
     qobject_unref(info);
     qtest_quit(qts);
     close(efd);
@@ -583,6 +604,16 @@ static void wait_migration_completed(QTestState *qts)
     }
 }
 
+/* Migrate @src to @dst (listening on @uri) and wait until @dst runs. */
+static void migrate_and_resume(QTestState *src, QTestState *dst,
+                               const char *uri)
+{
+    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    wait_migration_completed(src);
+    qtest_qmp_eventwait(dst, "RESUME");
+}
+
 static void assert_same_member(QDict *a, QDict *b, const char *member)
 {
     g_autoptr(GString) json = qobject_to_json(qdict_get(b, member));
@@ -608,8 +639,7 @@ static void test_migrate(void)
     int efd = eventfd(0, 0);
     QTestState *src = driver_boot(&d, efd, "");
     QTestState *dst;
-    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
-                                           g_get_tmp_dir(), getpid());
+    g_autofree char *uri = migration_uri();
     QDict *before, *after, *last_before, *last_after, *source;
     size_t i;
 
@@ -626,10 +656,7 @@ static void test_migrate(void)
                       "addr=%d.0,pressure-source=cgroup-v1,"
                       "pressure-cgroup=/no/such/cgroup -incoming %s",
                       BALLOON_SLOT, uri);
-    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
-                             " 'arguments': {'uri': %s}}", uri);
-    wait_migration_completed(src);
-    qtest_qmp_eventwait(dst, "RESUME");
+    migrate_and_resume(src, dst, uri);
 
     after = query(dst);
     for (i = 0; i < ARRAY_SIZE(same); i++) {
@@ -655,8 +682,7 @@ static void test_migrate(void)
 
     /* the source has stopped deciding, and says why */
     after = query(src);
-    g_assert_cmpstr(qdict_get_str(after, "status"), ==, "paused");
-    g_assert_cmpstr(qdict_get_str(after, "blocked-by"), ==, "vm-stopped");
+    assert_blocked(after, "paused", "vm-stopped");
     qobject_unref(after);
     qobject_unref(before);
     qtest_quit(dst);
@@ -670,8 +696,7 @@ static void test_migrate(void)
  */
 static void test_migrate_to_automatic(void)
 {
-    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
-                                           g_get_tmp_dir(), getpid());
+    g_autofree char *uri = migration_uri();
     QTestState *src = qtest_init("-M pc -m 1G -device "
                                  "virtio-balloon-pci,id=balloon0");
     QTestState *dst = qtest_initf("-M pc -m 1G -device virtio-balloon-pci,"
@@ -682,14 +707,10 @@ static void test_migrate_to_automatic(void)
     qtest_qmp_assert_success(src, "{'execute': 'balloon',"
                              " 'arguments': {'value': %" PRId64 "}}",
                              (int64_t)(768 * MiB));
-    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
-                             " 'arguments': {'uri': %s}}", uri);
-    wait_migration_completed(src);
-    qtest_qmp_eventwait(dst, "RESUME");
+    migrate_and_resume(src, dst, uri);
     info = query(dst);
     g_assert_cmpstr(qdict_get_str(info, "status"), ==, "active");
-    g_assert_cmpint(qdict_get_int(info, "baseline"), ==, 768 * MiB);
-    g_assert_cmpint(qdict_get_int(info, "target"), ==, 768 * MiB);
+    assert_rests_at(info, 768 * MiB);
     qobject_unref(info);
     qtest_quit(dst);
     qtest_quit(src);
@@ -723,9 +744,7 @@ static void test_background_snapshot_inhibits(void)
     qtest_qmp_assert_success(qts, "{'execute': 'migrate', 'arguments':"
                              " {'uri': 'exec:cat > /dev/null'}}");
     info = query(qts);
-    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "inhibited");
-    g_assert_cmpstr(qdict_get_str(info, "blocked-by"), ==,
-                    "background-snapshot");
+    assert_blocked(info, "inhibited", "background-snapshot");
     qobject_unref(info);
     qtest_qmp_assert_success(qts, "{'execute': 'migrate_cancel'}");
     qtest_quit(qts);
@@ -734,8 +753,7 @@ static void test_background_snapshot_inhibits(void)
 /* Likewise on the destination of a postcopy migration. */
 static void test_postcopy_inhibits(void)
 {
-    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
-                                           g_get_tmp_dir(), getpid());
+    g_autofree char *uri = migration_uri();
     const char *args = "-M pc -m 1G -device virtio-balloon-pci,id=balloon0,"
                        "automatic=on,pressure-source=none";
     QTestState *src = qtest_init(args);
@@ -769,8 +787,7 @@ static void test_postcopy_inhibits(void)
     qtest_qmp_assert_success(src, "{'execute': 'migrate-start-postcopy'}");
     qtest_qmp_eventwait(dst, "RESUME");
     info = query(dst);
-    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "inhibited");
-    g_assert_cmpstr(qdict_get_str(info, "blocked-by"), ==, "postcopy");
+    assert_blocked(info, "inhibited", "postcopy");
     qobject_unref(info);
     qtest_kill_qemu(dst);
     qtest_quit(dst);
@@ -783,8 +800,7 @@ static void test_postcopy_inhibits(void)
  */
 static void test_migrate_keeps_off(void)
 {
-    g_autofree char *uri = g_strdup_printf("unix:%s/balloon-auto-%d.sock",
-                                           g_get_tmp_dir(), getpid());
+    g_autofree char *uri = migration_uri();
     const char *args = "-M pc -m 1G -device virtio-balloon-pci,id=balloon0,"
                        "automatic=on,pressure-source=none";
     QTestState *src = qtest_init(args);
@@ -793,10 +809,7 @@ static void test_migrate_keeps_off(void)
 
     qtest_qmp_assert_success(src, "{'execute': 'balloon-auto-set',"
                              " 'arguments': {'enabled': false}}");
-    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
-                             " 'arguments': {'uri': %s}}", uri);
-    wait_migration_completed(src);
-    qtest_qmp_eventwait(dst, "RESUME");
+    migrate_and_resume(src, dst, uri);
     info = query(dst);
     g_assert_false(qdict_get_bool(info, "enabled"));
     g_assert_cmpstr(qdict_get_str(info, "status"), ==, "disabled");
