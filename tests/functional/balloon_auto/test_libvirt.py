@@ -246,8 +246,9 @@ def cgroup_mounts():
 def make_partition():
     """The partition in every cgroup hierarchy, the memory one with its
     limit, before libvirt starts the domain in it: libvirt creates /machine
-    itself but no partition below it.  Returns the directories made, to
-    remove afterwards."""
+    itself but no partition below it.  Returns the partition directories,
+    to remove afterwards; /machine stays, as libvirt leaves it (another run
+    may be using it)."""
     made = []
     rel = os.path.relpath(PARTITION_DIR, harness.V1_ROOT)
     for mount in cgroup_mounts():
@@ -256,7 +257,8 @@ def make_partition():
             if os.path.isdir(d):
                 continue
             os.mkdir(d)
-            made.append(d)
+            if d.endswith('.partition'):
+                made.append(d)
             # a new cpuset has no CPUs or memory nodes: inherit them
             for name in ('cpuset.cpus', 'cpuset.mems'):
                 parent = os.path.join(os.path.dirname(d), name)
