@@ -927,8 +927,11 @@ void hmp_info_balloon_auto(Monitor *mon)
     if (!info || !info->enabled) {
         return;
     }
-    monitor_printf(mon, "automatic: %s, source %s%s%s (%s)\n",
+    monitor_printf(mon, "automatic: %s%s%s, source %s%s%s (%s)\n",
                    BalloonAutoStatus_str(info->status),
+                   info->has_blocked_by ? " by " : "",
+                   info->has_blocked_by ?
+                   BalloonAutoBlocker_str(info->blocked_by) : "",
                    BalloonPressureSourceKind_str(info->source->kind),
                    info->source->path[0] ? " " : "", info->source->path,
                    info->source->lost ? "LOST" : info->source->detail);

@@ -641,6 +641,7 @@ static void test_migrate(void)
     QTestState *dst;
     g_autofree char *uri = migration_uri();
     QDict *before, *after, *last_before, *last_after, *source;
+    g_autofree char *hmp = NULL;
     size_t i;
 
     driver_send_stats(&d, 800 * MiB);
@@ -683,6 +684,8 @@ static void test_migrate(void)
     /* the source has stopped deciding, and says why */
     after = query(src);
     assert_blocked(after, "paused", "vm-stopped");
+    hmp = qtest_hmp(src, "info balloon");
+    g_assert_nonnull(strstr(hmp, "automatic: paused by vm-stopped"));
     qobject_unref(after);
     qobject_unref(before);
     qtest_quit(dst);
