@@ -205,15 +205,18 @@ static void auto_schedule(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
     int64_t now = now_ns();
-    BalloonAutoBlocker why;
-
+    BalloonAutoBlocker why = BALLOON_AUTO_BLOCKER_VM_STOPPED;
+    BalloonAutoStatus status = auto_status(s, &why);
     /*
      * Blocked by a migration or snapshot: look again soon; the side that
      * ends up running the VM resumes (a stopped VM's virtual clock waits).
      */
+    bool passing_block = (status == BALLOON_AUTO_STATUS_PAUSED ||
+                          status == BALLOON_AUTO_STATUS_INHIBITED) &&
+                         why != BALLOON_AUTO_BLOCKER_DISCARD_DISABLED;
+
     if (balloon_policy_busy(&a->state, &a->params, guest_actual(s), now) ||
-        now < a->hold_until ||
-        (auto_blocked(&why) && why != BALLOON_AUTO_BLOCKER_DISCARD_DISABLED)) {
+        status == BALLOON_AUTO_STATUS_HELD || passing_block) {
         timer_mod(a->timer, now + BUSY_TICK_MS * SCALE_MS);
     } else {
         /* At rest: no periodic wake-ups. */
@@ -286,15 +289,6 @@ static void auto_pressure_cb(void *opaque, BalloonPolicyLevel level)
     auto_evaluate(s);
 }
 
-static uint64_t stat_or_unknown(VirtIOBalloon *s, int tag, uint64_t scale)
-{
-    uint64_t v = s->stats[tag];
-
-    if (v == UINT64_MAX || v > UINT64_MAX / scale) {
-        return UINT64_MAX;
-    }
-    return v * scale;
-}
 
 void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
 {
@@ -304,17 +298,17 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
     if (!a->enabled) {
         return;
     }
+    /* The device keeps unreported tags at UINT64_MAX, the policy's unknown. */
     st->time = now_ns();
-    st->total = stat_or_unknown(s, VIRTIO_BALLOON_S_MEMTOT, 1);
-    st->available = stat_or_unknown(s, VIRTIO_BALLOON_S_AVAIL, 1);
-    st->free = stat_or_unknown(s, VIRTIO_BALLOON_S_MEMFREE, 1);
-    st->caches = stat_or_unknown(s, VIRTIO_BALLOON_S_CACHES, 1);
-    st->major_faults = stat_or_unknown(s, VIRTIO_BALLOON_S_MAJFLT, 1);
-    st->swap_in = stat_or_unknown(s, VIRTIO_BALLOON_S_SWAP_IN, 1);
-    st->oom_kills = stat_or_unknown(s, VIRTIO_BALLOON_S_OOM_KILL, 1);
-    st->alloc_stalls = stat_or_unknown(s, VIRTIO_BALLOON_S_ALLOC_STALL, 1);
-    st->direct_reclaim = stat_or_unknown(s, VIRTIO_BALLOON_S_DIRECT_RECLAIM,
-                                         1);
+    st->total = s->stats[VIRTIO_BALLOON_S_MEMTOT];
+    st->available = s->stats[VIRTIO_BALLOON_S_AVAIL];
+    st->free = s->stats[VIRTIO_BALLOON_S_MEMFREE];
+    st->caches = s->stats[VIRTIO_BALLOON_S_CACHES];
+    st->major_faults = s->stats[VIRTIO_BALLOON_S_MAJFLT];
+    st->swap_in = s->stats[VIRTIO_BALLOON_S_SWAP_IN];
+    st->oom_kills = s->stats[VIRTIO_BALLOON_S_OOM_KILL];
+    st->alloc_stalls = s->stats[VIRTIO_BALLOON_S_ALLOC_STALL];
+    st->direct_reclaim = s->stats[VIRTIO_BALLOON_S_DIRECT_RECLAIM];
     auto_evaluate(s);
 }
 

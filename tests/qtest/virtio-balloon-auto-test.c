@@ -78,6 +78,22 @@ static void assert_blocked(QDict *info, const char *status,
     g_assert_cmpstr(qdict_get_str(info, "blocked-by"), ==, blocker);
 }
 
+/* balloon-auto-set with @args (JSON) fails with an error containing @expect. */
+static void assert_set_refused(QTestState *qts, const char *args,
+                               const char *expect)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'balloon-auto-set',"
+                           " 'arguments': %p}",
+                           qobject_from_json(args, &error_abort));
+    const char *desc;
+
+    g_assert_true(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_test_message("%s -> %s", args, desc);
+    g_assert_nonnull(strstr(desc, expect));
+    qobject_unref(rsp);
+}
+
 static void test_disabled_by_default(void)
 {
     QTestState *qts = qtest_init("-M q35 -m 512M -device "
@@ -326,7 +342,7 @@ static void test_set_command(void)
 {
     int efd;
     QTestState *qts = start_with_eventfd(&efd, "");
-    QDict *info, *rsp;
+    QDict *info;
     static const char *const bad[] = {
         "{'floor': 4294967296}", "auto-floor",
         "{'inflate-low': 200}", "inflate-low",
@@ -339,16 +355,7 @@ static void test_set_command(void)
     size_t i;
 
     for (i = 0; i < ARRAY_SIZE(bad); i += 2) {
-        const char *desc;
-
-        rsp = qtest_qmp(qts, "{'execute': 'balloon-auto-set',"
-                        " 'arguments': %p}",
-                        qobject_from_json(bad[i], &error_abort));
-        g_assert_true(qdict_haskey(rsp, "error"));
-        desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
-        g_test_message("%s -> %s", bad[i], desc);
-        g_assert_nonnull(strstr(desc, bad[i + 1]));
-        qobject_unref(rsp);
+        assert_set_refused(qts, bad[i], bad[i + 1]);
     }
 
     /* Tunables take effect and qom-get agrees with the query. */
@@ -841,15 +848,7 @@ static void test_set_pressure_fd(void)
     size_t i;
 
     for (i = 0; i < ARRAY_SIZE(bad); i += 2) {
-        const char *desc;
-
-        rsp = qtest_qmp(qts, "{'execute': 'balloon-auto-set',"
-                        " 'arguments': %p}",
-                        qobject_from_json(bad[i], &error_abort));
-        desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
-        g_test_message("%s -> %s", bad[i], desc);
-        g_assert_nonnull(strstr(desc, bad[i + 1]));
-        qobject_unref(rsp);
+        assert_set_refused(qts, bad[i], bad[i + 1]);
     }
     info = query(qts);
     g_assert_cmpstr(qdict_get_str(qdict_get_qdict(info, "source"), "kind"),
@@ -878,11 +877,7 @@ static void test_set_pressure_fd(void)
     /* off closes it; on again needs a new one */
     qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
                              " 'arguments': {'enabled': false}}");
-    rsp = qtest_qmp(qts, "{'execute': 'balloon-auto-set',"
-                    " 'arguments': {'pressure-fd': 'psi'}}");
-    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"),
-                                          "desc"), "needs automatic"));
-    qobject_unref(rsp);
+    assert_set_refused(qts, "{'pressure-fd': 'psi'}", "needs automatic");
     qtest_quit(qts);
     close(efd);
     close(mgmt_efd);
