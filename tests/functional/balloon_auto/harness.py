@@ -74,12 +74,13 @@ class Cgroup:
             raise
         self.limit = limit
 
-    def wrapper(self):
-        """A command prefix that moves itself into both cgroups, then execs
-        the rest of the command line."""
+    def wrapper(self, v2=None):
+        """A command prefix that moves itself into both cgroups (or into
+        @v2 instead of the v2 cgroup, e.g. a child of it), then execs the
+        rest of the command line."""
         return ['sh', '-c',
                 'echo $$ > "$0/cgroup.procs" && echo $$ > "$1/cgroup.procs"'
-                ' && shift && exec "$@"', self.v1, self.v2]
+                ' && shift && exec "$@"', self.v1, v2 or self.v2]
 
     def usage(self):
         return int(_read(os.path.join(self.v1, 'memory.usage_in_bytes')))
@@ -257,6 +258,16 @@ class GuestConsole:
 
     def close(self):
         self._log.close()
+
+
+def decision_counts(info):
+    """query-balloon-auto's decisions as {reason: count}."""
+    return {d['reason']: d['count'] for d in info['decisions']}
+
+
+def event_counts(info):
+    """query-balloon-auto's host pressure events as {level: count}."""
+    return {e['level']: e['events'] for e in info['events']}
 
 
 def proc_rss(pid):

@@ -13,13 +13,6 @@ from harness import MiB
 KERNEL = os.environ.get('QEMU_FORK_GUEST_KERNEL', 'stable')
 
 
-def decisions(info, reason):
-    for d in info['decisions']:
-        if d['reason'] == reason:
-            return d['count']
-    raise KeyError(reason)
-
-
 class AutoBalloonTest(unittest.TestCase):
 
     def test_host_pressure_inflates(self):
@@ -65,7 +58,8 @@ class AutoBalloonTest(unittest.TestCase):
                 finally:
                     hog.stop()
                 elapsed = time.monotonic() - start
-                self.assertGreater(decisions(info, 'host-pressure'), 0)
+                self.assertGreater(
+                    harness.decision_counts(info)['host-pressure'], 0)
                 self.assertLess(info['target'], 1024 * MiB)
                 self.assertGreaterEqual(info['target'], info['floor'])
                 self.assertLess(rss_after, rss_before - 200 * MiB)
@@ -89,7 +83,7 @@ class AutoBalloonTest(unittest.TestCase):
                                     if d['reason'] == 'host-pressure'))
                 print('# host pressure: events %s, target %d MiB, QEMU RSS '
                       '%d -> %d MiB in %.1f s (%.1f MiB/s returned)' % (
-                          {e['level']: e['events'] for e in info['events']},
+                          harness.event_counts(info),
                           info['target'] // MiB, rss_before // MiB,
                           rss_after // MiB, elapsed,
                           (rss_before - rss_after) / MiB / elapsed))
@@ -119,8 +113,8 @@ class AutoBalloonTest(unittest.TestCase):
                     self.assertIn('oom-kills', stats)
                 else:
                     self.assertNotIn('alloc-stalls', stats)
-                grown = (decisions(info, 'guest-pressure') +
-                         decisions(info, 'guest-deflated'))
+                counts = harness.decision_counts(info)
+                grown = counts['guest-pressure'] + counts['guest-deflated']
                 self.assertGreater(grown, 0)
                 self.assertGreater(info['actual'], 1536 * MiB)
                 print('# guest pressure: %d deflate decisions, actual %d MiB'

@@ -482,7 +482,7 @@ class LibvirtTest(unittest.TestCase):
         self.pressure(800, 'hog allocation')
         elapsed = time.monotonic() - start
         info = self.wait_settled()
-        decisions = {d['reason']: d['count'] for d in info['decisions']}
+        decisions = harness.decision_counts(info)
         self.assertGreater(decisions['host-pressure'], 0)
         self.assertEqual(info['last-decision']['reason'], 'host-pressure')
         self.assertLess(info['actual'], SETMEM - 150 * MiB)
@@ -515,8 +515,7 @@ class LibvirtTest(unittest.TestCase):
               ' -> %d MiB, events %s; dommemstat actual %s KiB usable %s KiB'
               ' rss %s KiB' % (
                   SETMEM // MiB, actual // MiB, elapsed, rss_before // MiB,
-                  rss // MiB, {e['level']: e['events']
-                               for e in info['events']},
+                  rss // MiB, harness.event_counts(info),
                   memstat['actual'], memstat['usable'], memstat['rss']))
 
         # 5. save/restore keeps automatic ballooning and its state; the
@@ -536,7 +535,7 @@ class LibvirtTest(unittest.TestCase):
         self.assertEqual(info['baseline'], SETMEM)
         self.assertEqual(info['floor'], SOFT_LIMIT)
         # the counters came along (a late event may have added one)
-        restored = {d['reason']: d['count'] for d in info['decisions']}
+        restored = harness.decision_counts(info)
         self.assertGreaterEqual(restored['host-pressure'],
                                 decisions['host-pressure'])
         rss_restored = harness.proc_rss(self.pid())
@@ -545,7 +544,7 @@ class LibvirtTest(unittest.TestCase):
                                          f.read()).group(1)) * KiB
         self.pressure(500, 'hog allocation after restore')
         info = self.wait_settled()
-        after = {d['reason']: d['count'] for d in info['decisions']}
+        after = harness.decision_counts(info)
         self.assertGreater(after['host-pressure'],
                            restored['host-pressure'])
         print('# save/restore: restore %.1f s, QEMU RSS after restore %d MiB'
@@ -629,7 +628,7 @@ class LibvirtTest(unittest.TestCase):
         self.assertIn('pressure-fd', refusal)
         self.assertEqual(self.query()['source'], info['source'])
         self.assertIn(efd_id, eventfd_ids(pid))
-        events_before = {e['level']: e['events'] for e in info['events']}
+        events_before = harness.event_counts(info)
         actual_before = info['actual']
 
         # 3. Real pressure in the partition reaches QEMU through the
@@ -639,8 +638,8 @@ class LibvirtTest(unittest.TestCase):
         self.pressure(800, 'hog allocation', step=16)
         elapsed = time.monotonic() - start
         info = self.wait_settled()
-        events = {e['level']: e['events'] for e in info['events']}
-        decisions = {d['reason']: d['count'] for d in info['decisions']}
+        events = harness.event_counts(info)
+        decisions = harness.decision_counts(info)
         self.assertGreater(events['medium'], events_before['medium'])
         self.assertEqual((events['low'], events['critical']),
                          (events_before['low'], events_before['critical']))

@@ -15,13 +15,6 @@ from harness import MiB
 LIMIT = 1400 * MiB
 
 
-def decisions(info, reason):
-    for d in info['decisions']:
-        if d['reason'] == reason:
-            return d['count']
-    raise KeyError(reason)
-
-
 def query_if(vm, predicate):
     """query-balloon-auto's answer if it satisfies @predicate."""
     info = vm.cmd('query-balloon-auto')
@@ -60,9 +53,8 @@ class MigrationTest(unittest.TestCase):
                                        hog.proc.poll() is not None, 240,
                                        what='hog allocation')
                     self.assertIsNone(hog.proc.poll(), 'the hog was killed')
-                    self.assertGreater(
-                        decisions(src.cmd('query-balloon-auto'),
-                                  'host-pressure'), 0)
+                    self.assertGreater(harness.decision_counts(
+                        src.cmd('query-balloon-auto'))['host-pressure'], 0)
                     dst.launch()
                     # Right after a decision, the driver is still moving.
                     src.machine.get_qmp_events(wait=False)
@@ -126,10 +118,10 @@ class MigrationTest(unittest.TestCase):
                     what='driver at the target on the destination')
                 # ... and automatic ballooning keeps working: no pressure
                 # in the destination's cgroup, so memory is given back.
-                calm = decisions(after, 'host-calm')
+                calm = harness.decision_counts(after)['host-calm']
                 final = harness.wait_until(
-                    lambda: query_if(dst, lambda i: decisions(
-                        i, 'host-calm') > calm), 120,
+                    lambda: query_if(dst, lambda i: harness.decision_counts(
+                        i)['host-calm'] > calm), 120,
                     what='memory returned on the destination')
                 self.assertGreater(final['target'], after['target'])
                 events = [e for e in dst.machine.get_qmp_events(wait=False)

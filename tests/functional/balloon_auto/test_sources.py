@@ -20,10 +20,7 @@ class SourcesTest(unittest.TestCase):
         picks with balloon properties @props."""
         sys.path.insert(0, os.path.join(harness.TREE, 'python'))
         from qemu.machine import QEMUMachine  # pylint: disable=import-error
-        wrapper = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && '
-                   'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
-                   cg.v1, v2_dir]
-        vm = QEMUMachine(harness.qemu_binary(), wrapper=wrapper,
+        vm = QEMUMachine(harness.qemu_binary(), wrapper=cg.wrapper(v2_dir),
                          base_temp_dir=harness.TOP + '/build/tests')
         vm.add_args('-M', 'q35', '-nodefaults', '-S', '-m', '512M',
                     '-device', 'virtio-balloon-pci,id=balloon0,' + props)
