@@ -46,6 +46,11 @@ static const char *const reason_names[BALLOON_POLICY_REASON__MAX] = {
     [BALLOON_POLICY_REASON_DRIVER_STUCK] = "driver-stuck",
 };
 
+static uint64_t round_down_to(uint64_t v, uint64_t g)
+{
+    return v - v % g;
+}
+
 const char *balloon_policy_level_name(BalloonPolicyLevel level)
 {
     return level < BALLOON_POLICY_LEVEL__MAX ? level_names[level] : "?";
@@ -58,17 +63,27 @@ const char *balloon_policy_reason_name(BalloonPolicyReason reason)
 
 void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
 {
+    uint64_t ram = round_down_to(ram_size, BALLOON_POLICY_PAGE);
+
     memset(p, 0, sizeof(*p));
-    p->max = ram_size;
-    p->floor = MAX(128 * MiB_BYTES, ram_size / 4);
-    p->reserve = MAX(64 * MiB_BYTES, ram_size / 16);
+    p->max = ram;
+    /* Defaults scale down with small VMs, so every VM can use them. */
+    p->granularity = MIN(4 * MiB_BYTES,
+                         MAX(BALLOON_POLICY_PAGE,
+                             round_down_to(ram / 16, BALLOON_POLICY_PAGE)));
+    p->floor = MIN(ram, MAX(128 * MiB_BYTES, ram / 4));
+    p->reserve = MIN(MAX(64 * MiB_BYTES, ram / 16),
+                     round_down_to(ram / 2, BALLOON_POLICY_PAGE));
     p->step_pct[BALLOON_POLICY_LEVEL_LOW] = 5;
     p->step_pct[BALLOON_POLICY_LEVEL_MEDIUM] = 10;
     p->step_pct[BALLOON_POLICY_LEVEL_CRITICAL] = 25;
-    p->max_step = 256 * MiB_BYTES;
-    p->return_step = 64 * MiB_BYTES;
+    p->max_step = MAX(p->granularity,
+                      MIN(256 * MiB_BYTES,
+                          round_down_to(ram / 4, p->granularity)));
+    p->return_step = MAX(p->granularity,
+                         MIN(64 * MiB_BYTES,
+                             round_down_to(ram / 16, p->granularity)));
     p->return_interval = 2 * SEC_NS;
-    p->granularity = 4 * MiB_BYTES;
     p->cooldown = 1 * SEC_NS;
     p->hold = 10 * SEC_NS;
     p->level_decay = 5 * SEC_NS;
@@ -113,11 +128,52 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
         s->level_time[l] = BALLOON_POLICY_NEVER;
     }
+    s->last_pressure = BALLOON_POLICY_NEVER;
     s->last_inflate = BALLOON_POLICY_NEVER;
     s->last_guest_pressure = BALLOON_POLICY_NEVER;
     s->last_return = BALLOON_POLICY_NEVER;
     s->pingpong_until = BALLOON_POLICY_NEVER;
     s->prev.time = BALLOON_POLICY_NEVER;
+}
+
+void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
+                                 int64_t now)
+{
+    s->last_actual = actual;
+    s->last_progress = now;
+    s->driver_stuck = false;
+    s->prev.time = BALLOON_POLICY_NEVER;
+}
+
+/* The calm clock (last_pressure) keeps running: memory is not rushed back. */
+void balloon_policy_forget_pressure(BalloonPolicyState *s)
+{
+    int l;
+
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        s->level_time[l] = BALLOON_POLICY_NEVER;
+    }
+    s->pending = BALLOON_POLICY_LEVEL_NONE;
+}
+
+const char *balloon_policy_state_check(const BalloonPolicyState *s,
+                                       const BalloonPolicyParams *p)
+{
+    int r;
+
+    if (s->pending >= BALLOON_POLICY_LEVEL__MAX) {
+        return "pending pressure level out of range";
+    }
+    if (s->baseline > p->max || s->target > p->max ||
+        s->last_actual > p->max || s->pingpong_floor > p->max) {
+        return "size beyond the VM's memory";
+    }
+    for (r = 0; r < BALLOON_POLICY_REASON__MAX; r++) {
+        if (s->counters.bytes[r] && !s->counters.decisions[r]) {
+            return "byte counter without decisions";
+        }
+    }
+    return NULL;
 }
 
 void balloon_policy_note_pressure(BalloonPolicyState *s,
@@ -129,6 +185,7 @@ void balloon_policy_note_pressure(BalloonPolicyState *s,
     }
     s->counters.events[level]++;
     s->level_time[level] = now;
+    s->last_pressure = now;
     s->pending = MAX(s->pending, level);
 }
 
@@ -153,20 +210,16 @@ BalloonPolicyLevel balloon_policy_level(const BalloonPolicyState *s,
 
 static int64_t last_pressure_time(const BalloonPolicyState *s)
 {
-    int64_t t = BALLOON_POLICY_NEVER;
-    int l;
-
-    for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
-        t = MAX(t, s->level_time[l]);
-    }
-    return t;
+    return s->last_pressure;
 }
 
 void balloon_policy_set_baseline(BalloonPolicyState *s,
                                  const BalloonPolicyParams *p,
                                  uint64_t baseline)
 {
-    s->baseline = MIN(baseline, p->max);
+    /* The driver balloons whole pages: an unaligned size is never reached. */
+    s->baseline = MIN(QEMU_ALIGN_UP(MIN(baseline, p->max),
+                                    BALLOON_POLICY_PAGE), p->max);
 }
 
 uint64_t balloon_policy_floor(const BalloonPolicyState *s,
@@ -178,11 +231,6 @@ uint64_t balloon_policy_floor(const BalloonPolicyState *s,
         floor = MAX(floor, s->pingpong_floor);
     }
     return MIN(floor, p->max);
-}
-
-static uint64_t round_down_to(uint64_t v, uint64_t g)
-{
-    return v - v % g;
 }
 
 static bool stat_known(uint64_t v)
@@ -229,10 +277,12 @@ static uint64_t guest_pressure_need(const BalloonPolicyState *s,
 {
     const BalloonPolicyGuestStats *prev = &s->prev;
     uint64_t avail = 0, need = 0;
-    bool new_sample = prev->time != BALLOON_POLICY_NEVER &&
-                      st->time > prev->time;
+    /* A sample acts once: re-evaluating it must not deflate again. */
+    bool unseen = st->time > prev->time;
+    bool new_sample = prev->time != BALLOON_POLICY_NEVER && unseen;
 
-    if (guest_available(st, actual, &avail) && avail < p->reserve) {
+    if (unseen && guest_available(st, actual, &avail) &&
+        avail < p->reserve) {
         need = p->reserve - avail + p->reserve / 2;
     }
     if (new_sample &&
@@ -250,7 +300,7 @@ static uint64_t guest_pressure_need(const BalloonPolicyState *s,
     return need;
 }
 
-static BalloonPolicyDecision finish(BalloonPolicyState *s,
+static BalloonPolicyDecision finish(BalloonPolicyState *s, uint64_t max,
                                     BalloonPolicyReason reason,
                                     uint64_t new_target)
 {
@@ -260,6 +310,9 @@ static BalloonPolicyDecision finish(BalloonPolicyState *s,
         .new_target = s->target,
     };
 
+    /* Whole pages only: the driver could never reach anything else. */
+    new_target = MIN(QEMU_ALIGN_UP(new_target, BALLOON_POLICY_PAGE),
+                     round_down_to(max, BALLOON_POLICY_PAGE));
     if (reason == BALLOON_POLICY_REASON_NONE || new_target == s->target) {
         return d;
     }
@@ -330,12 +383,15 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         }
         s->last_guest_pressure = now;
         s->pending = BALLOON_POLICY_LEVEL_NONE;     /* the guest wins */
-    } else if (s->target != actual &&
+    } else if (s->target != actual && !s->driver_stuck &&
                now - s->last_progress >= p->stuck_timeout) {
-        /* The driver is not following: stop asking for more. */
+        /*
+         * The driver is not following: stop asking for more, once per
+         * episode, and never below the floor (actual comes from the guest).
+         */
         s->driver_stuck = true;
         reason = BALLOON_POLICY_REASON_DRIVER_STUCK;
-        target = actual;
+        target = MAX(actual, floor);
     } else if (level != BALLOON_POLICY_LEVEL_NONE &&
                now - s->level_time[level] < p->level_decay) {
         /* Each event inflates at most once. */
@@ -391,13 +447,53 @@ out:
     if (fresh) {
         s->prev = *st;
     }
-    return finish(s, reason, target);
+    return finish(s, p->max, reason, target);
 }
 
-bool balloon_policy_busy(const BalloonPolicyState *s,
-                         const BalloonPolicyParams *p,
-                         uint64_t actual, int64_t now)
+/* The earlier of two wake-up times, either of which may be NEVER. */
+static int64_t earliest(int64_t t, int64_t u)
 {
-    return s->target != s->baseline || s->target != MIN(actual, p->max) ||
-           balloon_policy_level(s, p, now) != BALLOON_POLICY_LEVEL_NONE;
+    if (t == BALLOON_POLICY_NEVER) {
+        return u;
+    }
+    return u == BALLOON_POLICY_NEVER ? t : MIN(t, u);
+}
+
+int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
+                                   const BalloonPolicyParams *p,
+                                   uint64_t actual, int64_t now)
+{
+    int64_t next = BALLOON_POLICY_NEVER;
+    BalloonPolicyLevel level = s->pending;
+
+    actual = MIN(actual, p->max);
+    /* Waiting for the driver: the stuck timeout. */
+    if (s->target != actual && !s->driver_stuck) {
+        next = earliest(next, MAX(now, s->last_progress + p->stuck_timeout));
+    }
+    /* Pressure not acted upon because of the cooldown. */
+    if (level != BALLOON_POLICY_LEVEL_NONE &&
+        now - s->level_time[level] < p->level_decay &&
+        s->last_inflate + p->cooldown > now &&
+        s->last_inflate + p->cooldown < s->level_time[level] +
+                                        p->level_decay) {
+        next = earliest(next, s->last_inflate + p->cooldown);
+    }
+    /*
+     * Memory to give back once calm (above the baseline only guest
+     * statistics can say whether the guest can do without: they come by
+     * themselves).
+     */
+    if (s->target < s->baseline) {
+        int64_t calm = MAX(MAX(last_pressure_time(s),
+                               s->last_guest_pressure) + p->hold,
+                           s->last_return + p->return_interval);
+
+        if (level != BALLOON_POLICY_LEVEL_NONE) {
+            /* a pending level keeps the return path closed until it decays */
+            calm = MAX(calm, s->level_time[level] + p->level_decay);
+        }
+        next = earliest(next, MAX(now, calm));
+    }
+    return next;
 }

@@ -13,6 +13,7 @@
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/cutils.h"
+#include "qemu/ctype.h"
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "monitor/monitor.h"
@@ -213,29 +214,44 @@ static char *threaded_domain(char *dir)
 static char *cgroup_dir(const char *v1_controller, const char *given,
                         bool *is_root, Error **errp)
 {
-    g_autofree char *mnt = cgroup_mount(v1_controller);
+    g_autofree char *mounted = cgroup_mount(v1_controller);
+    g_autofree char *mnt = mounted ? realpath(mounted, NULL) : NULL;
     g_autofree char *rel = NULL;
+    g_autofree char *path = NULL;
+    g_autofree char *real = NULL;
 
     if (!mnt) {
         error_setg(errp, "no cgroup %s hierarchy is mounted",
                    v1_controller ? "v1 memory" : "v2");
         return NULL;
     }
-    if (given && g_str_has_prefix(given, mnt) &&
+    if (given && g_str_has_prefix(given, mounted) &&
         g_file_test(given, G_FILE_TEST_IS_DIR)) {
-        *is_root = !strcmp(given + strlen(mnt), "") ||
-                   !strcmp(given + strlen(mnt), "/");
-        return g_strdup(given);
+        path = g_strdup(given);
+    } else {
+        rel = given ? g_strdup(given) : own_cgroup(v1_controller);
+        if (!rel) {
+            error_setg(errp, "cannot find QEMU's own %s cgroup in "
+                       "/proc/self/cgroup",
+                       v1_controller ? "v1 memory" : "v2");
+            return NULL;
+        }
+        path = g_build_filename(mnt, rel, NULL);
     }
-    rel = given ? g_strdup(given) : own_cgroup(v1_controller);
-    if (!rel) {
-        error_setg(errp, "cannot find QEMU's own %s cgroup in "
-                   "/proc/self/cgroup", v1_controller ? "v1 memory" : "v2");
+    /*
+     * Only cgroup directories: ".." or a link could lead elsewhere, where
+     * a FIFO named like a cgroup file would block QEMU for ever.
+     */
+    real = realpath(path, NULL);
+    if (!real || !g_file_test(real, G_FILE_TEST_IS_DIR) ||
+        !(g_str_equal(real, mnt) ||
+          (g_str_has_prefix(real, mnt) && real[strlen(mnt)] == '/'))) {
+        error_setg(errp, "%s is not a cgroup directory under %s", path, mnt);
         return NULL;
     }
-    *is_root = !strcmp(rel, "/") || !rel[0];
-    return given ? g_build_filename(mnt, rel, NULL) :
-                   threaded_domain(g_build_filename(mnt, rel, NULL));
+    *is_root = g_str_equal(real, mnt);
+    return given ? g_steal_pointer(&real) :
+                   threaded_domain(g_steal_pointer(&real));
 }
 
 /* Whether the v2 hierarchy has the memory controller (not a v1 one). */
@@ -299,6 +315,22 @@ uint64_t balloon_cgroup_protection(char **origin)
         }
     }
     return best;
+}
+
+/* Add "; <what>" to the detail. */
+static void G_GNUC_PRINTF(2, 3) append_detail(BalloonPressure *bp,
+                                              const char *fmt, ...)
+{
+    g_autofree char *what = NULL;
+    char *old = bp->detail;
+    va_list ap;
+
+    va_start(ap, fmt);
+    what = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    bp->detail = old ? g_strdup_printf("%s; %s", old, what) :
+                       g_steal_pointer(&what);
+    g_free(old);
 }
 
 static void watch_notify(PressureWatch *w)
@@ -448,12 +480,10 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
 {
     g_autofree char *usage = g_build_filename(dir, "memory.usage_in_bytes",
                                               NULL);
-    g_autofree char *old = bp->detail;
     size_t i;
 
     if (!read_limit(dir, "memory.limit_in_bytes", &bp->limit)) {
-        bp->detail = g_strdup_printf("%s; no memory limit, so no headroom "
-                                     "thresholds", old);
+        append_detail(bp, "no memory limit, so no headroom thresholds");
         return true;
     }
     bp->usage_fd = qemu_open_old(usage, O_RDONLY);
@@ -481,9 +511,8 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
     bp->headroom_timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb,
                                       bp);
     qemu_set_fd_handler(bp->headroom_efd, headroom_event_cb, NULL, bp);
-    bp->detail = g_strdup_printf("%s; usage thresholds at 80/90/95%% of the "
-                                 "%" PRIu64 " MiB limit", old,
-                                 bp->limit / MiB);
+    append_detail(bp, "usage thresholds at 80/90/95%% of the %" PRIu64
+                  " MiB limit", bp->limit / MiB);
     /* Already above a threshold: report it now. */
     headroom_check(bp);
     return true;
@@ -566,11 +595,9 @@ static bool open_psi(BalloonPressure *bp, const char *file,
         watch_psi_fd(w);
     }
     if (window != window_ms) {
-        g_autofree char *old = bp->detail;
-        bp->detail = g_strdup_printf("%s; PSI window %u ms (the kernel "
-                                     "refused %u ms: unprivileged windows "
-                                     "must be multiples of 2 s)",
-                                     old, window, window_ms);
+        append_detail(bp, "PSI window %u ms (the kernel refused %u ms: "
+                      "unprivileged windows must be multiples of 2 s)",
+                      window, window_ms);
     }
     return true;
 }
@@ -582,10 +609,18 @@ static bool open_fd(BalloonPressure *bp, const BalloonPressureConfig *cfg,
     g_autofree char *link = NULL;
     g_autofree char *target = NULL;
 
+    Monitor *mon = monitor_cur();
+
     if (g_str_has_prefix(cfg->fd, "/dev/fdset/")) {
         w->fd = qemu_open(cfg->fd, O_RDWR, errp);
+    } else if (mon && qemu_isdigit(cfg->fd[0])) {
+        /* QEMU would adopt (and one day close) a descriptor of its own */
+        error_setg(errp, "a descriptor number is accepted on the command "
+                   "line only; hand the descriptor over with getfd or "
+                   "add-fd and give its name or /dev/fdset/N");
+        return false;
     } else {
-        w->fd = monitor_fd_param(monitor_cur(), cfg->fd, errp);
+        w->fd = monitor_fd_param(mon, cfg->fd, errp);
     }
     if (w->fd < 0) {
         return false;
@@ -683,7 +718,8 @@ static void close_watches(BalloonPressure *bp)
             if (w->is_eventfd) {
                 qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
             }
-            close(w->fd);
+            /* it may be a dup from an fdset, which must learn of it */
+            qemu_close(w->fd);
         }
         if (w->level_fd >= 0) {
             close(w->level_fd);

@@ -15,6 +15,7 @@
 #include "qemu/osdep.h"
 #include "qemu/units.h"
 #include "qemu/error-report.h"
+#include "qemu/log.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-balloon-auto.h"
 #include "qapi/qapi-events-balloon-auto.h"
@@ -34,8 +35,19 @@
 #include "hw/virtio/virtio-balloon-auto.h"
 #include "trace.h"
 
-#define BUSY_TICK_MS 1000
+/* While a migration or snapshot blocks decisions: look again this often. */
+#define BLOCKED_POLL_NS (1000 * SCALE_MS)
+/* Never wake more often than this, whatever the policy asks. */
+#define MIN_WAKEUP_NS (100 * SCALE_MS)
 #define AUTO_STATS_INTERVAL_S 2
+#define MAX_HOLD_MS (24 * 3600 * 1000)
+#define MAX_HOLD_NS ((int64_t)MAX_HOLD_MS * SCALE_MS)
+/*
+ * Statistics closer together than this are a guest flooding the stats
+ * queue (QEMU asks at most once a second): kept, but not acted upon
+ * before this much time has passed.
+ */
+#define STATS_MIN_SPACING_NS (500 * SCALE_MS)
 
 QEMU_BUILD_BUG_ON((int)BALLOON_PRESSURE_LEVEL__MAX !=
                   (int)BALLOON_POLICY_LEVEL__MAX);
@@ -49,17 +61,19 @@ static int64_t now_ns(void)
     return qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
 }
 
+/* What the balloon works on, as upstream counts it: RAM plus DIMMs. */
 static uint64_t ram_size_bytes(void)
 {
-    return current_machine->ram_size;
+    return virtio_balloon_ram_size();
 }
 
 static uint64_t guest_actual(VirtIOBalloon *s)
 {
     uint64_t ballooned = (uint64_t)s->actual << VIRTIO_BALLOON_PFN_SHIFT;
+    uint64_t ram = ram_size_bytes();
 
     /* The guest writes actual: never trust it beyond RAM. */
-    return ram_size_bytes() - MIN(ballooned, ram_size_bytes());
+    return ram - MIN(ballooned, ram);
 }
 
 static void set_guest_target(VirtIOBalloon *s, uint64_t target)
@@ -69,6 +83,11 @@ static void set_guest_target(VirtIOBalloon *s, uint64_t target)
     target = MIN(target, ram);
     s->num_pages = (ram - target) >> VIRTIO_BALLOON_PFN_SHIFT;
     virtio_notify_config(VIRTIO_DEVICE(s));
+}
+
+static bool driver_ready(VirtIOBalloon *s)
+{
+    return VIRTIO_DEVICE(s)->status & VIRTIO_CONFIG_S_DRIVER_OK;
 }
 
 /*
@@ -113,6 +132,12 @@ static BalloonAutoStatus auto_status(VirtIOBalloon *s,
     if (now_ns() < a->hold_until) {
         return BALLOON_AUTO_STATUS_HELD;
     }
+    if (!driver_ready(s)) {
+        if (blocker) {
+            *blocker = BALLOON_AUTO_BLOCKER_GUEST_DRIVER;
+        }
+        return BALLOON_AUTO_STATUS_PAUSED;
+    }
     return a->dry_run ? BALLOON_AUTO_STATUS_DRY_RUN :
                         BALLOON_AUTO_STATUS_ACTIVE;
 }
@@ -154,18 +179,27 @@ static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
     if (a->reserve) {
         p->reserve = a->reserve;
     }
-    if (a->max_step < p->granularity || a->max_step > ram) {
-        error_setg(errp, "'auto-max-step' must be between %" PRIu64
-                   " and the VM's memory size", p->granularity);
+    /* 0: the default, scaled to the VM; only explicit values are checked */
+    if (a->max_step &&
+        (a->max_step < p->granularity || a->max_step > p->max)) {
+        error_setg(errp, "'auto-max-step' must be 0 (default) or between %"
+                   PRIu64 " and the VM's memory size (%" PRIu64 ")",
+                   p->granularity, p->max);
         return false;
     }
-    p->max_step = a->max_step;
-    if (a->return_step < p->granularity || a->return_step > ram) {
-        error_setg(errp, "'auto-return-step' must be between %" PRIu64
-                   " and the VM's memory size", p->granularity);
+    if (a->max_step) {
+        p->max_step = QEMU_ALIGN_UP(a->max_step, BALLOON_POLICY_PAGE);
+    }
+    if (a->return_step &&
+        (a->return_step < p->granularity || a->return_step > p->max)) {
+        error_setg(errp, "'auto-return-step' must be 0 (default) or between %"
+                   PRIu64 " and the VM's memory size (%" PRIu64 ")",
+                   p->granularity, p->max);
         return false;
     }
-    p->return_step = a->return_step;
+    if (a->return_step) {
+        p->return_step = QEMU_ALIGN_UP(a->return_step, BALLOON_POLICY_PAGE);
+    }
     if (a->calm_time_ms > 24 * 3600 * 1000) {
         error_setg(errp, "'auto-calm-time-ms' must be at most one day");
         return false;
@@ -201,26 +235,54 @@ static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
     return true;
 }
 
+/*
+ * Arm the timer for the next time something can happen without new
+ * input: no periodic wake-ups at rest.
+ */
 static void auto_schedule(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
     int64_t now = now_ns();
     BalloonAutoBlocker why = BALLOON_AUTO_BLOCKER_VM_STOPPED;
     BalloonAutoStatus status = auto_status(s, &why);
-    /*
-     * Blocked by a migration or snapshot: look again soon; the side that
-     * ends up running the VM resumes (a stopped VM's virtual clock waits).
-     */
-    bool passing_block = (status == BALLOON_AUTO_STATUS_PAUSED ||
-                          status == BALLOON_AUTO_STATUS_INHIBITED) &&
-                         why != BALLOON_AUTO_BLOCKER_DISCARD_DISABLED;
+    int64_t next = BALLOON_POLICY_NEVER;
 
-    if (balloon_policy_busy(&a->state, &a->params, guest_actual(s), now) ||
-        status == BALLOON_AUTO_STATUS_HELD || passing_block) {
-        timer_mod(a->timer, now + BUSY_TICK_MS * SCALE_MS);
-    } else {
-        /* At rest: no periodic wake-ups. */
+    if (!a->realized) {
+        return;
+    }
+    switch (status) {
+    case BALLOON_AUTO_STATUS_HELD:
+        next = a->hold_until;
+        break;
+    case BALLOON_AUTO_STATUS_PAUSED:
+    case BALLOON_AUTO_STATUS_INHIBITED:
+        /*
+         * A migration or snapshot passes: look again soon; the side that
+         * ends up running the VM resumes (a stopped VM's virtual clock
+         * waits).  A new driver and discard being enabled again come with
+         * events of their own.
+         */
+        if (why != BALLOON_AUTO_BLOCKER_DISCARD_DISABLED &&
+            why != BALLOON_AUTO_BLOCKER_GUEST_DRIVER) {
+            next = now + BLOCKED_POLL_NS;
+        }
+        break;
+    default:
+        next = balloon_policy_next_wakeup(&a->state, &a->params,
+                                          guest_actual(s), now);
+        if (a->stats.time > a->last_stats_time) {
+            /* statistics held back by the flood limit */
+            next = next == BALLOON_POLICY_NEVER ?
+                   a->last_stats_time + STATS_MIN_SPACING_NS :
+                   MIN(next, a->last_stats_time + STATS_MIN_SPACING_NS);
+        }
+        break;
+    }
+    if (next == BALLOON_POLICY_NEVER) {
         timer_del(a->timer);
+    } else {
+        /* the timer is in nanoseconds, like the policy's clock */
+        timer_mod(a->timer, MAX(next, now + MIN_WAKEUP_NS));
     }
 }
 
@@ -228,15 +290,17 @@ static void auto_evaluate(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
     BalloonAutoBlocker why = BALLOON_AUTO_BLOCKER_VM_STOPPED;
-    BalloonAutoStatus status = auto_status(s, &why);
+    BalloonAutoStatus status;
     BalloonPolicyDecision d;
+    BalloonPolicyGuestStats stats;
     int64_t now = now_ns();
-    uint64_t actual = guest_actual(s);
+    uint64_t actual;
     bool apply;
 
     if (!a->realized || !a->enabled) {
         return;
     }
+    status = auto_status(s, &why);
     if (why == BALLOON_AUTO_BLOCKER_DISCARD_DISABLED &&
         status == BALLOON_AUTO_STATUS_INHIBITED && !a->inhibit_warned) {
         warn_report("virtio-balloon: ballooning is inhibited (discard "
@@ -250,7 +314,19 @@ static void auto_evaluate(VirtIOBalloon *s)
         return;
     }
 
-    d = balloon_policy_decide(&a->state, &a->params, &a->stats, actual, now);
+    /* DIMMs come and go: the maximum is what the balloon works on now. */
+    a->params.max = QEMU_ALIGN_DOWN(ram_size_bytes(), BALLOON_POLICY_PAGE);
+    actual = guest_actual(s);
+    stats = a->stats;
+    if (stats.time > a->last_stats_time) {
+        if (now - a->last_stats_time < STATS_MIN_SPACING_NS) {
+            /* a flood: the sample waits until the spacing allows */
+            stats.time = BALLOON_POLICY_NEVER;
+        } else {
+            a->last_stats_time = stats.time;
+        }
+    }
+    d = balloon_policy_decide(&a->state, &a->params, &stats, actual, now);
     if (d.reason != BALLOON_POLICY_REASON_NONE) {
         apply = !a->dry_run;
         a->last = d;
@@ -314,7 +390,32 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
 
 void virtio_balloon_auto_actual_changed(VirtIOBalloon *s)
 {
-    if (s->autob.enabled) {
+    uint64_t ram = ram_size_bytes();
+
+    if (!s->autob.enabled) {
+        return;
+    }
+    if (((uint64_t)s->actual << VIRTIO_BALLOON_PFN_SHIFT) > ram) {
+        qemu_log_mask(LOG_GUEST_ERROR, "virtio-balloon: the guest reports %"
+                      PRIu32 " pages in the balloon, more than the VM's %"
+                      PRIu64 "\n", s->actual,
+                      ram >> VIRTIO_BALLOON_PFN_SHIFT);
+    }
+    auto_evaluate(s);
+}
+
+/* A driver that becomes ready starts with a clean slate. */
+void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    bool ready = status & VIRTIO_CONFIG_S_DRIVER_OK;
+
+    if (!a->realized || ready == a->driver_was_ready) {
+        return;
+    }
+    a->driver_was_ready = ready;
+    if (ready) {
+        balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
         auto_evaluate(s);
     }
 }
@@ -335,8 +436,10 @@ bool virtio_balloon_auto_manual_target(VirtIOBalloon *s, uint64_t target)
 
 static uint64_t current_target(VirtIOBalloon *s)
 {
-    return ram_size_bytes() -
-           ((uint64_t)s->num_pages << VIRTIO_BALLOON_PFN_SHIFT);
+    uint64_t ram = ram_size_bytes();
+
+    /* A DIMM unplugged after the target was set: no underflow. */
+    return ram - MIN((uint64_t)s->num_pages << VIRTIO_BALLOON_PFN_SHIFT, ram);
 }
 
 /*
@@ -414,10 +517,22 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
         }
         cfg.fd_level = l;
     }
+    if (cfg.kind == BALLOON_PRESSURE_FD && a->fd_spent) {
+        error_setg(errp, "'pressure-fd' '%s' was closed when automatic "
+                   "ballooning was turned off; hand over a new descriptor "
+                   "with 'pressure-fd'", a->fd);
+        return false;
+    }
     if (!auto_check_backing(errp) ||
         !auto_params(a, &a->params, &floor_origin, errp)) {
         return false;
     }
+    /* Ready before the source opens: it may report pressure at once. */
+    balloon_policy_state_init(&a->state, current_target(s));
+    balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
+    a->stats.time = BALLOON_POLICY_NEVER;
+    a->last_stats_time = BALLOON_POLICY_NEVER;
+    a->driver_was_ready = driver_ready(s);
     a->pressure = balloon_pressure_open(&cfg, auto_pressure_cb, s, errp);
     if (!a->pressure) {
         error_prepend(errp, "'pressure-source=%s': ",
@@ -426,16 +541,16 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     }
     g_free(a->floor_origin);
     a->floor_origin = g_steal_pointer(&floor_origin);
-    balloon_policy_state_init(&a->state, current_target(s));
-    a->stats.time = BALLOON_POLICY_NEVER;
-    a->timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
+    a->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
     a->realized = true;
 
     /* The policy needs guest statistics: poll them unless the user does. */
     if (!s->stats_poll_interval) {
         object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
                                 AUTO_STATS_INTERVAL_S, &error_abort);
+        a->polls_stats = true;
     }
+    auto_schedule(s);
     return true;
 }
 
@@ -446,12 +561,24 @@ static void auto_stop(VirtIOBalloon *s)
     if (!a->realized) {
         return;
     }
+    /* A descriptor QEMU took over is closed for good; an fdset is not. */
+    a->fd_spent = balloon_pressure_kind(a->pressure) == BALLOON_PRESSURE_FD &&
+                  !g_str_has_prefix(a->fd, "/dev/fdset/");
     balloon_pressure_close(a->pressure);
     a->pressure = NULL;
     timer_free(a->timer);
     a->timer = NULL;
     g_clear_pointer(&a->floor_origin, g_free);
     a->realized = false;
+    /*
+     * Stop the polling that was turned on for us; on a failed realize its
+     * timer would otherwise outlive the device.
+     */
+    if (a->polls_stats) {
+        a->polls_stats = false;
+        object_property_set_int(OBJECT(s), "guest-stats-polling-interval", 0,
+                                &error_abort);
+    }
 }
 
 bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
@@ -476,15 +603,20 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
         return;
     }
     /*
-     * num_pages survives a reset upstream: a rebooting guest would inflate
-     * to an old automatic target before it has booted.  Go back to the
-     * baseline and wait for fresh statistics.
+     * num_pages and actual survive a reset upstream: a rebooting guest
+     * would inflate to an old automatic target before it has booted, and
+     * a stale actual reads as a stuck driver.  Go back to the baseline
+     * with an empty balloon and wait for a ready driver and fresh
+     * statistics.
      */
+    s->actual = 0;
     a->state.target = a->state.baseline;
+    balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
-    a->state.prev.time = BALLOON_POLICY_NEVER;
+    a->last_stats_time = BALLOON_POLICY_NEVER;
     s->num_pages = (ram_size_bytes() - a->state.baseline) >>
                    VIRTIO_BALLOON_PFN_SHIFT;
+    auto_schedule(s);
 }
 
 /*
@@ -492,7 +624,10 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
  * was on at start (so that turning it off at run time is not undone by
  * the destination's command line); a VM without it migrates to and from
  * upstream QEMU as before.  Pressure sources are host-local: the
- * destination opens its own.
+ * destination opens its own, and the source host's pressure stays behind.
+ *
+ * The stream is loaded into a->wire, checked, and only then applied:
+ * nothing from it reaches the live state unvalidated.
  */
 static bool auto_needed(void *opaque)
 {
@@ -501,52 +636,144 @@ static bool auto_needed(void *opaque)
     return s->autob.enabled || s->autob.enabled_at_start;
 }
 
+static int auto_pre_save(void *opaque)
+{
+    VirtIOBalloonAuto *a = &((VirtIOBalloon *)opaque)->autob;
+    BalloonAutoWire *w = &a->wire;
+
+    w->state = a->state;
+    w->stats = a->stats;
+    w->enabled = a->enabled;
+    w->enabled_at_start = a->enabled_at_start;
+    w->dry_run = a->dry_run;
+    w->hold_until = a->hold_until;
+    w->last_reason = a->last.reason;
+    w->last_level = a->last_level;
+    w->last_old_target = a->last.old_target;
+    w->last_new_target = a->last.new_target;
+    w->last_actual = a->last_actual;
+    w->last_time = a->last_time;
+    w->last_applied = a->last_applied;
+    w->floor = a->floor;
+    w->reserve = a->reserve;
+    memcpy(w->inflate_pct, a->inflate_pct, sizeof(w->inflate_pct));
+    w->max_step = a->max_step;
+    w->return_step = a->return_step;
+    w->calm_time_ms = a->calm_time_ms;
+    w->cooldown_ms = a->cooldown_ms;
+    return 0;
+}
+
 static int auto_subsection_post_load(void *opaque, int version_id)
 {
     VirtIOBalloon *s = opaque;
+    BalloonAutoWire *w = &s->autob.wire;
 
+    /* Enums index tables and QAPI lookups: range-check them here. */
+    if (w->last_reason >= BALLOON_POLICY_REASON__MAX ||
+        w->last_level >= BALLOON_POLICY_LEVEL__MAX) {
+        error_report("virtio-balloon: automatic state: invalid last "
+                     "decision (reason %" PRIu32 ", level %" PRIu32 ")",
+                     w->last_reason, w->last_level);
+        return -EINVAL;
+    }
     s->autob.state_migrated = true;
     return 0;
+}
+
+/* Tunables and state from the stream, checked against this VM. */
+static bool auto_take_wire(VirtIOBalloon *s, Error **errp)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonAutoWire *w = &a->wire;
+    VirtIOBalloonAuto tunables = *a;
+    BalloonPolicyParams params;
+    g_autofree char *floor_origin = NULL;
+    const char *bad;
+
+    tunables.floor = w->floor;
+    tunables.reserve = w->reserve;
+    memcpy(tunables.inflate_pct, w->inflate_pct, sizeof(w->inflate_pct));
+    tunables.max_step = w->max_step;
+    tunables.return_step = w->return_step;
+    tunables.calm_time_ms = w->calm_time_ms;
+    tunables.cooldown_ms = w->cooldown_ms;
+    if (!auto_params(&tunables, &params, &floor_origin, errp)) {
+        return false;
+    }
+    bad = balloon_policy_state_check(&w->state, &params);
+    if (bad) {
+        error_setg(errp, "policy state: %s", bad);
+        return false;
+    }
+    if (w->hold_until > now_ns() + MAX_HOLD_NS) {
+        error_setg(errp, "hold of more than a day");
+        return false;
+    }
+    a->floor = w->floor;
+    a->reserve = w->reserve;
+    memcpy(a->inflate_pct, w->inflate_pct, sizeof(a->inflate_pct));
+    a->max_step = w->max_step;
+    a->return_step = w->return_step;
+    a->calm_time_ms = w->calm_time_ms;
+    a->cooldown_ms = w->cooldown_ms;
+    a->dry_run = w->dry_run;
+    a->hold_until = w->hold_until;
+    a->last.reason = w->last_reason;
+    a->last_level = w->last_level;
+    a->last.old_target = MIN(w->last_old_target, params.max);
+    a->last.new_target = MIN(w->last_new_target, params.max);
+    a->last_actual = MIN(w->last_actual, params.max);
+    a->last_time = w->last_time;
+    a->last_applied = w->last_applied;
+    if (a->realized) {
+        a->params = params;
+        g_free(a->floor_origin);
+        a->floor_origin = g_steal_pointer(&floor_origin);
+    }
+    return true;
 }
 
 int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
-    BalloonPolicyState migrated = a->state;
-    BalloonPolicyGuestStats migrated_stats = a->stats;
-    g_autofree char *floor_origin = NULL;
+    BalloonAutoWire *w = &a->wire;
     Error *err = NULL;
 
+    /* Only what the stream carries: the source's pressure stays there. */
+    balloon_policy_forget_pressure(&w->state);
     if (!a->state_migrated) {
         if (a->realized) {
             /* On here only: rest where the source left the balloon. */
             balloon_policy_state_init(&a->state, current_target(s));
+            balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
             auto_schedule(s);
         }
         return 0;
     }
     a->state_migrated = false;
-    if (!a->enabled) {
+    a->enabled_at_start = w->enabled_at_start;
+    if (!w->enabled) {
         /* Turned off on the source at run time. */
         auto_stop(s);
+        a->enabled = false;
         return 0;
     }
-    if (!a->realized) {
-        if (!auto_start(s, true, &err)) {
-            error_reportf_err(err, "virtio-balloon: automatic ballooning "
-                              "cannot continue here: ");
-            return -EINVAL;
-        }
-    } else if (auto_params(a, &a->params, &floor_origin, &err)) {
-        /* Tunables may have been changed at run time on the source. */
-        g_free(a->floor_origin);
-        a->floor_origin = g_steal_pointer(&floor_origin);
-    } else {
-        error_reportf_err(err, "virtio-balloon: migrated tunables: ");
+    if (!auto_take_wire(s, &err)) {
+        error_reportf_err(err, "virtio-balloon: migrated automatic state: ");
         return -EINVAL;
     }
-    a->state = migrated;
-    a->stats = migrated_stats;
+    a->enabled = true;
+    if (!a->realized && !auto_start(s, true, &err)) {
+        error_reportf_err(err, "virtio-balloon: automatic ballooning "
+                          "cannot continue here: ");
+        return -EINVAL;
+    }
+    a->state = w->state;
+    a->stats = w->stats;
+    a->last_stats_time = BALLOON_POLICY_NEVER;
+    /* The source host's pressure is not this host's. */
+    balloon_policy_forget_pressure(&a->state);
     auto_schedule(s);
     return 0;
 }
@@ -570,17 +797,18 @@ static const VMStateDescription vmstate_balloon_auto_stats = {
     },
 };
 
-/* All of it: the policy continues on the destination where it stopped. */
+/*
+ * The policy continues on the destination where it stopped, apart from
+ * host pressure (levels, their times, the pending level), which is local.
+ */
 static const VMStateDescription vmstate_balloon_auto_state = {
     .name = "virtio-balloon-auto-policy",
-    .version_id = 1,
-    .minimum_version_id = 1,
+    .version_id = 2,
+    .minimum_version_id = 2,
     .fields = (const VMStateField[]) {
         VMSTATE_UINT64(baseline, BalloonPolicyState),
         VMSTATE_UINT64(target, BalloonPolicyState),
-        VMSTATE_INT64_ARRAY(level_time, BalloonPolicyState,
-                            BALLOON_POLICY_LEVEL__MAX),
-        VMSTATE_UINT32(pending, BalloonPolicyState),
+        VMSTATE_INT64(last_pressure, BalloonPolicyState),
         VMSTATE_INT64(last_inflate, BalloonPolicyState),
         VMSTATE_INT64(last_guest_pressure, BalloonPolicyState),
         VMSTATE_INT64(last_return, BalloonPolicyState),
@@ -604,36 +832,37 @@ static const VMStateDescription vmstate_balloon_auto_state = {
 
 const VMStateDescription vmstate_virtio_balloon_auto = {
     .name = "virtio-balloon-device/auto",
-    .version_id = 1,
-    .minimum_version_id = 1,
+    .version_id = 2,
+    .minimum_version_id = 2,
     .needed = auto_needed,
+    .pre_save = auto_pre_save,
     .post_load = auto_subsection_post_load,
     .fields = (const VMStateField[]) {
-        VMSTATE_STRUCT(autob.state, VirtIOBalloon, 1,
+        VMSTATE_STRUCT(autob.wire.state, VirtIOBalloon, 2,
                        vmstate_balloon_auto_state, BalloonPolicyState),
-        VMSTATE_STRUCT(autob.stats, VirtIOBalloon, 1,
+        VMSTATE_STRUCT(autob.wire.stats, VirtIOBalloon, 1,
                        vmstate_balloon_auto_stats, BalloonPolicyGuestStats),
-        VMSTATE_BOOL(autob.enabled, VirtIOBalloon),
-        VMSTATE_BOOL(autob.enabled_at_start, VirtIOBalloon),
-        VMSTATE_INT64(autob.hold_until, VirtIOBalloon),
-        VMSTATE_BOOL(autob.dry_run, VirtIOBalloon),
+        VMSTATE_BOOL(autob.wire.enabled, VirtIOBalloon),
+        VMSTATE_BOOL(autob.wire.enabled_at_start, VirtIOBalloon),
+        VMSTATE_INT64(autob.wire.hold_until, VirtIOBalloon),
+        VMSTATE_BOOL(autob.wire.dry_run, VirtIOBalloon),
         /* the last decision, as the query reports it */
-        VMSTATE_UINT32(autob.last.reason, VirtIOBalloon),
-        VMSTATE_UINT64(autob.last.old_target, VirtIOBalloon),
-        VMSTATE_UINT64(autob.last.new_target, VirtIOBalloon),
-        VMSTATE_UINT32(autob.last_level, VirtIOBalloon),
-        VMSTATE_UINT64(autob.last_actual, VirtIOBalloon),
-        VMSTATE_INT64(autob.last_time, VirtIOBalloon),
-        VMSTATE_BOOL(autob.last_applied, VirtIOBalloon),
+        VMSTATE_UINT32(autob.wire.last_reason, VirtIOBalloon),
+        VMSTATE_UINT64(autob.wire.last_old_target, VirtIOBalloon),
+        VMSTATE_UINT64(autob.wire.last_new_target, VirtIOBalloon),
+        VMSTATE_UINT32(autob.wire.last_level, VirtIOBalloon),
+        VMSTATE_UINT64(autob.wire.last_actual, VirtIOBalloon),
+        VMSTATE_INT64(autob.wire.last_time, VirtIOBalloon),
+        VMSTATE_BOOL(autob.wire.last_applied, VirtIOBalloon),
         /* what balloon-auto-set may have changed */
-        VMSTATE_UINT64(autob.floor, VirtIOBalloon),
-        VMSTATE_UINT64(autob.reserve, VirtIOBalloon),
-        VMSTATE_UINT8_ARRAY(autob.inflate_pct, VirtIOBalloon,
+        VMSTATE_UINT64(autob.wire.floor, VirtIOBalloon),
+        VMSTATE_UINT64(autob.wire.reserve, VirtIOBalloon),
+        VMSTATE_UINT8_ARRAY(autob.wire.inflate_pct, VirtIOBalloon,
                             BALLOON_POLICY_LEVEL__MAX),
-        VMSTATE_UINT64(autob.max_step, VirtIOBalloon),
-        VMSTATE_UINT64(autob.return_step, VirtIOBalloon),
-        VMSTATE_UINT32(autob.calm_time_ms, VirtIOBalloon),
-        VMSTATE_UINT32(autob.cooldown_ms, VirtIOBalloon),
+        VMSTATE_UINT64(autob.wire.max_step, VirtIOBalloon),
+        VMSTATE_UINT64(autob.wire.return_step, VirtIOBalloon),
+        VMSTATE_UINT32(autob.wire.calm_time_ms, VirtIOBalloon),
+        VMSTATE_UINT32(autob.wire.cooldown_ms, VirtIOBalloon),
         VMSTATE_END_OF_LIST()
     },
 };
@@ -685,7 +914,6 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     BalloonAutoBlocker blocker = BALLOON_AUTO_BLOCKER_VM_STOPPED;
     BalloonPolicyParams params;
     int64_t now = now_ns();
-    int64_t last_event = BALLOON_POLICY_NEVER;
     BalloonAutoLevelCountList **events_tail;
     BalloonAutoReasonCountList **decisions_tail;
     int i;
@@ -721,13 +949,9 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     info->level = a->realized ?
         (BalloonPressureLevel)balloon_policy_level(&a->state, &params, now) :
         BALLOON_PRESSURE_LEVEL_NONE;
-    for (i = BALLOON_POLICY_LEVEL_LOW; a->realized &&
-         i < BALLOON_POLICY_LEVEL__MAX; i++) {
-        last_event = MAX(last_event, a->state.level_time[i]);
-    }
-    if (last_event != BALLOON_POLICY_NEVER) {
+    if (a->realized && a->state.last_pressure != BALLOON_POLICY_NEVER) {
         info->has_level_age_ms = true;
-        info->level_age_ms = ns_to_ms(now - last_event);
+        info->level_age_ms = ns_to_ms(now - a->state.last_pressure);
     }
     info->actual = guest_actual(s);
     info->target = current_target(s);
@@ -803,14 +1027,41 @@ static bool auto_take_pressure_fd(VirtIOBalloon *s, const char *fd,
     return true;
 }
 
+/* The tunables balloon-auto-set changes, from @from to @to. */
+static void copy_tunables(VirtIOBalloonAuto *to, const VirtIOBalloonAuto *from)
+{
+    to->floor = from->floor;
+    to->reserve = from->reserve;
+    memcpy(to->inflate_pct, from->inflate_pct, sizeof(to->inflate_pct));
+    to->max_step = from->max_step;
+    to->return_step = from->return_step;
+    to->calm_time_ms = from->calm_time_ms;
+    to->cooldown_ms = from->cooldown_ms;
+}
+
+/* Replace the string property *@prop by a copy of @value. */
+static void set_str(char **prop, const char *value)
+{
+    g_free(*prop);
+    *prop = g_strdup(value);
+}
+
+/*
+ * All or nothing: every argument is validated, and the steps that can
+ * fail (opening a descriptor, turning automatic ballooning on) happen
+ * before anything is committed.
+ */
 void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
 {
     VirtIOBalloon *s = find_balloon(errp);
     VirtIOBalloonAuto *a, new;
     BalloonPolicyParams params;
     BalloonPressureLevel fd_level = BALLOON_PRESSURE_LEVEL_MEDIUM;
-    bool enabling, switch_fd;
+    bool enabling, disabling;
     g_autofree char *floor_origin = NULL;
+    g_autofree char *old_source = NULL;
+    g_autofree char *old_fd = NULL;
+    g_autofree char *old_fd_level = NULL;
 
     if (!s) {
         return;
@@ -832,8 +1083,9 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
     if (!auto_params(&new, &params, &floor_origin, errp)) {
         return;
     }
-    if (set->has_hold_ms && set->hold_ms > 24 * 3600 * 1000) {
-        error_setg(errp, "'hold-ms' must be at most one day (86400000)");
+    if (set->has_hold_ms && set->hold_ms > MAX_HOLD_MS) {
+        error_setg(errp, "'hold-ms' must be at most one day (%d)",
+                   MAX_HOLD_MS);
         return;
     }
     if (set->has_pressure_fd_level) {
@@ -849,34 +1101,58 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
         fd_level = set->pressure_fd_level;
     }
     enabling = set->has_enabled && set->enabled && !a->enabled;
+    disabling = set->has_enabled && !set->enabled && a->enabled;
+    if (set->pressure_fd && set->has_enabled && !set->enabled) {
+        error_setg(errp, "'pressure-fd' cannot be given with 'enabled': "
+                   "false");
+        return;
+    }
     if (set->pressure_fd && !a->realized && !enabling) {
         error_setg(errp, "'pressure-fd' needs automatic ballooning on "
                    "(or 'enabled': true in the same command)");
         return;
     }
-    /* A running source is swapped first: a bad descriptor changes nothing. */
-    switch_fd = set->pressure_fd && a->realized;
-    if (switch_fd && !auto_take_pressure_fd(s, set->pressure_fd, fd_level,
-                                            errp)) {
+
+    /* The steps that can fail, each undone if a later one does. */
+    if (set->pressure_fd && a->realized &&
+        !auto_take_pressure_fd(s, set->pressure_fd, fd_level, errp)) {
         return;
     }
+    if (enabling) {
+        /* auto_start reads the tunables and the source from the device */
+        VirtIOBalloonAuto saved = *a;
 
-    /* Validated: commit. */
-    a->floor = new.floor;
-    a->reserve = new.reserve;
-    memcpy(a->inflate_pct, new.inflate_pct, sizeof(a->inflate_pct));
-    a->max_step = new.max_step;
-    a->return_step = new.return_step;
-    a->calm_time_ms = new.calm_time_ms;
-    a->cooldown_ms = new.cooldown_ms;
+        old_source = g_strdup(a->source);
+        old_fd = g_strdup(a->fd);
+        old_fd_level = g_strdup(a->fd_level);
+        copy_tunables(a, &new);
+        if (set->pressure_fd) {
+            set_str(&a->source, "fd");
+            set_str(&a->fd, set->pressure_fd);
+            set_str(&a->fd_level, BalloonPressureLevel_str(fd_level));
+            a->fd_spent = false;
+        }
+        a->enabled = true;
+        if (!auto_start(s, false, errp)) {
+            g_free(a->source);
+            g_free(a->fd);
+            g_free(a->fd_level);
+            *a = saved;
+            a->source = g_steal_pointer(&old_source);
+            a->fd = g_steal_pointer(&old_fd);
+            a->fd_level = g_steal_pointer(&old_fd_level);
+            return;
+        }
+    }
+
+    /* Validated, and nothing can fail any more: commit. */
+    copy_tunables(a, &new);
     if (set->pressure_fd) {
         /* the properties say what is in use, as for the command line */
-        g_free(a->source);
-        a->source = g_strdup("fd");
-        g_free(a->fd);
-        a->fd = g_strdup(set->pressure_fd);
-        g_free(a->fd_level);
-        a->fd_level = g_strdup(BalloonPressureLevel_str(fd_level));
+        set_str(&a->source, "fd");
+        set_str(&a->fd, set->pressure_fd);
+        set_str(&a->fd_level, BalloonPressureLevel_str(fd_level));
+        a->fd_spent = false;
     }
     if (set->has_dry_run) {
         a->dry_run = set->dry_run;
@@ -885,25 +1161,18 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
         a->hold_until = set->hold_ms ?
                         now_ns() + (int64_t)set->hold_ms * SCALE_MS : 0;
     }
-    if (a->realized) {
+    if (a->realized && !enabling) {
         a->params = params;
         g_free(a->floor_origin);
         a->floor_origin = g_steal_pointer(&floor_origin);
     }
-    if (set->has_enabled && set->enabled != a->enabled) {
-        a->enabled = set->enabled;
-        if (set->enabled) {
-            if (!auto_start(s, false, errp)) {
-                a->enabled = false;
-                return;
-            }
-        } else {
-            uint64_t baseline = a->state.baseline;
+    if (disabling) {
+        uint64_t baseline = a->state.baseline;
 
-            auto_stop(s);
-            /* Plain manual ballooning at the baseline. */
-            set_guest_target(s, baseline);
-        }
+        auto_stop(s);
+        a->enabled = false;
+        /* Plain manual ballooning at the baseline. */
+        set_guest_target(s, baseline);
     }
     if (a->realized) {
         auto_evaluate(s);

@@ -11,10 +11,26 @@ set -eu
 
 die() { echo "setup-host: $*" >&2; exit 1; }
 
+# The build dependencies of Debian's own qemu-system-x86 (debian/control of
+# the qemu source package) that Debian 12 has: the fork is configured with
+# the same features (see project_configure_args in common.sh).
+PACKAGES_FEATURES="libcapstone-dev libaio-dev libjack-dev libpulse-dev
+libasound2-dev libpipewire-0.3-dev libbpf-dev libbrlapi-dev libcap-ng-dev
+libcurl4-gnutls-dev libfuse3-dev libgnutls28-dev libgtk-3-dev libvte-2.91-dev
+libiscsi-dev libncurses-dev libvirglrenderer-dev libepoxy-dev libdrm-dev
+libgbm-dev libnfs-dev libnuma-dev libcacard-dev librbd-dev libglusterfs-dev
+libsasl2-dev libsdl2-dev libseccomp-dev libslirp-dev libspice-server-dev
+librdmacm-dev libibverbs-dev libibumad-dev liburing-dev libusb-1.0-0-dev
+libusbredirparser-dev libssh-dev libzstd-dev libvdeplug-dev nettle-dev
+libudev-dev libjpeg-dev libpng-dev libpmem-dev"
 PACKAGES_BASE="ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
 flex bison dpkg-dev gcc-i686-linux-gnu seabios ccache git xz-utils cpio
-busybox-static python3 ipxe-qemu
-libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-matplotlib"
+busybox-static python3 python3-venv ipxe-qemu pkgconf
+libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-matplotlib
+$PACKAGES_FEATURES
+python3-sphinx python3-sphinx-rtd-theme
+debhelper fakeroot debootstrap
+clang libclang-rt-14-dev"
 PACKAGES_BACKPORTS="meson python3-pycotap"
 LIST=/etc/apt/sources.list.d/qemu-balloon-auto-fork.sources
 STAMP=/var/lib/qemu-balloon-auto-fork/setup.done

@@ -204,6 +204,187 @@ static void test_stuck_driver(void)
     g_assert_cmpint(i + 1, ==, f.p.stuck_timeout / SEC);
 }
 
+/*
+ * A stuck driver is reported once per episode (a dry run keeps the old
+ * target, so the condition persists), and the target it falls back to
+ * respects the floor: the driver's actual comes from the guest.
+ */
+static void test_stuck_once_and_floor(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    int decisions = 0, i;
+
+    fixture_init(&f, 2 * GiB, GiB);
+    balloon_policy_driver_reset(&f.s, 2 * GiB, f.now);
+    for (i = 0; i < 120; i++) {
+        f.now += SEC;
+        d = decide(&f, 2 * GiB);
+        if (d.reason != BALLOON_POLICY_REASON_NONE) {
+            g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_DRIVER_STUCK);
+            decisions++;
+            f.s.target = d.old_target;      /* what a dry run does */
+        }
+    }
+    g_assert_cmpint(decisions, ==, 1);
+
+    /* progress ends the episode; a guest claiming size 0 meets the floor */
+    fixture_init(&f, 2 * GiB, GiB);
+    f.now += f.p.stuck_timeout;
+    d = decide(&f, 0);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    f.now += f.p.stuck_timeout;
+    d = decide(&f, 0);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_DRIVER_STUCK);
+    g_assert_cmpuint(d.new_target, ==, f.p.floor);
+}
+
+/* The timer is armed exactly when something can happen without input. */
+static void test_next_wakeup(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    int64_t t;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    g_assert_cmpint(balloon_policy_next_wakeup(&f.s, &f.p, 2 * GiB, f.now),
+                    ==, BALLOON_POLICY_NEVER);
+
+    /* inflated, the driver not there yet: the stuck timeout */
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+    t = balloon_policy_next_wakeup(&f.s, &f.p, 2 * GiB, f.now);
+    g_assert_cmpint(t, ==, f.now + f.p.stuck_timeout);
+
+    /* reached: the calm return after the hold time */
+    f.now += SEC;
+    d = decide(&f, f.s.target);
+    t = balloon_policy_next_wakeup(&f.s, &f.p, f.s.target, f.now);
+    g_assert_cmpint(t, ==, f.s.level_time[BALLOON_POLICY_LEVEL_CRITICAL] +
+                    f.p.hold);
+
+    /* a new event within the cooldown: when the cooldown ends */
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_MEDIUM,
+                                 f.s.last_inflate + f.p.cooldown / 2);
+    t = balloon_policy_next_wakeup(&f.s, &f.p, f.s.target,
+                                   f.s.last_inflate + f.p.cooldown / 2);
+    g_assert_cmpint(t, ==, f.s.last_inflate + f.p.cooldown);
+
+    /* overdue after days of uptime: due now, never in the past */
+    f.now += 5 * 24 * 3600 * SEC;
+    t = balloon_policy_next_wakeup(&f.s, &f.p, f.s.target, f.now);
+    g_assert_cmpint(t, ==, f.now);
+    d = decide(&f, f.s.target);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_CALM);
+    t = balloon_policy_next_wakeup(&f.s, &f.p, f.s.target, f.now);
+    g_assert_cmpint(t, ==, f.now + f.p.return_interval);
+}
+
+/* Targets are whole pages, whatever the baseline and the steps say. */
+static void test_page_aligned(void)
+{
+    Fixture f;
+    uint64_t actual;
+    int i, decisions = 0;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    f.p.return_step = 64 * MiB + 1000;
+    balloon_policy_set_baseline(&f.s, &f.p, GiB + 1000);
+    g_assert_cmpuint(f.s.baseline % BALLOON_POLICY_PAGE, ==, 0);
+    g_assert_cmpuint(f.s.baseline, >=, GiB + 1000);
+    f.s.target = f.s.baseline;
+    actual = f.s.target;
+    /* an instant driver reaches every target; nothing cycles */
+    for (i = 0; i < 600; i++) {
+        BalloonPolicyDecision d;
+
+        f.now += SEC;
+        if (i == 10) {
+            balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL,
+                                         f.now);
+        }
+        set_stats(&f, actual / 2);
+        d = decide(&f, actual);
+        if (d.reason != BALLOON_POLICY_REASON_NONE) {
+            g_assert_cmpuint(d.new_target % BALLOON_POLICY_PAGE, ==, 0);
+            decisions++;
+        }
+        actual = f.s.target;
+    }
+    g_assert_cmpuint(f.s.target, ==, f.s.baseline);
+    /* one inflate, then back in unaligned-step-sized increments */
+    g_assert_cmpint(decisions, <=, 1 + 256 / 64 + 1);
+    g_assert_cmpint(f.s.counters.decisions[BALLOON_POLICY_REASON_DRIVER_STUCK],
+                    ==, 0);
+}
+
+/* A guest-pressure sample deflates once, not at every evaluation. */
+static void test_sample_acts_once(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    int i;
+
+    fixture_init(&f, 2 * GiB, GiB);
+    set_stats(&f, 10 * MiB);
+    d = decide(&f, GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    for (i = 0; i < 50; i++) {
+        f.now += SEC / 10;              /* actual changes, events, ticks */
+        d = decide(&f, GiB + i * MiB);
+        g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    }
+}
+
+/* Defaults fit every VM size; the smallest still validate. */
+static void test_small_vms(void)
+{
+    static const uint64_t sizes[] = {
+        16 * MiB, 64 * MiB, 128 * MiB, 256 * MiB, 512 * MiB, 4 * GiB,
+        1024 * GiB,
+    };
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(sizes); i++) {
+        BalloonPolicyParams p;
+
+        balloon_policy_params_init(&p, sizes[i]);
+        g_test_message("%" PRIu64 " MiB: floor %" PRIu64 " reserve %" PRIu64
+                       " max-step %" PRIu64 " return-step %" PRIu64,
+                       sizes[i] / MiB, p.floor / MiB, p.reserve / MiB,
+                       p.max_step / MiB, p.return_step / MiB);
+        g_assert_null(balloon_policy_params_check(&p));
+        g_assert_cmpuint(p.max_step, <=, sizes[i]);
+        g_assert_cmpuint(p.return_step, <=, sizes[i]);
+    }
+}
+
+/* What a migration stream may carry is checked against the VM. */
+static void test_state_check(void)
+{
+    Fixture f;
+
+    fixture_init(&f, 2 * GiB, GiB);
+    g_assert_null(balloon_policy_state_check(&f.s, &f.p));
+    f.s.pending = BALLOON_POLICY_LEVEL__MAX;
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p));
+    fixture_init(&f, 2 * GiB, GiB);
+    f.s.target = 3 * GiB;
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p));
+    fixture_init(&f, 2 * GiB, GiB);
+    f.s.baseline = UINT64_MAX;
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p));
+
+    /* and pressure from another host is forgotten */
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    balloon_policy_forget_pressure(&f.s);
+    g_assert_cmpint(f.s.pending, ==, BALLOON_POLICY_LEVEL_NONE);
+    g_assert_cmpint(balloon_policy_level(&f.s, &f.p, f.now), ==,
+                    BALLOON_POLICY_LEVEL_NONE);
+}
+
 /* deflate-on-oom: the guest takes pages back; the target follows. */
 static void test_guest_deflated_and_pingpong(void)
 {
@@ -297,7 +478,9 @@ static void test_return_to_baseline(void)
         steps++;
     }
     g_assert_cmpuint(f.s.target, ==, 2 * GiB);
-    g_assert_false(balloon_policy_busy(&f.s, &f.p, 2 * GiB, f.now));
+    /* at rest: nothing to wake up for */
+    g_assert_cmpint(balloon_policy_next_wakeup(&f.s, &f.p, 2 * GiB, f.now),
+                    ==, BALLOON_POLICY_NEVER);
 }
 
 /*
@@ -439,6 +622,14 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/waits-for-driver",
                     test_waits_for_driver);
     g_test_add_func("/balloon-auto-policy/stuck-driver", test_stuck_driver);
+    g_test_add_func("/balloon-auto-policy/stuck-once-and-floor",
+                    test_stuck_once_and_floor);
+    g_test_add_func("/balloon-auto-policy/next-wakeup", test_next_wakeup);
+    g_test_add_func("/balloon-auto-policy/page-aligned", test_page_aligned);
+    g_test_add_func("/balloon-auto-policy/sample-acts-once",
+                    test_sample_acts_once);
+    g_test_add_func("/balloon-auto-policy/small-vms", test_small_vms);
+    g_test_add_func("/balloon-auto-policy/state-check", test_state_check);
     g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
                     test_guest_deflated_and_pingpong);
     g_test_add_func("/balloon-auto-policy/stall-counters",

@@ -20,6 +20,9 @@
 /* A time that is long past: "never happened". */
 #define BALLOON_POLICY_NEVER (INT64_MIN / 2)
 
+/* The guest balloons 4 KiB pages: every target is a multiple of this. */
+#define BALLOON_POLICY_PAGE 4096
+
 typedef enum BalloonPolicyLevel {
     BALLOON_POLICY_LEVEL_NONE,
     BALLOON_POLICY_LEVEL_LOW,
@@ -84,6 +87,7 @@ typedef struct BalloonPolicyState {
     /* When each host pressure level was last signalled. */
     int64_t level_time[BALLOON_POLICY_LEVEL__MAX];
     BalloonPolicyLevel pending; /* highest level not acted upon yet */
+    int64_t last_pressure;      /* the latest of level_time */
     int64_t last_inflate;       /* time of the last host inflate */
     int64_t last_guest_pressure;
     int64_t last_return;        /* time of the last step to the baseline */
@@ -131,10 +135,31 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
                                         const BalloonPolicyGuestStats *stats,
                                         uint64_t actual, int64_t now);
 
-/* True while the controller still has work to do without new input. */
-bool balloon_policy_busy(const BalloonPolicyState *s,
-                         const BalloonPolicyParams *p,
-                         uint64_t actual, int64_t now);
+/*
+ * When balloon_policy_decide() may next decide something without new
+ * input (an event, statistics, a change of @actual), or
+ * BALLOON_POLICY_NEVER: nothing to do until then, no wake-up needed.
+ */
+int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
+                                   const BalloonPolicyParams *p,
+                                   uint64_t actual, int64_t now);
+
+/*
+ * A new guest driver (after a reset, or when it becomes ready): its
+ * progress is measured from @now and its earlier statistics are forgotten.
+ */
+void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
+                                 int64_t now);
+
+/*
+ * Forget the host pressure levels seen so far (they belong to another
+ * host); the time of the last one still delays giving memory back.
+ */
+void balloon_policy_forget_pressure(BalloonPolicyState *s);
+
+/* NULL if @s is consistent with @p, else what is wrong with it. */
+const char *balloon_policy_state_check(const BalloonPolicyState *s,
+                                       const BalloonPolicyParams *p);
 
 const char *balloon_policy_level_name(BalloonPolicyLevel level);
 const char *balloon_policy_reason_name(BalloonPolicyReason reason);

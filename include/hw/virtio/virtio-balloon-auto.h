@@ -20,6 +20,30 @@
 
 typedef struct VirtIOBalloon VirtIOBalloon;
 
+/* What the migration stream carries; validated before it is used. */
+typedef struct BalloonAutoWire {
+    BalloonPolicyState state;
+    BalloonPolicyGuestStats stats;
+    bool enabled;
+    bool enabled_at_start;
+    bool dry_run;
+    int64_t hold_until;
+    uint32_t last_reason;
+    uint32_t last_level;
+    uint64_t last_old_target;
+    uint64_t last_new_target;
+    uint64_t last_actual;
+    int64_t last_time;
+    bool last_applied;
+    uint64_t floor;
+    uint64_t reserve;
+    uint8_t inflate_pct[BALLOON_POLICY_LEVEL__MAX];
+    uint64_t max_step;
+    uint64_t return_step;
+    uint32_t calm_time_ms;
+    uint32_t cooldown_ms;
+} BalloonAutoWire;
+
 typedef struct VirtIOBalloonAuto {
     /* Properties (see DEFINE_VIRTIO_BALLOON_AUTO_PROPERTIES) */
     bool enabled;
@@ -32,8 +56,8 @@ typedef struct VirtIOBalloonAuto {
     uint64_t floor;             /* 0: from the cgroup or 25% of RAM */
     uint64_t reserve;           /* 0: max(64 MiB, RAM / 16) */
     uint8_t inflate_pct[BALLOON_POLICY_LEVEL__MAX];
-    uint64_t max_step;
-    uint64_t return_step;
+    uint64_t max_step;          /* 0: scaled to the VM */
+    uint64_t return_step;       /* 0: scaled to the VM */
     uint32_t calm_time_ms;
     uint32_t cooldown_ms;
 
@@ -43,7 +67,7 @@ typedef struct VirtIOBalloonAuto {
     BalloonPolicyState state;
     BalloonPolicyGuestStats stats;
     BalloonPressure *pressure;
-    QEMUTimer *timer;
+    QEMUTimer *timer;           /* QEMU_CLOCK_VIRTUAL, nanoseconds */
     int64_t hold_until;         /* QEMU_CLOCK_VIRTUAL ns; manual hold */
     char *floor_origin;
     BalloonPolicyDecision last;
@@ -52,8 +76,13 @@ typedef struct VirtIOBalloonAuto {
     int64_t last_time;
     bool last_applied;
     bool inhibit_warned;
+    bool polls_stats;           /* stats polling was turned on for us */
+    bool driver_was_ready;      /* DRIVER_OK seen by set_status */
+    bool fd_spent;              /* pressure-fd was taken over and closed */
+    int64_t last_stats_time;    /* last statistics the policy used */
     bool enabled_at_start;      /* automatic=on at realize */
     bool state_migrated;        /* the subsection arrived, not yet applied */
+    BalloonAutoWire wire;
 } VirtIOBalloonAuto;
 
 #define DEFINE_VIRTIO_BALLOON_AUTO_PROPERTIES(_s, _f)                        \
@@ -72,8 +101,8 @@ typedef struct VirtIOBalloonAuto {
                       _f.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], 10),     \
     DEFINE_PROP_UINT8("inflate-critical", _s,                               \
                       _f.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], 25),   \
-    DEFINE_PROP_SIZE("auto-max-step", _s, _f.max_step, 256 * MiB),          \
-    DEFINE_PROP_SIZE("auto-return-step", _s, _f.return_step, 64 * MiB),     \
+    DEFINE_PROP_SIZE("auto-max-step", _s, _f.max_step, 0),                  \
+    DEFINE_PROP_SIZE("auto-return-step", _s, _f.return_step, 0),            \
     DEFINE_PROP_UINT32("auto-calm-time-ms", _s, _f.calm_time_ms, 10000),    \
     DEFINE_PROP_UINT32("auto-cooldown-ms", _s, _f.cooldown_ms, 1000)
 
@@ -85,6 +114,7 @@ void virtio_balloon_auto_unrealize(VirtIOBalloon *s);
 void virtio_balloon_auto_reset(VirtIOBalloon *s);
 void virtio_balloon_auto_stats_received(VirtIOBalloon *s);
 void virtio_balloon_auto_actual_changed(VirtIOBalloon *s);
+void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status);
 /* A manual balloon request; true if the automatic balloon took it. */
 bool virtio_balloon_auto_manual_target(VirtIOBalloon *s, uint64_t target);
 /* From the device's post_load, after the subsection (if sent) was loaded */
