@@ -215,11 +215,15 @@ static int64_t last_pressure_time(const BalloonPolicyState *s)
 
 void balloon_policy_set_baseline(BalloonPolicyState *s,
                                  const BalloonPolicyParams *p,
-                                 uint64_t baseline)
+                                 uint64_t baseline, int64_t now)
 {
     /* The driver balloons whole pages: an unaligned size is never reached. */
     s->baseline = MIN(QEMU_ALIGN_UP(MIN(baseline, p->max),
                                     BALLOON_POLICY_PAGE), p->max);
+    s->target = s->baseline;
+    /* a new request: the driver gets its full time to follow it */
+    s->last_progress = now;
+    s->driver_stuck = false;
 }
 
 uint64_t balloon_policy_floor(const BalloonPolicyState *s,

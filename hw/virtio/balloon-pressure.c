@@ -133,13 +133,14 @@ bool balloon_pressure_lost(const BalloonPressure *bp)
  * Where a cgroup hierarchy is mounted: v2 (@v1_controller NULL) or the
  * v1 hierarchy holding @v1_controller.
  */
-static char *cgroup_mount(const char *v1_controller)
+static char *cgroup_mount(const char *v1_controller, Error **errp)
 {
     FILE *f = setmntent("/proc/self/mounts", "r");
     struct mntent *m;
     char *dir = NULL;
 
     if (!f) {
+        error_setg_errno(errp, errno, "cannot read /proc/self/mounts");
         return NULL;
     }
     while ((m = getmntent(f))) {
@@ -151,6 +152,10 @@ static char *cgroup_mount(const char *v1_controller)
         }
     }
     endmntent(f);
+    if (!dir) {
+        error_setg(errp, "no cgroup %s hierarchy is mounted",
+                   v1_controller ? "v1 memory" : "v2");
+    }
     return dir;
 }
 
@@ -214,15 +219,18 @@ static char *threaded_domain(char *dir)
 static char *cgroup_dir(const char *v1_controller, const char *given,
                         bool *is_root, Error **errp)
 {
-    g_autofree char *mounted = cgroup_mount(v1_controller);
-    g_autofree char *mnt = mounted ? realpath(mounted, NULL) : NULL;
+    g_autofree char *mounted = cgroup_mount(v1_controller, errp);
+    g_autofree char *mnt = NULL;
     g_autofree char *rel = NULL;
     g_autofree char *path = NULL;
     g_autofree char *real = NULL;
 
+    if (!mounted) {
+        return NULL;
+    }
+    mnt = realpath(mounted, NULL);
     if (!mnt) {
-        error_setg(errp, "no cgroup %s hierarchy is mounted",
-                   v1_controller ? "v1 memory" : "v2");
+        error_setg_errno(errp, errno, "cannot resolve %s", mounted);
         return NULL;
     }
     if (given && g_str_has_prefix(given, mounted) &&
@@ -257,7 +265,7 @@ static char *cgroup_dir(const char *v1_controller, const char *given,
 /* Whether the v2 hierarchy has the memory controller (not a v1 one). */
 static bool v2_has_memory_controller(void)
 {
-    g_autofree char *mnt = cgroup_mount(NULL);
+    g_autofree char *mnt = cgroup_mount(NULL, NULL);
     g_autofree char *path = NULL;
     g_autofree char *text = NULL;
     g_auto(GStrv) ctrls = NULL;

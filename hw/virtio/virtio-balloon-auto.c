@@ -427,8 +427,7 @@ bool virtio_balloon_auto_manual_target(VirtIOBalloon *s, uint64_t target)
     if (!a->enabled || !a->realized) {
         return false;
     }
-    balloon_policy_set_baseline(&a->state, &a->params, target);
-    a->state.target = a->state.baseline;
+    balloon_policy_set_baseline(&a->state, &a->params, target, now_ns());
     set_guest_target(s, a->state.baseline);
     auto_schedule(s);
     return true;

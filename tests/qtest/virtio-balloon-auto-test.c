@@ -13,6 +13,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include "qemu/units.h"
 #include "qemu/bswap.h"
 #include "libqtest.h"
@@ -27,7 +28,9 @@
 #include "standard-headers/linux/virtio_balloon.h"
 
 #define BALLOON_SLOT 4
-#define STATS_POLL_NS (2 * 1000 * 1000 * 1000LL)
+#define NS_PER_SEC (1000 * 1000 * 1000LL)
+#define STATS_POLL_NS (2 * NS_PER_SEC)
+#define STATS_BUF_SIZE 256
 
 static int64_t qom_get_int(QTestState *qts, const char *path,
                            const char *prop)
@@ -403,16 +406,18 @@ typedef struct BalloonDriver {
     bool stats_held;            /* the device holds our buffer */
 } BalloonDriver;
 
-static QTestState *driver_boot(BalloonDriver *d, int efd, const char *extra)
+/* Boot machine @machine with the balloon and a driver playing the guest. */
+static QTestState *driver_boot_on(BalloonDriver *d, const char *machine,
+                                  int efd, const char *extra)
 {
     QVirtioDevice *vdev;
     uint64_t features;
     int i;
 
-    d->qs = qtest_pc_boot("-M pc -m 1G -device virtio-balloon-pci,"
+    d->qs = qtest_pc_boot("-M %s -m 1G -device virtio-balloon-pci,"
                           "id=balloon0,addr=%d.0,automatic=on,"
                           "pressure-fd=%d,pressure-fd-level=critical%s",
-                          BALLOON_SLOT, efd, extra);
+                          machine, BALLOON_SLOT, efd, extra);
     d->dev = virtio_pci_new(d->qs->pcibus, &(QPCIAddress) {
                                 .devfn = QPCI_DEVFN(BALLOON_SLOT, 0) });
     g_assert_nonnull(d->dev);
@@ -428,10 +433,14 @@ static QTestState *driver_boot(BalloonDriver *d, int efd, const char *extra)
         d->vq[i] = qvirtqueue_setup(vdev, &d->qs->alloc, i);
     }
     qvirtio_set_driver_ok(vdev);
-    d->stats_addr = guest_alloc(&d->qs->alloc,
-                                3 * sizeof(struct virtio_balloon_stat));
+    d->stats_addr = guest_alloc(&d->qs->alloc, STATS_BUF_SIZE);
     d->stats_held = false;
     return d->qs->qts;
+}
+
+static QTestState *driver_boot(BalloonDriver *d, int efd, const char *extra)
+{
+    return driver_boot_on(d, "pc", efd, extra);
 }
 
 static void driver_stop(BalloonDriver *d)
@@ -447,28 +456,73 @@ static void driver_stop(BalloonDriver *d)
 }
 
 /*
+ * Hand a statistics buffer of @len bytes to the device without waiting
+ * for it to return the previous one (a driver that floods the queue).
+ */
+static void driver_kick_stats(BalloonDriver *d, const void *buf, size_t len)
+{
+    QTestState *qts = d->qs->qts;
+    uint32_t head;
+
+    g_assert_cmpuint(len, <=, STATS_BUF_SIZE);
+    qtest_memwrite(qts, d->stats_addr, buf, len);
+    head = qvirtqueue_add(qts, d->vq[2], d->stats_addr, len, false, false);
+    qvirtqueue_kick(qts, &d->dev->vdev, d->vq[2], head);
+    d->stats_held = true;
+}
+
+/*
  * Report statistics like a Linux guest: the buffer goes back and forth,
  * the device returning it at each poll (every 2 s once automatic is on).
  */
-static void driver_send_stats(BalloonDriver *d, uint64_t available)
+static void driver_send_raw_stats(BalloonDriver *d, const void *buf,
+                                  size_t len)
 {
     QTestState *qts = d->qs->qts;
+    uint32_t head, used_len;
+
+    if (d->stats_held) {
+        qtest_clock_step(qts, STATS_POLL_NS);
+        g_assert_true(qvirtqueue_get_buf(qts, d->vq[2], &head, &used_len));
+    }
+    driver_kick_stats(d, buf, len);
+}
+
+static void driver_send_stats(BalloonDriver *d, uint64_t available)
+{
     struct virtio_balloon_stat st[] = {
         { cpu_to_le16(VIRTIO_BALLOON_S_MEMTOT), cpu_to_le64(1 * GiB) },
         { cpu_to_le16(VIRTIO_BALLOON_S_AVAIL), cpu_to_le64(available) },
         { cpu_to_le16(VIRTIO_BALLOON_S_MEMFREE), cpu_to_le64(available) },
     };
-    uint32_t head, len;
 
-    if (d->stats_held) {
-        qtest_clock_step(qts, STATS_POLL_NS);
-        g_assert_true(qvirtqueue_get_buf(qts, d->vq[2], &head, &len));
-    }
-    qtest_memwrite(qts, d->stats_addr, st, sizeof(st));
-    head = qvirtqueue_add(qts, d->vq[2], d->stats_addr, sizeof(st), false,
-                          false);
-    qvirtqueue_kick(qts, &d->dev->vdev, d->vq[2], head);
-    d->stats_held = true;
+    driver_send_raw_stats(d, st, sizeof(st));
+}
+
+/* What the driver reads: the pages the device wants in the balloon. */
+static uint32_t driver_num_pages(BalloonDriver *d)
+{
+    return qvirtio_config_readl(&d->dev->vdev,
+                                offsetof(struct virtio_balloon_config,
+                                         num_pages));
+}
+
+/*
+ * What the driver writes: the pages it holds (config space 'actual').
+ * libqos has no config write; the device config is in the modern BAR.
+ */
+static void driver_set_actual(BalloonDriver *d, uint32_t pages)
+{
+    g_assert_true(d->dev->vdev.features & (1ull << VIRTIO_F_VERSION_1));
+    qpci_io_writel(d->dev->pdev, d->dev->bar,
+                   d->dev->device_cfg_offset +
+                   offsetof(struct virtio_balloon_config, actual), pages);
+}
+
+/* The driver follows the target at once. */
+static void driver_follow(BalloonDriver *d)
+{
+    driver_set_actual(d, driver_num_pages(d));
 }
 
 /* Signal one pressure event and wait until QEMU has counted it. */
@@ -680,6 +734,9 @@ static void test_migrate(void)
     assert_same_member(qdict_get_qdict(before, "guest-stats"),
                        qdict_get_qdict(after, "guest-stats"), "available");
     g_assert_cmpstr(qdict_get_str(after, "status"), ==, "active");
+    /* the source host's pressure stayed there */
+    g_assert_cmpstr(qdict_get_str(before, "level"), ==, "critical");
+    g_assert_cmpstr(qdict_get_str(after, "level"), ==, "none");
     source = qdict_get_qdict(after, "source");
     g_test_message("destination source: %s", qdict_get_str(source, "detail"));
     g_assert_cmpstr(qdict_get_str(source, "kind"), ==, "none");
@@ -911,6 +968,946 @@ static void test_hmp(void)
     qtest_quit(qts);
 }
 
+/* Sum of the decision counters. */
+static int64_t decisions_total(QDict *info)
+{
+    QListEntry *e;
+    int64_t n = 0;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(info, "decisions"), e) {
+        n += qdict_get_int(qobject_to(QDict, qlist_entry_obj(e)), "count");
+    }
+    return n;
+}
+
+static int64_t query_int(QTestState *qts, const char *member)
+{
+    QDict *info = query(qts);
+    int64_t v = qdict_get_int(info, member);
+
+    qobject_unref(info);
+    return v;
+}
+
+static int64_t query_decisions(QTestState *qts)
+{
+    QDict *info = query(qts);
+    int64_t n = decisions_total(info);
+
+    qobject_unref(info);
+    return n;
+}
+
+static char *query_last_reason(QTestState *qts)
+{
+    QDict *info = query(qts);
+    QDict *last = qdict_get_qdict(info, "last-decision");
+    char *reason = g_strdup(last ? qdict_get_str(last, "reason") : "");
+
+    qobject_unref(info);
+    return reason;
+}
+
+static void balloon_to(QTestState *qts, int64_t size)
+{
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon',"
+                             " 'arguments': {'value': %" PRId64 "}}", size);
+}
+
+/* User plus system CPU time of @pid, in seconds. */
+static double cpu_seconds(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) f = NULL;
+    const char *after_comm;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    after_comm = strrchr(text, ')');
+    g_assert_nonnull(after_comm);
+    f = g_strsplit(after_comm + 2, " ", -1);
+    /* utime and stime are fields 14 and 15; f[0] is field 3 */
+    return (g_ascii_strtod(f[11], NULL) + g_ascii_strtod(f[12], NULL)) /
+           sysconf(_SC_CLK_TCK);
+}
+
+/* QEMU does not spin: it uses little CPU over a second of idle time. */
+static void assert_idle(QTestState *qts)
+{
+    double before = cpu_seconds(qtest_pid(qts));
+
+    g_usleep(G_USEC_PER_SEC);
+    g_assert_cmpfloat(cpu_seconds(qtest_pid(qts)) - before, <, 0.2);
+}
+
+/*
+ * Days of virtual time with the balloon busy, held, and at rest.  The
+ * policy timer takes nanosecond deadlines: a deadline in the wrong scale
+ * never fires, and once the product overflowed (after ~2.5 h) it was
+ * always expired and QEMU spun with the BQL held.
+ */
+static void test_long_uptime(void)
+{
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    /* no PIT: its 18 Hz timer would dominate days of stepping */
+    QTestState *qts = driver_boot_on(&d, "pc,pit=off", efd, "");
+    g_autofree char *reason = NULL;
+    QDict *info;
+    int day;
+
+    /* Only the policy's own timer: statistics rarely over these days. */
+    qtest_qmp_assert_success(qts, "{'execute': 'qom-set', 'arguments':"
+                             " {'path': 'balloon0', 'property':"
+                             " 'guest-stats-polling-interval',"
+                             " 'value': 86400}}");
+    /* Busy: the driver does not follow; the stuck timeout must fire. */
+    balloon_to(qts, 768 * MiB);
+    qtest_clock_step(qts, 9 * NS_PER_SEC);
+    g_assert_cmpint(query_decisions(qts), ==, 0);
+    qtest_clock_step(qts, 2 * NS_PER_SEC);
+    reason = query_last_reason(qts);
+    g_assert_cmpstr(reason, ==, "driver-stuck");
+    g_assert_cmpint(query_int(qts, "target"), ==, 1 * GiB);
+
+    /* Held for a day: nothing fires before its end, nothing spins. */
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'hold-ms': 86400000}}");
+    balloon_to(qts, 512 * MiB);
+    qtest_clock_step(qts, 3 * 3600 * NS_PER_SEC);
+    info = query(qts);
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "held");
+    g_assert_cmpint(decisions_total(info), ==, 1);
+    qobject_unref(info);
+    assert_idle(qts);
+    qtest_clock_step(qts, 21 * 3600 * NS_PER_SEC + NS_PER_SEC);
+    info = query(qts);
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "active");
+    g_assert_cmpint(decisions_total(info), ==, 2);
+    qobject_unref(info);
+    g_free(reason);
+    reason = query_last_reason(qts);
+    g_assert_cmpstr(reason, ==, "driver-stuck");
+
+    /* At rest for days, and the timer still works after them. */
+    for (day = 0; day < 5; day++) {
+        qtest_clock_step(qts, 24 * 3600 * NS_PER_SEC);
+        g_assert_cmpint(query_decisions(qts), ==, 2);
+    }
+    assert_idle(qts);
+    balloon_to(qts, 600 * MiB);
+    qtest_clock_step(qts, 11 * NS_PER_SEC);
+    g_assert_cmpint(query_decisions(qts), ==, 3);
+    assert_idle(qts);
+    driver_stop(&d);
+    close(efd);
+}
+
+/*
+ * After a reset (reboot, or the driver resetting the device) the balloon
+ * is empty: nothing may read the old size as a stuck driver and inflate
+ * the new guest to it while it boots.
+ */
+static void test_reset(void)
+{
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *qts = driver_boot(&d, efd, "");
+    int64_t decisions, inflated;
+    QDict *info;
+
+    driver_send_stats(&d, 800 * MiB);
+    pressure_event(qts, efd, "critical");
+    driver_follow(&d);
+    inflated = query_int(qts, "actual");
+    g_assert_cmpint(inflated, <, 1 * GiB);
+    decisions = query_decisions(qts);
+
+    qvirtio_reset(&d.dev->vdev);
+    info = query(qts);
+    assert_blocked(info, "paused", "guest-driver");
+    g_assert_cmpint(qdict_get_int(info, "actual"), ==, 1 * GiB);
+    assert_rests_at(info, 1 * GiB);
+    qobject_unref(info);
+
+    /* booting: no driver for a while, then a driver without statistics */
+    qtest_clock_step(qts, 60 * NS_PER_SEC);
+    g_assert_cmpint(query_decisions(qts), ==, decisions);
+    qvirtio_set_acknowledge(&d.dev->vdev);
+    qvirtio_set_driver(&d.dev->vdev);
+    qvirtio_set_features(&d.dev->vdev, d.dev->vdev.features);
+    g_assert_cmpint(driver_num_pages(&d), ==, 0);
+    qvirtio_set_driver_ok(&d.dev->vdev);
+    qtest_clock_step(qts, 60 * NS_PER_SEC);
+    info = query(qts);
+    g_assert_cmpstr(qdict_get_str(info, "status"), ==, "active");
+    g_assert_cmpint(decisions_total(info), ==, decisions);
+    assert_rests_at(info, 1 * GiB);
+    qobject_unref(info);
+    g_assert_cmpint(driver_num_pages(&d), ==, 0);
+    driver_stop(&d);
+    close(efd);
+}
+
+/* A machine reset: the guest is booting again, the balloon waits. */
+static void test_system_reset(void)
+{
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *qts = driver_boot(&d, efd, "");
+    int64_t decisions;
+    QDict *info;
+
+    balloon_to(qts, 768 * MiB);
+    driver_follow(&d);
+    driver_send_stats(&d, 500 * MiB);
+    pressure_event(qts, efd, "critical");
+    driver_follow(&d);
+    decisions = query_decisions(qts);
+    qtest_qmp_assert_success(qts, "{'execute': 'system_reset'}");
+    qtest_qmp_eventwait(qts, "RESET");
+    info = query(qts);
+    assert_blocked(info, "paused", "guest-driver");
+    g_assert_cmpint(qdict_get_int(info, "actual"), ==, 1 * GiB);
+    assert_rests_at(info, 768 * MiB);
+    qobject_unref(info);
+    qtest_clock_step(qts, 120 * NS_PER_SEC);
+    g_assert_cmpint(query_decisions(qts), ==, decisions);
+    g_assert_cmpint(query_int(qts, "target"), ==, 768 * MiB);
+    qtest_quit(qts);
+    close(efd);
+}
+
+/*
+ * A size that is not a whole number of pages can never be reached: it is
+ * rounded up, and nothing cycles between driver-stuck and guest-idle.
+ */
+static void test_unaligned_target(void)
+{
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *qts = driver_boot(&d, efd, "");
+    QDict *info;
+    int i;
+
+    balloon_to(qts, 768 * MiB + 1000);
+    info = query(qts);
+    assert_rests_at(info, 768 * MiB + 4096);
+    qobject_unref(info);
+    driver_follow(&d);
+    g_assert_cmpint(query_int(qts, "actual"), ==, 768 * MiB + 4096);
+    for (i = 0; i < 60; i++) {
+        driver_send_stats(&d, 600 * MiB);
+        driver_follow(&d);
+    }
+    g_assert_cmpint(query_decisions(qts), ==, 0);
+    driver_stop(&d);
+    close(efd);
+}
+
+/* The balloon works on RAM plus DIMMs, like upstream's query-balloon. */
+static void test_dimm_ram_base(void)
+{
+    QTestState *qts = qtest_init("-M pc -m 1G,slots=2,maxmem=4G "
+                                 "-object memory-backend-ram,id=m1,size=512M "
+                                 "-device pc-dimm,id=dimm1,memdev=m1 "
+                                 "-device virtio-balloon-pci,id=balloon0,"
+                                 "pressure-source=none");
+    QDict *info, *rsp;
+
+    balloon_to(qts, 256 * MiB);
+    rsp = qtest_qmp_assert_success_ref(qts, "{'execute': 'query-balloon'}");
+    g_assert_cmpint(qdict_get_int(rsp, "actual"), ==, 1536 * MiB);
+    qobject_unref(rsp);
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'enabled': true}}");
+    info = query(qts);
+    g_assert_cmpint(qdict_get_int(info, "max"), ==, 1536 * MiB);
+    g_assert_cmpint(qdict_get_int(info, "actual"), ==, 1536 * MiB);
+    assert_rests_at(info, 256 * MiB);
+    qobject_unref(info);
+    qtest_quit(qts);
+}
+
+static int64_t fdset_count(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-fdsets'}");
+    int64_t n = qlist_size(qdict_get_qlist(rsp, "return"));
+
+    qobject_unref(rsp);
+    return n;
+}
+
+/*
+ * Descriptors: QEMU never adopts one of its own by number from QMP; an
+ * fdset's dup is given back with qemu_close() so that removing the fdset
+ * frees it; a descriptor closed by a disable is not reused.
+ */
+static void test_fd_ownership(void)
+{
+    int efd, set_efd = eventfd(0, 0);
+    QTestState *qts = start_with_eventfd(&efd, "");
+    QDict *rsp;
+
+    assert_set_refused(qts, "{'pressure-fd': '0'}", "command line only");
+    rsp = qtest_qmp_fds(qts, &set_efd, 1, "{'execute': 'add-fd',"
+                        " 'arguments': {'fdset-id': 7}}");
+    g_assert_false(qdict_haskey(rsp, "error"));
+    qobject_unref(rsp);
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'pressure-fd': '/dev/fdset/7',"
+                             " 'pressure-fd-level': 'low'}}");
+    pressure_event(qts, set_efd, "low");
+    /* off and on again: an fdset is opened again */
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'enabled': false}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'enabled': true}}");
+    pressure_event(qts, set_efd, "low");
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'enabled': false}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'remove-fd',"
+                             " 'arguments': {'fdset-id': 7}}");
+    g_assert_cmpint(fdset_count(qts), ==, 0);
+    qtest_quit(qts);
+    close(efd);
+    close(set_efd);
+
+    /* a number from the command line is closed for good by a disable */
+    qts = start_with_eventfd(&efd, "");
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'enabled': false}}");
+    assert_set_refused(qts, "{'enabled': true}", "was closed");
+    g_assert_false(qtest_qom_get_bool(qts, "balloon0", "automatic"));
+    qtest_quit(qts);
+    close(efd);
+}
+
+/* balloon-auto-set changes nothing when one of its steps fails. */
+static void test_set_atomic(void)
+{
+    QTestState *qts = qtest_init("-M q35 -m 1G -device "
+                                 "virtio-balloon-pci,id=balloon0");
+    g_autofree char *fd = NULL;
+    QDict *info;
+
+    assert_set_refused(qts, "{'enabled': true, 'inflate-medium': 50,"
+                       " 'floor': 314572800, 'pressure-fd': 'nosuchfd'}",
+                       "nosuchfd");
+    info = query(qts);
+    g_assert_false(qdict_get_bool(info, "enabled"));
+    qobject_unref(info);
+    g_assert_cmpint(qom_get_int(qts, "balloon0", "inflate-medium"), ==, 10);
+    g_assert_cmpint(qom_get_int(qts, "balloon0", "auto-floor"), ==, 0);
+    fd = qom_get_str(qts, "balloon0", "pressure-fd");
+    g_assert_cmpstr(fd, ==, "");
+    qtest_quit(qts);
+}
+
+/* Where the migration stream keeps automatic's last decision reason. */
+#define WIRE_LAST_REASON_OFFSET 404
+#define WIRE_TARGET_OFFSET 8
+
+/*
+ * Migrate to a file, change one field of the automatic subsection
+ * (@offset from its first field, @len bytes big-endian from @expect to
+ * @value) and load that into a fresh destination.  The load must fail
+ * cleanly and leave the destination's own state alone.
+ */
+static void load_tampered_stream(size_t offset, size_t len, uint64_t expect,
+                                 uint64_t value)
+{
+    static const char name[] = "virtio-balloon-device/auto";
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *src = driver_boot(&d, efd, "");
+    QTestState *dst;
+    g_autofree char *dir = g_dir_make_tmp("balloon-auto-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "stream", NULL);
+    g_autofree char *uri = g_strdup_printf("file:%s", file);
+    g_autofree char *data = NULL;
+    uint8_t *field;
+    gsize size;
+    char *sub;
+    size_t i;
+    QDict *info, *rsp;
+
+    driver_send_stats(&d, 800 * MiB);
+    pressure_event(src, efd, "critical");
+    qtest_qmp_assert_success(src, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    wait_migration_completed(src);
+    driver_stop(&d);
+    close(efd);
+
+    g_assert_true(g_file_get_contents(file, &data, &size, NULL));
+    sub = memmem(data, size, name, strlen(name));
+    g_assert_nonnull(sub);
+    /* name, then its version (be32), then the fields */
+    field = (uint8_t *)sub + strlen(name) + 4 + offset;
+    g_assert_cmpuint(field + len - (uint8_t *)data, <=, size);
+    g_assert_cmphex(ldn_be_p(field, len), ==, expect);
+    for (i = 0; i < len; i++) {
+        field[i] = value >> (8 * (len - 1 - i));
+    }
+    g_assert_true(g_file_set_contents(file, data, size, NULL));
+
+    dst = qtest_initf("-M pc -m 1G -device virtio-balloon-pci,id=balloon0,"
+                      "addr=%d.0,automatic=on,pressure-source=none "
+                      "-incoming defer", BALLOON_SLOT);
+    qtest_qmp_assert_success(dst, "{'execute': 'migrate-incoming',"
+                             " 'arguments': {'uri': %s,"
+                             " 'exit-on-error': false}}", uri);
+    for (;;) {
+        const char *status;
+
+        rsp = qtest_qmp_assert_success_ref(dst,
+                                           "{'execute': 'query-migrate'}");
+        status = qdict_get_try_str(rsp, "status");
+        if (!g_strcmp0(status, "failed")) {
+            qobject_unref(rsp);
+            break;
+        }
+        g_assert_cmpstr(status, !=, "completed");
+        qobject_unref(rsp);
+        g_usleep(20 * 1000);
+    }
+    /* upstream's part of the stream was loaded, not automatic's */
+    info = query(dst);
+    g_assert_false(qdict_haskey(info, "last-decision"));
+    g_assert_cmpint(qdict_get_int(info, "baseline"), ==, 1 * GiB);
+    g_assert_cmpint(level_events(info, "critical"), ==, 0);
+    qobject_unref(info);
+    qtest_quit(dst);
+    unlink(file);
+    rmdir(dir);
+}
+
+static void test_migration_bad_enum(void)
+{
+    /* host-pressure (1) becomes 255: out of the table and the QAPI enum */
+    load_tampered_stream(WIRE_LAST_REASON_OFFSET, 4, 1, 255);
+}
+
+static void test_migration_bad_size(void)
+{
+    /* the target becomes larger than the VM */
+    load_tampered_stream(WIRE_TARGET_OFFSET, 8, 880803840, 64 * GiB);
+}
+
+/* Defaults fit any VM; only values the user gave are refused. */
+static void test_small_vm(void)
+{
+    QTestState *qts = qtest_init("-M q35 -device virtio-balloon-pci,"
+                                 "id=balloon0,automatic=true,"
+                                 "pressure-source=none");
+    QDict *info = query(qts), *rsp;
+
+    g_assert_true(qdict_get_bool(info, "enabled"));
+    g_assert_cmpint(qdict_get_int(info, "max"), ==, 128 * MiB);
+    g_assert_cmpint(qdict_get_int(info, "floor"), <=, 128 * MiB);
+    qobject_unref(info);
+    qtest_quit(qts);
+    qts = qtest_init("-M pc");
+    rsp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                    " {'driver': 'virtio-balloon-pci', 'id': 'b2',"
+                    " 'automatic': true, 'pressure-source': 'none',"
+                    " 'auto-max-step': 268435456}}");
+    g_test_message("%s", qdict_get_str(qdict_get_qdict(rsp, "error"),
+                                       "desc"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"),
+                                          "desc"), "auto-max-step"));
+    qobject_unref(rsp);
+    qtest_quit(qts);
+}
+
+/*
+ * A second balloon and free-page-hint without an iothread fail realize
+ * after the automatic balloon started (and turned stats polling on):
+ * nothing of it may outlive the device (the sanitizer build checks).
+ */
+static void test_failed_realize(void)
+{
+    QTestState *qts = qtest_init("-M pc -m 1G -device virtio-balloon-pci,"
+                                 "id=balloon0,automatic=on,"
+                                 "pressure-source=none");
+    static const char *const args[] = {
+        "{'driver': 'virtio-balloon-pci', 'id': 'b2', 'automatic': true,"
+        " 'pressure-source': 'none'}",
+        "{'driver': 'virtio-balloon-pci', 'id': 'b3', 'automatic': true,"
+        " 'pressure-source': 'none', 'free-page-hint': true}",
+    };
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(args); i++) {
+        QDict *rsp = qtest_qmp(qts, "{'execute': 'device_add',"
+                               " 'arguments': %p}",
+                               qobject_from_json(args[i], &error_abort));
+
+        g_assert_true(qdict_haskey(rsp, "error"));
+        qobject_unref(rsp);
+        /* the stats poll timer would fire on the freed device now */
+        qtest_clock_step(qts, 10 * NS_PER_SEC);
+    }
+    g_assert_cmpint(query_int(qts, "max"), ==, 1 * GiB);
+    qtest_quit(qts);
+}
+
+/* A cgroup of the test's own, in the v1 memory hierarchy or in v2. */
+typedef struct TestCgroup {
+    char *dir;
+    pid_t child;
+} TestCgroup;
+
+static char *cgroup2_mount(void)
+{
+    g_autofree char *mounts = NULL;
+    g_auto(GStrv) lines = NULL;
+    int i;
+
+    if (!g_file_get_contents("/proc/self/mounts", &mounts, NULL, NULL)) {
+        return NULL;
+    }
+    lines = g_strsplit(mounts, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        g_auto(GStrv) f = g_strsplit(lines[i], " ", -1);
+
+        if (g_strv_length(f) > 2 && !strcmp(f[2], "cgroup2")) {
+            return g_strdup(f[1]);
+        }
+    }
+    return NULL;
+}
+
+/* The v1 memcg this test runs in, or NULL. */
+static char *own_v1_memcg(void)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int i;
+
+    if (!g_file_test("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                     G_FILE_TEST_EXISTS) ||
+        !g_file_get_contents("/proc/self/cgroup", &text, NULL, NULL)) {
+        return NULL;
+    }
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        g_auto(GStrv) f = g_strsplit(lines[i], ":", 3);
+
+        if (g_strv_length(f) == 3 && strstr(f[1], "memory")) {
+            return g_build_filename("/sys/fs/cgroup/memory", f[2], NULL);
+        }
+    }
+    return NULL;
+}
+
+static void cgroup_write(const char *dir, const char *file, const char *val)
+{
+    g_autofree char *path = g_build_filename(dir, file, NULL);
+    int fd = open(path, O_WRONLY);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(write(fd, val, strlen(val)), ==, strlen(val));
+    close(fd);
+}
+
+/* A new child cgroup; false (and the test skipped) if none can be made. */
+static bool cgroup_create(TestCgroup *c, bool v2, uint64_t limit)
+{
+    g_autofree char *parent = v2 ? cgroup2_mount() : own_v1_memcg();
+    g_autofree char *name = g_strdup_printf("qtest-balloon-auto-%d",
+                                            getpid());
+
+    c->child = 0;
+    c->dir = NULL;
+    if (!parent || mkdir(g_build_filename(parent, name, NULL), 0755) < 0) {
+        g_test_skip(v2 ? "no cgroup v2 hierarchy to create a cgroup in" :
+                    "no cgroup v1 memory controller to create a cgroup in");
+        return false;
+    }
+    c->dir = g_build_filename(parent, name, NULL);
+    if (limit) {
+        g_autofree char *val = g_strdup_printf("%" PRIu64, limit);
+
+        cgroup_write(c->dir, "memory.limit_in_bytes", val);
+    }
+    return true;
+}
+
+static uint64_t cgroup_read_u64(const char *dir, const char *file)
+{
+    g_autofree char *path = g_build_filename(dir, file, NULL);
+    g_autofree char *text = NULL;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    return g_ascii_strtoull(text, NULL, 10);
+}
+
+static void cgroup_remove(TestCgroup *c)
+{
+    if (c->child > 0) {
+        kill(c->child, SIGKILL);
+        waitpid(c->child, NULL, 0);
+    }
+    if (c->dir) {
+        while (rmdir(c->dir) < 0 && errno == EBUSY) {
+            g_usleep(10 * 1000);
+        }
+        g_free(c->dir);
+    }
+}
+
+/* Run a process holding @mib MiB of touched memory in the cgroup. */
+static void cgroup_add_hog(TestCgroup *c, size_t mib)
+{
+    int ready[2];
+    char byte;
+
+    g_assert_cmpint(pipe(ready), ==, 0);
+    c->child = fork();
+    g_assert_cmpint(c->child, >=, 0);
+    if (c->child == 0) {
+        g_autofree char *pid = g_strdup_printf("%d", getpid());
+        char *mem;
+
+        cgroup_write(c->dir, "cgroup.procs", pid);
+        mem = g_malloc(mib * MiB);
+        for (size_t i = 0; i < mib * MiB; i += 4096) {
+            ((volatile char *)mem)[i] = 1;
+        }
+        g_assert_cmpint(write(ready[1], "x", 1), ==, 1);
+        for (;;) {
+            pause();
+        }
+    }
+    close(ready[1]);
+    g_assert_cmpint(read(ready[0], &byte, 1), ==, 1);
+    close(ready[0]);
+}
+
+/*
+ * Already above a usage threshold when the source opens: the event is
+ * reported at once, not lost to the state being set up after it.
+ */
+static void test_first_threshold_event(void)
+{
+    TestCgroup c;
+    QTestState *qts;
+    uint64_t usage;
+    g_autofree char *limit = NULL;
+    QDict *info;
+
+    if (!cgroup_create(&c, false, 0)) {
+        return;
+    }
+    cgroup_add_hog(&c, 32);
+    usage = cgroup_read_u64(c.dir, "memory.usage_in_bytes");
+    /* usage at ~92% of the limit: past the 90% (medium) threshold */
+    limit = g_strdup_printf("%" PRIu64, QEMU_ALIGN_UP(usage * 100 / 92,
+                                                      4096));
+    cgroup_write(c.dir, "memory.limit_in_bytes", limit);
+    qts = qtest_initf("-M q35 -m 1G -device virtio-balloon-pci,id=balloon0,"
+                      "automatic=on,pressure-source=cgroup-v1,"
+                      "pressure-cgroup=%s", c.dir);
+    info = query(qts);
+    g_test_message("usage %" PRIu64 " limit %s: %s", usage, limit,
+                   qdict_get_str(qdict_get_qdict(info, "source"), "detail"));
+    g_assert_cmpint(level_events(info, "medium"), >=, 1);
+    qobject_unref(info);
+    qtest_quit(qts);
+    cgroup_remove(&c);
+}
+
+/*
+ * pressure-cgroup may only name a cgroup: a path that leads out of the
+ * hierarchy (where a FIFO named like a cgroup file would block QEMU for
+ * ever) is refused at once.
+ */
+static void test_cgroup_outside(void)
+{
+    static const char *const files[] = {
+        "memory.pressure_level", "cgroup.event_control",
+        "memory.limit_in_bytes", "memory.usage_in_bytes", "memory.pressure",
+        "memory.soft_limit_in_bytes",
+    };
+    g_autofree char *dir = g_dir_make_tmp("balloon-auto-XXXXXX", NULL);
+    g_autofree char *up = g_strdup_printf("../../../../../../../..%s", dir);
+    QTestState *qts = qtest_init("-M pc -m 1G");
+    const char *const kinds[] = { "cgroup-v1", "cgroup-v2" };
+    const char *const paths[] = { dir, up };
+    size_t i, k, p;
+
+    for (i = 0; i < ARRAY_SIZE(files); i++) {
+        g_autofree char *f = g_build_filename(dir, files[i], NULL);
+
+        g_assert_cmpint(mkfifo(f, 0600), ==, 0);
+    }
+    for (k = 0; k < ARRAY_SIZE(kinds); k++) {
+        for (p = 0; p < ARRAY_SIZE(paths); p++) {
+            QDict *rsp = qtest_qmp(qts, "{'execute': 'device_add',"
+                                   " 'arguments': {'driver':"
+                                   " 'virtio-balloon-pci', 'id': 'b',"
+                                   " 'automatic': true,"
+                                   " 'pressure-source': %s,"
+                                   " 'pressure-cgroup': %s}}",
+                                   kinds[k], paths[p]);
+            const char *desc = qdict_get_str(qdict_get_qdict(rsp, "error"),
+                                             "desc");
+
+            g_test_message("%s %s -> %s", kinds[k], paths[p], desc);
+            g_assert_nonnull(strstr(desc, "pressure-source"));
+            qobject_unref(rsp);
+        }
+    }
+    qtest_quit(qts);
+    for (i = 0; i < ARRAY_SIZE(files); i++) {
+        g_autofree char *f = g_build_filename(dir, files[i], NULL);
+
+        unlink(f);
+    }
+    rmdir(dir);
+}
+
+/* Descriptors open in @pid. */
+static int count_fds(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
+    GDir *d = g_dir_open(path, 0, NULL);
+    int n = 0;
+
+    g_assert_nonnull(d);
+    while (g_dir_read_name(d)) {
+        n++;
+    }
+    g_dir_close(d);
+    return n;
+}
+
+/* The descriptor limit that leaves @pid exactly @free descriptors. */
+static rlim_t limit_leaving(pid_t pid, int free)
+{
+    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", pid);
+    rlim_t n;
+
+    for (n = 0;; n++) {
+        g_autofree char *path = g_strdup_printf("%s/%d", dir, (int)n);
+
+        if (!g_file_test(path, G_FILE_TEST_EXISTS) && free-- == 0) {
+            return n;
+        }
+    }
+}
+
+/* Hot-plug (or try to) a balloon in slot BALLOON_SLOT; true if it came. */
+static bool plug_balloon(QTestState *qts, const char *props)
+{
+    g_autofree char *args = g_strdup_printf(
+        "{'driver': 'virtio-balloon-pci', 'id': 'hb', 'addr': '%d.0',"
+        " 'automatic': true, %s}", BALLOON_SLOT, props);
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': %p}",
+                           qobject_from_json(args, &error_abort));
+    bool ok = !qdict_haskey(rsp, "error");
+
+    if (!ok) {
+        g_test_message("device_add: %s",
+                       qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"));
+        g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"),
+                                              "desc"), "pressure-source"));
+    }
+    qobject_unref(rsp);
+    return ok;
+}
+
+static void unplug_balloon(QTestState *qts)
+{
+    qpci_unplug_acpi_device_test(qts, "hb", BALLOON_SLOT);
+}
+
+/*
+ * Hot-plug and unplug with every kind of source QEMU opens itself: no
+ * descriptor stays behind.  Then the same under a descriptor limit that
+ * makes each open in turn fail (EMFILE): every error path cleans up.
+ */
+static void run_fd_faults(bool v2)
+{
+    TestCgroup c;
+    QTestState *qts;
+    g_autofree char *props = NULL;
+    pid_t pid;
+    struct rlimit saved, lim;
+    int before, extra, i, failed = 0;
+
+    if (!cgroup_create(&c, v2, v2 ? 0 : 1 * GiB)) {
+        return;
+    }
+    props = g_strdup_printf("'pressure-source': '%s', 'pressure-cgroup': '%s'",
+                            v2 ? "cgroup-v2" : "cgroup-v1", c.dir);
+    qts = qtest_init("-M pc -m 1G");
+    pid = qtest_pid(qts);
+    before = count_fds(pid);
+    for (i = 0; i < 3; i++) {
+        g_assert_true(plug_balloon(qts, props));
+        g_assert_cmpint(count_fds(pid), >, before);
+        unplug_balloon(qts);
+        g_assert_cmpint(count_fds(pid), ==, before);
+    }
+
+    g_assert_cmpint(prlimit(pid, RLIMIT_NOFILE, NULL, &saved), ==, 0);
+    for (extra = 0; extra < 16; extra++) {
+        lim = saved;
+        lim.rlim_cur = limit_leaving(pid, extra);
+        g_assert_cmpint(prlimit(pid, RLIMIT_NOFILE, &lim, NULL), ==, 0);
+        g_test_message("%d descriptors free", extra);
+        if (plug_balloon(qts, props)) {
+            g_assert_cmpint(prlimit(pid, RLIMIT_NOFILE, &saved, NULL), ==, 0);
+            unplug_balloon(qts);
+        } else {
+            failed++;
+            g_assert_cmpint(prlimit(pid, RLIMIT_NOFILE, &saved, NULL), ==, 0);
+        }
+        g_assert_cmpint(count_fds(pid), ==, before);
+    }
+    g_test_message("%d of 16 descriptor limits made realize fail", failed);
+    g_assert_cmpint(failed, >=, 2);
+    qtest_quit(qts);
+    cgroup_remove(&c);
+}
+
+static void test_fd_faults_v1(void)
+{
+    run_fd_faults(false);
+}
+
+static void test_fd_faults_v2(void)
+{
+    run_fd_faults(true);
+}
+
+/* The watched cgroup is removed: the source says so and stops. */
+static void run_cgroup_removed(bool v2)
+{
+    TestCgroup c;
+    QTestState *qts;
+    QDict *info;
+    int i;
+
+    if (!cgroup_create(&c, v2, v2 ? 0 : 1 * GiB)) {
+        return;
+    }
+    qts = qtest_initf("-M q35 -m 1G -device virtio-balloon-pci,id=balloon0,"
+                      "automatic=on,pressure-source=%s,pressure-cgroup=%s",
+                      v2 ? "cgroup-v2" : "cgroup-v1", c.dir);
+    info = query(qts);
+    g_assert_false(qdict_get_bool(qdict_get_qdict(info, "source"), "lost"));
+    qobject_unref(info);
+    cgroup_remove(&c);
+    for (i = 0; i < 500; i++) {
+        bool lost;
+
+        info = query(qts);
+        lost = qdict_get_bool(qdict_get_qdict(info, "source"), "lost");
+        qobject_unref(info);
+        if (lost) {
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmpint(i, <, 500);
+    assert_idle(qts);
+    qtest_quit(qts);
+}
+
+static void test_cgroup_removed_v1(void)
+{
+    run_cgroup_removed(false);
+}
+
+static void test_cgroup_removed_v2(void)
+{
+    run_cgroup_removed(true);
+}
+
+static void put_stat(struct virtio_balloon_stat *st, uint16_t tag,
+                     uint64_t val)
+{
+    st->tag = cpu_to_le16(tag);
+    st->val = cpu_to_le64(val);
+}
+
+/*
+ * A hostile guest: nonsense statistics, floods, an actual beyond RAM,
+ * flapping and unaligned.  QEMU stays up, targets stay within [floor,
+ * RAM], and decisions stay few.
+ */
+static void test_hostile_guest(void)
+{
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QTestState *qts = driver_boot(&d, efd, "");
+    struct virtio_balloon_stat st[8];
+    uint8_t odd[STATS_BUF_SIZE];
+    int64_t floor, decisions;
+    QDict *info;
+    int i;
+
+    floor = query_int(qts, "floor");
+    /* unknown tags, UINT64_MAX, available > total > RAM */
+    put_stat(&st[0], 0x1234, 42);
+    put_stat(&st[1], VIRTIO_BALLOON_S_AVAIL, 64 * GiB);
+    put_stat(&st[2], VIRTIO_BALLOON_S_MEMTOT, 32 * GiB);
+    put_stat(&st[3], VIRTIO_BALLOON_S_MEMFREE, UINT64_MAX);
+    put_stat(&st[4], VIRTIO_BALLOON_S_MAJFLT, 1000);
+    put_stat(&st[5], VIRTIO_BALLOON_S_SWAP_IN, UINT64_MAX - 1);
+    put_stat(&st[6], VIRTIO_BALLOON_S_NR, 7);
+    put_stat(&st[7], 0xffff, 0);
+    driver_send_raw_stats(&d, st, sizeof(st));
+    pressure_event(qts, efd, "critical");
+    g_assert_cmpint(query_int(qts, "target"), >=, floor);
+    /* counters going down, an odd length, a flood at one instant */
+    put_stat(&st[4], VIRTIO_BALLOON_S_MAJFLT, 10);
+    driver_send_raw_stats(&d, st, sizeof(st));
+    memset(odd, 0xa5, sizeof(odd));
+    driver_send_raw_stats(&d, odd, 13);
+    decisions = query_decisions(qts);
+    put_stat(&st[1], VIRTIO_BALLOON_S_AVAIL, 0);
+    for (i = 0; i < 200; i++) {
+        driver_kick_stats(&d, st, sizeof(st));
+    }
+    /* a flood at one instant counts as one sample */
+    g_assert_cmpint(query_decisions(qts), <=, decisions + 1);
+
+    /* actual beyond RAM: read as an empty guest, the floor holds */
+    driver_set_actual(&d, UINT32_MAX);
+    qtest_clock_step(qts, 30 * NS_PER_SEC);
+    info = query(qts);
+    g_assert_cmpint(qdict_get_int(info, "target"), >=, floor);
+    g_assert_cmpint(qdict_get_int(info, "target"), <=, 1 * GiB);
+    qobject_unref(info);
+    g_assert_cmpint(driver_num_pages(&d), <=,
+                    (1 * GiB - floor) >> VIRTIO_BALLOON_PFN_SHIFT);
+
+    /* flapping and unaligned for a minute: few decisions */
+    decisions = query_decisions(qts);
+    for (i = 0; i < 600; i++) {
+        driver_set_actual(&d, i % 2 ? 3 : 100003);
+        qtest_clock_step(qts, NS_PER_SEC / 10);
+        if (i % 20 == 0) {
+            driver_send_raw_stats(&d, st, sizeof(st));
+        }
+    }
+    info = query(qts);
+    g_test_message("%" PRId64 " decisions in a minute of flapping",
+                   decisions_total(info) - decisions);
+    g_assert_cmpint(decisions_total(info) - decisions, <=, 30);
+    g_assert_cmpint(qdict_get_int(info, "target"), >=, floor);
+    g_assert_cmpint(qdict_get_int(info, "target"), <=, 1 * GiB);
+    g_assert_cmpint(qdict_get_int(info, "target") % 4096, ==, 0);
+    qobject_unref(info);
+    driver_stop(&d);
+    close(efd);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -938,5 +1935,26 @@ int main(int argc, char **argv)
     qtest_add_func("balloon-auto/background-snapshot-inhibits",
                    test_background_snapshot_inhibits);
     qtest_add_func("balloon-auto/postcopy-inhibits", test_postcopy_inhibits);
+    qtest_add_func("balloon-auto/long-uptime", test_long_uptime);
+    qtest_add_func("balloon-auto/reset", test_reset);
+    qtest_add_func("balloon-auto/system-reset", test_system_reset);
+    qtest_add_func("balloon-auto/unaligned-target", test_unaligned_target);
+    qtest_add_func("balloon-auto/dimm-ram-base", test_dimm_ram_base);
+    qtest_add_func("balloon-auto/fd-ownership", test_fd_ownership);
+    qtest_add_func("balloon-auto/set-atomic", test_set_atomic);
+    qtest_add_func("balloon-auto/migration-bad-enum",
+                   test_migration_bad_enum);
+    qtest_add_func("balloon-auto/migration-bad-size",
+                   test_migration_bad_size);
+    qtest_add_func("balloon-auto/small-vm", test_small_vm);
+    qtest_add_func("balloon-auto/failed-realize", test_failed_realize);
+    qtest_add_func("balloon-auto/first-threshold-event",
+                   test_first_threshold_event);
+    qtest_add_func("balloon-auto/cgroup-outside", test_cgroup_outside);
+    qtest_add_func("balloon-auto/fd-faults-v1", test_fd_faults_v1);
+    qtest_add_func("balloon-auto/fd-faults-v2", test_fd_faults_v2);
+    qtest_add_func("balloon-auto/cgroup-removed-v1", test_cgroup_removed_v1);
+    qtest_add_func("balloon-auto/cgroup-removed-v2", test_cgroup_removed_v2);
+    qtest_add_func("balloon-auto/hostile-guest", test_hostile_guest);
     return g_test_run();
 }

@@ -291,10 +291,10 @@ static void test_page_aligned(void)
 
     fixture_init(&f, 2 * GiB, 2 * GiB);
     f.p.return_step = 64 * MiB + 1000;
-    balloon_policy_set_baseline(&f.s, &f.p, GiB + 1000);
+    balloon_policy_set_baseline(&f.s, &f.p, GiB + 1000, f.now);
     g_assert_cmpuint(f.s.baseline % BALLOON_POLICY_PAGE, ==, 0);
     g_assert_cmpuint(f.s.baseline, >=, GiB + 1000);
-    f.s.target = f.s.baseline;
+    g_assert_cmpuint(f.s.target, ==, f.s.baseline);
     actual = f.s.target;
     /* an instant driver reaches every target; nothing cycles */
     for (i = 0; i < 600; i++) {

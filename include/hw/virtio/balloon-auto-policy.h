@@ -118,9 +118,13 @@ void balloon_policy_note_pressure(BalloonPolicyState *s,
 BalloonPolicyLevel balloon_policy_level(const BalloonPolicyState *s,
                                     const BalloonPolicyParams *p, int64_t now);
 
-/* A manual balloon request sets the baseline (clamped to [0, max]). */
+/*
+ * A manual balloon request at @now sets the baseline and the target
+ * (clamped to [0, max], rounded up to whole pages).
+ */
 void balloon_policy_set_baseline(BalloonPolicyState *s,
-                               const BalloonPolicyParams *p, uint64_t baseline);
+                                 const BalloonPolicyParams *p,
+                                 uint64_t baseline, int64_t now);
 
 /* The floor in force at @now (configured or raised after ping-pong). */
 uint64_t balloon_policy_floor(const BalloonPolicyState *s,
