@@ -771,8 +771,6 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     a->state = w->state;
     a->stats = w->stats;
     a->last_stats_time = BALLOON_POLICY_NEVER;
-    /* The source host's pressure is not this host's. */
-    balloon_policy_forget_pressure(&a->state);
     auto_schedule(s);
     return 0;
 }
