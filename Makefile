@@ -18,6 +18,13 @@ TREE := build/qemu
 BLD := $(TREE)/build
 PRISTINE := build/pristine
 QEMU := $(BLD)/qemu-system-x86_64
+# Test-only builds of the same tree: sanitizers, fuzzing
+SAN := $(TREE)/build-san
+FUZZ := $(TREE)/build-fuzz
+FUZZ_TIME ?= 1800
+SAN_TARGETS := tests/unit/test-balloon-auto-policy \
+	tests/qtest/virtio-balloon-auto-test tests/qtest/virtio-balloon-test \
+	tests/qtest/qos-test
 PREFIX ?= /usr/local
 CONFIGURE_ARGS ?=
 
@@ -26,7 +33,7 @@ export CCACHE_BASEDIR := $(SRC)
 export CCACHE_NOHASHDIR := true
 
 .PHONY: all build setup check check-quick demo install export-patches clean \
-	pristine guest bench
+	pristine guest bench sanitize fuzz
 
 all: build
 
@@ -43,18 +50,34 @@ $(PRISTINE)/build/build.ninja:
 
 build: $(BLD)/build.ninja
 	@scripts/fork/link-overlay.sh $(TREE)
-	@scripts/fork/build-tree.sh $(TREE)
+	@scripts/fork/build-tree.sh $(BLD)
 
 pristine: $(PRISTINE)/build/build.ninja
-	@scripts/fork/build-tree.sh $(PRISTINE)
+	@scripts/fork/build-tree.sh $(PRISTINE)/build
+
+$(SAN)/build.ninja: $(BLD)/build.ninja
+	scripts/fork/configure-variant.sh $(TREE) san
+
+# ASan + UBSan build of the device and its tests (make check runs them)
+sanitize: build $(SAN)/build.ninja
+	@scripts/fork/build-tree.sh $(SAN) $(SAN_TARGETS)
+
+$(FUZZ)/build.ninja: $(BLD)/build.ninja
+	scripts/fork/configure-variant.sh $(TREE) fuzz
+
+# libFuzzer on the automatic balloon for FUZZ_TIME seconds
+fuzz: build $(FUZZ)/build.ninja
+	ninja -C $(FUZZ) qemu-fuzz-x86_64
+	$(PYTHON) scripts/fork/fuzz.py --build $(FUZZ) --time $(FUZZ_TIME)
 
 guest:
 	@scripts/fork/build-test-guest.sh --kernel=stable --print-paths
 	@scripts/fork/build-test-guest.sh --kernel=backports --print-paths
 
 check: setup
-	$(MAKE) build pristine guest
-	$(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE)
+	$(MAKE) build pristine guest sanitize
+	$(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE) \
+	    --sanitized $(SAN)
 
 check-quick: build
 	$(PYTHON) scripts/fork/check.py --tree $(TREE) --quick

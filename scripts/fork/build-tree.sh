@@ -1,16 +1,16 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# build-tree.sh TREE [NINJA-TARGET...]: build qemu-system-x86_64, the x86
-# option ROMs and any extra targets in an assembled tree, and make the
-# uninstalled binary find its firmware: run from the build directory it
-# relocates every firmware path into qemu-bundle/, so the ROMs are linked
-# into the bundle's data dir and the host's firmware dirs (seabios, ipxe)
-# into the bundle at their relocated paths.
+# build-tree.sh BUILDDIR [NINJA-TARGET...]: build qemu-system-x86_64, the
+# x86 option ROMs and any extra targets in a configured build directory of
+# an assembled tree (TREE/build, or a test variant such as TREE/build-san),
+# and make the uninstalled binary find its firmware: run from the build
+# directory it relocates every firmware path into qemu-bundle/, so the ROMs
+# are linked into the bundle's data dir and the host's firmware dirs
+# (seabios, ipxe) into the bundle at their relocated paths.
 
 set -eu
-tree=$1; shift
-bld="$tree/build"
+bld=$1; shift
 [ -f "$bld/build.ninja" ] || { echo "build-tree: $bld is not configured; run ./configure" >&2; exit 1; }
 
 ninja -C "$bld" qemu-system-x86_64 "$@"

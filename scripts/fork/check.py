@@ -112,6 +112,49 @@ def qtest_cases(bld, tally, test, wanted):
                   '%.1fs' % (time.monotonic() - start))
 
 
+SANITIZER_ENV = {
+    'ASAN_OPTIONS': 'detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=0',
+    'UBSAN_OPTIONS': 'halt_on_error=1:print_stacktrace=1',
+}
+SANITIZER_REPORT = re.compile(r'ERROR: (Address|Leak)Sanitizer|'
+                              r'runtime error:|SUMMARY: \w+Sanitizer')
+
+
+def sanitized(tally, bld):
+    """The unit test, our qtest and upstream's balloon qtests built with
+    ASan and UBSan: any sanitizer report is a failure."""
+    bld = os.path.abspath(bld)
+    env = dict(os.environ, PYTHON=sys.executable,
+               QTEST_QEMU_BINARY=os.path.join(bld, 'qemu-system-x86_64'),
+               **SANITIZER_ENV)
+    runs = [('tests/unit/test-balloon-auto-policy', None),
+            ('tests/qtest/virtio-balloon-auto-test', None),
+            ('tests/qtest/virtio-balloon-test', None),
+            ('tests/qtest/qos-test', QOS_BALLOON_FILTER)]
+    for test, only in runs:
+        binary = os.path.join(bld, test)
+        args = [binary, '--tap']
+        if only:
+            paths = [p for p in subprocess.run(
+                [binary, '-l'], stdout=subprocess.PIPE, text=True, env=env,
+                check=True).stdout.split() if only in p]
+            args = [binary, '--tap'] + [a for p in paths for a in ('-p', p)]
+        start = time.monotonic()
+        proc = subprocess.run(args, cwd=bld, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env)
+        oks = len(re.findall(r'^ok ', proc.stdout, re.M))
+        bad = re.findall(r'^not ok .*$', proc.stdout, re.M)
+        report = SANITIZER_REPORT.search(proc.stdout)
+        name = 'sanitizers %s' % os.path.basename(test)
+        if proc.returncode != 0 or bad or report or not oks:
+            sys.stdout.write(proc.stdout[-6000:])
+            tally.add(name, 'fail', '%d ok, %d not ok%s' %
+                      (oks, len(bad), ', sanitizer report' if report else ''))
+        else:
+            tally.add(name, 'pass', '%d cases, %.1fs' %
+                      (oks, time.monotonic() - start))
+
+
 def functional(tally, pristine, only=None):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if pristine:
@@ -160,6 +203,7 @@ def main():
     ap.add_argument('--quick', action='store_true',
                     help='skip the functional tests')
     ap.add_argument('--only', help='regexp: functional tests to run')
+    ap.add_argument('--sanitized', help='build directory with ASan/UBSan')
     args = ap.parse_args()
 
     bld = os.path.join(args.tree, 'build')
@@ -175,6 +219,8 @@ def main():
     qtest_cases(bld, tally, 'qos-test', lambda p: QOS_BALLOON_FILTER in p)
     qtest_cases(bld, tally, 'migration-test',
                 lambda p: p in MIGRATION_CASES)
+    if args.sanitized:
+        sanitized(tally, args.sanitized)
     if not args.quick:
         functional(tally, args.pristine, args.only)
 

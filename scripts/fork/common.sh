@@ -296,3 +296,49 @@ EOF
         die "upstream configure failed in $tree/build; full log: $tree/build/config.out"
     fi
 }
+
+# Extra build directories of the assembled fork, for tests only (never
+# shipped): the same tree built small, with sanitizers or for fuzzing.
+variant_configure_args() {
+    cat <<EOF2
+--target-list=x86_64-softmmu
+--without-default-features
+--enable-tcg
+--enable-fdt=system
+--disable-docs
+--disable-download
+--disable-install-blobs
+--python=/usr/bin/python3
+--firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
+EOF2
+    case "$1" in
+    san)
+        # AddressSanitizer and UndefinedBehaviorSanitizer, with gcc
+        printf '%s\n' --enable-asan --enable-ubsan \
+            --cc=/usr/lib/ccache/cc --cxx=/usr/lib/ccache/c++ ;;
+    fuzz)
+        # libFuzzer needs clang; ASan finds what the fuzzer provokes
+        printf '%s\n' --enable-fuzzing --enable-asan \
+            --cc=/usr/lib/ccache/clang --cxx=/usr/lib/ccache/clang++ ;;
+    *)
+        die "unknown build variant '$1'" ;;
+    esac
+}
+
+# configure_variant TREE NAME: configure TREE/build-NAME.
+configure_variant() {
+    tree=$1; name=$2
+    bld="$tree/build-$name"
+    mkdir -p "$bld"
+    set --
+    while IFS= read -r a; do set -- "$@" "$a"; done <<EOF2
+$(variant_configure_args "$name")
+EOF2
+    info "running upstream configure in $bld ($name)"
+    if ! (cd "$bld" && ../configure "$@" \
+            "--with-pkgversion=$FORK_NAME fork, $name build" >config.out 2>&1); then
+        tail -n 30 "$bld/config.out" >&2
+        rm -f "$bld/build.ninja"
+        die "upstream configure failed in $bld; full log: $bld/config.out"
+    fi
+}
