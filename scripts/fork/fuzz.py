@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Run libFuzzer on the automatic balloon: the structure-aware target
+(virtio-balloon-auto-fuzz: a hostile guest driver and management, with
+host pressure events) and upstream's generic-fuzz with the automatic
+balloon's configuration.  The corpus is kept between runs (outside the
+repository); crashes are written there too and make the run fail.
+
+Prints, per target: executions, coverage (edges), features, corpus size,
+and crashes, and a last line 'fuzz: N crashes'.
+"""
+
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import time
+
+TARGETS = ['virtio-balloon-auto-fuzz', 'generic-fuzz-virtio-balloon-auto']
+CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME',
+                                    os.path.expanduser('~/.cache')),
+                     'qemu-balloon-auto', 'fuzz')
+STATS = re.compile(r'^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/')
+
+
+def run(binary, target, seconds, jobs_dir):
+    corpus = os.path.join(jobs_dir, target, 'corpus')
+    crashes = os.path.join(jobs_dir, target, 'crashes')
+    os.makedirs(corpus, exist_ok=True)
+    os.makedirs(crashes, exist_ok=True)
+    before = set(glob.glob(os.path.join(crashes, '*')))
+    env = dict(os.environ,
+               ASAN_OPTIONS='detect_leaks=0:abort_on_error=1:'
+                            'allocator_may_return_null=1')
+    start = time.monotonic()
+    proc = subprocess.run(
+        [binary, '--fuzz-target=' + target,
+         '-max_total_time=%d' % seconds, '-print_final_stats=1',
+         '-artifact_prefix=' + crashes + '/', '-timeout=20',
+         '-rss_limit_mb=4096', corpus],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors='replace', env=env)
+    elapsed = time.monotonic() - start
+    last = None
+    for line in proc.stdout.splitlines():
+        m = STATS.match(line)
+        if m:
+            last = m
+    new_crashes = sorted(set(glob.glob(os.path.join(crashes, '*'))) - before)
+    result = {
+        'target': target, 'seconds': round(elapsed),
+        'execs': int(last.group(1)) if last else 0,
+        'cov': int(last.group(2)) if last else 0,
+        'ft': int(last.group(3)) if last else 0,
+        'corpus': int(last.group(4)) if last else 0,
+        'crashes': new_crashes,
+        'exit': proc.returncode,
+    }
+    if new_crashes or proc.returncode != 0:
+        sys.stdout.write(proc.stdout[-8000:])
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--build', required=True,
+                    help='build directory with qemu-fuzz-x86_64')
+    ap.add_argument('--time', type=int, default=1800,
+                    help='seconds per target')
+    ap.add_argument('--target', action='append',
+                    help='only this target (repeatable)')
+    ap.add_argument('--dir', default=CACHE,
+                    help='corpus and crashes (default: %(default)s)')
+    args = ap.parse_args()
+
+    binary = os.path.join(args.build, 'qemu-fuzz-x86_64')
+    failed = 0
+    for target in args.target or TARGETS:
+        r = run(binary, target, args.time, args.dir)
+        print('fuzz %s: %d s, %d executions (%d/s), coverage %d edges, '
+              '%d features, corpus %d, %d crashes, exit %d' % (
+                  r['target'], r['seconds'], r['execs'],
+                  r['execs'] // max(1, r['seconds']), r['cov'], r['ft'],
+                  r['corpus'], len(r['crashes']), r['exit']), flush=True)
+        for c in r['crashes']:
+            print('  crash input: ' + c)
+        failed += len(r['crashes']) or r['exit'] != 0
+    print('fuzz: %d failing targets' % failed)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
