@@ -67,7 +67,7 @@ $(FUZZ)/build.ninja: $(BLD)/build.ninja
 
 # libFuzzer on the automatic balloon for FUZZ_TIME seconds
 fuzz: build $(FUZZ)/build.ninja
-	ninja -C $(FUZZ) qemu-fuzz-x86_64
+	@scripts/fork/build-tree.sh $(FUZZ) qemu-fuzz-x86_64
 	$(PYTHON) scripts/fork/fuzz.py --build $(FUZZ) --time $(FUZZ_TIME)
 
 guest:

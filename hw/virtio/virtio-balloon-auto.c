@@ -928,7 +928,8 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     info->blocked_by = blocker;
     info->source = g_new0(BalloonPressureSource, 1);
     if (a->pressure) {
-        info->source->kind = balloon_pressure_kind(a->pressure);
+        info->source->kind =
+            (BalloonPressureSourceKind)balloon_pressure_kind(a->pressure);
         info->source->path = g_strdup(balloon_pressure_path(a->pressure));
         info->source->detail = g_strdup(balloon_pressure_detail(a->pressure));
         info->source->lost = balloon_pressure_lost(a->pressure);

@@ -16,6 +16,7 @@
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
 #include "qemu/units.h"
+#include "qemu/timer.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-balloon-auto.h"
 #include "qapi/qapi-commands-machine.h"
@@ -253,7 +254,8 @@ static void balloon_auto_fuzz(QTestState *s, const unsigned char *data,
             break;
         case OP_CLOCK:
             if (take(&in, &ticks, sizeof(ticks))) {
-                qtest_clock_step(s, (int64_t)ticks * 10 * 1000 * 1000);
+                /* 10 ms to 11 min; qtest refuses a step of 0 */
+                qtest_clock_step(s, ((int64_t)ticks + 1) * 10 * SCALE_MS);
             }
             break;
         case OP_PRESSURE:
