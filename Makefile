@@ -7,6 +7,10 @@
 #                        qemu-system-x86_64 and the x86 option ROMs
 #   make check           everything the project runs as tests
 #   make demo            boot the bundled guest in a memory-limited cgroup
+#   make docs            the manual and man pages (build/qemu/build-docs)
+#   make deb             a Debian package of the fork (build/*.deb)
+#   make sanitize        ASan+UBSan build of the device and its tests
+#   make fuzz            libFuzzer on the automatic balloon (FUZZ_TIME s)
 #   make install         install into $(PREFIX) (default /usr/local)
 #   make export-patches  turn the commits in build/qemu into patches/
 #   make clean           remove build/ (the source cache is kept)
@@ -19,6 +23,7 @@ BLD := $(TREE)/build
 PRISTINE := build/pristine
 QEMU := $(BLD)/qemu-system-x86_64
 # Test-only builds of the same tree: sanitizers, fuzzing
+DOCS := $(TREE)/build-docs
 SAN := $(TREE)/build-san
 FUZZ := $(TREE)/build-fuzz
 FUZZ_TIME ?= 1800
@@ -33,7 +38,7 @@ export CCACHE_BASEDIR := $(SRC)
 export CCACHE_NOHASHDIR := true
 
 .PHONY: all build setup check check-quick demo install export-patches clean \
-	pristine guest bench sanitize fuzz
+	pristine guest bench sanitize fuzz docs deb
 
 all: build
 
@@ -54,6 +59,18 @@ build: $(BLD)/build.ninja
 
 pristine: $(PRISTINE)/build/build.ninja
 	@scripts/fork/build-tree.sh $(PRISTINE)/build
+
+$(DOCS)/build.ninja: $(BLD)/build.ninja
+	scripts/fork/configure-variant.sh $(TREE) docs
+
+# The manual (HTML) and the man pages, with Debian's Sphinx
+docs: $(DOCS)/build.ninja
+	@scripts/fork/link-overlay.sh $(TREE)
+	ninja -C $(DOCS) html man
+
+# A Debian package of the fork (build/qemu-balloon-auto_*.deb)
+deb: build docs
+	scripts/fork/make-deb.sh $(TREE) build
 
 $(SAN)/build.ninja: $(BLD)/build.ninja
 	scripts/fork/configure-variant.sh $(TREE) san

@@ -18,6 +18,23 @@ cache_dir() {
     echo "${QEMU_FORK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/$FORK_NAME}"
 }
 
+# The Debian mirror URI already used for "bookworm" main.
+debian_uri() {
+    {
+        [ -f /etc/apt/sources.list ] && awk '$1 == "deb" && $3 == "bookworm" {print $2}' /etc/apt/sources.list
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [ -f "$f" ] || continue
+            awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm( |\n|$)/ && /Types:[^\n]*deb/ {
+                     if (match($0, /URIs:[ \t]*[^ \t\n]+/)) {
+                         s = substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", s); print s } }' "$f"
+        done
+        for f in /etc/apt/sources.list.d/*.list; do
+            [ -f "$f" ] || continue
+            awk '$1 == "deb" && $3 == "bookworm" {print $2}' "$f"
+        done
+    } | grep -v security | head -n 1
+}
+
 # Non-comment, non-empty lines of patches/series.
 series_list() {
     [ -f "$srcdir/patches/series" ] || return 0
@@ -297,9 +314,27 @@ EOF
     fi
 }
 
-# Extra build directories of the assembled fork, for tests only (never
-# shipped): the same tree built small, with sanitizers or for fuzzing.
+# Extra build directories of the assembled fork: the manual, and the same
+# tree built small for tests only (never shipped) with sanitizers or for
+# fuzzing.
 variant_configure_args() {
+    if [ "$1" = docs ]; then
+        # only the manual and the man pages, with Debian's Sphinx; paths as
+        # in the build we ship, so that 'ninja install' puts them in place
+        cat <<EOF2
+--without-default-features
+--disable-system
+--disable-user
+--disable-tools
+--enable-docs
+--prefix=/usr
+--mandir=/usr/share/man
+--disable-install-blobs
+--disable-download
+--python=/usr/bin/python3
+EOF2
+        return
+    fi
     cat <<EOF2
 --target-list=x86_64-softmmu
 --without-default-features
@@ -334,9 +369,16 @@ configure_variant() {
     while IFS= read -r a; do set -- "$@" "$a"; done <<EOF2
 $(variant_configure_args "$name")
 EOF2
+    # the manual names what is shipped; test builds say what they are
+    if [ "$name" = docs ]; then
+        pkg="$FORK_NAME fork, $(git -C "$tree" log -1 --format=%s base |
+                                sed 's/^Pristine QEMU base: //')"
+    else
+        pkg="$FORK_NAME fork, $name build"
+    fi
     info "running upstream configure in $bld ($name)"
     if ! (cd "$bld" && ../configure "$@" \
-            "--with-pkgversion=$FORK_NAME fork, $name build" >config.out 2>&1); then
+            "--with-pkgversion=$pkg" >config.out 2>&1); then
         tail -n 30 "$bld/config.out" >&2
         rm -f "$bld/build.ninja"
         die "upstream configure failed in $bld; full log: $bld/config.out"

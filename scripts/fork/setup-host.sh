@@ -9,6 +9,8 @@
 
 set -eu
 
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
+. "$srcdir/scripts/fork/common.sh"
 die() { echo "setup-host: $*" >&2; exit 1; }
 
 # The build dependencies of Debian's own qemu-system-x86 (debian/control of
@@ -48,23 +50,6 @@ missing() {
     done
     meson_ok=$(meson --version 2>/dev/null | awk -F. '$1 > 1 || ($1 == 1 && $2 >= 5) {print "y"}')
     [ "$meson_ok" = y ] || echo meson
-}
-
-# The Debian mirror URI already used for "bookworm" main.
-debian_uri() {
-    {
-        [ -f /etc/apt/sources.list ] && awk '$1 == "deb" && $3 == "bookworm" {print $2}' /etc/apt/sources.list
-        for f in /etc/apt/sources.list.d/*.sources; do
-            [ -f "$f" ] || continue
-            awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm( |\n|$)/ && /Types:[^\n]*deb/ {
-                     if (match($0, /URIs:[ \t]*[^ \t\n]+/)) {
-                         s = substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", s); print s } }' "$f"
-        done
-        for f in /etc/apt/sources.list.d/*.list; do
-            [ -f "$f" ] || continue
-            awk '$1 == "deb" && $3 == "bookworm" {print $2}' "$f"
-        done
-    } | grep -v security | head -n 1
 }
 
 # libvirtd's QEMU driver refuses to start without the libvirt-qemu user

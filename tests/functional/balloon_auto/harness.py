@@ -25,11 +25,20 @@ V2_ROOT = '/sys/fs/cgroup/unified'
 
 
 def qemu_binary(tree=None):
+    """The QEMU of @tree, else the one under test: QEMU_FORK_EMULATOR (an
+    installed package's) or the fork's build."""
+    if not tree and os.environ.get('QEMU_FORK_EMULATOR'):
+        return os.environ['QEMU_FORK_EMULATOR']
     return os.path.join(tree or TREE, 'build', 'qemu-system-x86_64')
 
 
 def guest_paths(kernel='stable'):
-    """(kernel, initrd) of the bundled test guest, building it if needed."""
+    """(kernel, initrd) of the bundled test guest, building it if needed;
+    QEMU_FORK_GUEST=KERNEL:INITRD names them instead (where the guest
+    cannot be built, e.g. in a root with only the packaged QEMU)."""
+    if os.environ.get('QEMU_FORK_GUEST'):
+        kernel_path, initrd = os.environ['QEMU_FORK_GUEST'].split(':')
+        return kernel_path, initrd
     out = subprocess.run([os.path.join(TOP, 'scripts', 'fork',
                                        'build-test-guest.sh'),
                           '--kernel=' + kernel, '--print-paths'],

@@ -435,9 +435,13 @@ class LibvirtTest(unittest.TestCase):
             ('pressure-cgroup', PARTITION_DIR), ('inflate-medium', 20),
             ('auto-calm-time-ms', 600000)))
 
-        # 1. The command line libvirt generated carries our properties.
+        # 1. The command line libvirt generated carries our properties, and
+        # runs the QEMU under test.
         with open('/proc/%d/cmdline' % self.pid(), 'rb') as f:
             argv = f.read().decode().split('\0')
+        self.assertEqual(os.readlink('/proc/%d/exe' % self.pid()),
+                         os.path.realpath(harness.qemu_binary()))
+        print('# emulator: %s' % harness.qemu_binary())
         balloon = json.loads(next(a for a in argv
                                   if '"virtio-balloon-pci"' in a))
         for key, value in (('id', 'balloon0'), ('automatic', True),

@@ -1,0 +1,50 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# make-deb.sh TREE OUTDIR: package the built fork (TREE/build, and the
+# manual in TREE/build-docs) as a Debian binary package with debhelper,
+# into OUTDIR.  The package replaces Debian's qemu-system-x86 and
+# companions (the pve-qemu-kvm model); its version is the base's with a
+# fork suffix, e.g. 1:10.0.13+ds-0+deb13u1+balloonauto1.
+
+set -eu
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
+. "$srcdir/scripts/fork/common.sh"
+
+tree=$1; out=$2
+bld="$tree/build"; docs="$tree/build-docs"
+[ -x "$bld/qemu-system-x86_64" ] || die "$bld is not built; run make"
+[ -f "$docs/docs/docs.stamp" ] || die "$docs has no manual; run make docs"
+
+base=$(git -C "$tree" log -1 --format=%s base | sed 's/^Pristine QEMU base: //')
+debver=$(echo "$base" | sed -n 's/^Debian //p')
+[ -n "$debver" ] || die "the base ($base) is not a Debian version; packages name it"
+version="$debver+balloonauto$(base_field package-revision)"
+
+work=$(cd "$tree/.." && pwd)/deb
+rm -rf "$work"
+mkdir -p "$work/src/debian/staged" "$out"
+stage="$work/src/debian/staged"
+info "installing into $stage"
+DESTDIR="$stage" ninja -C "$docs" install >"$work/install-docs.log"
+DESTDIR="$stage" ninja -C "$bld" install >"$work/install.log"
+install -m 0644 "$bld"/pc-bios/optionrom/*.bin "$stage/usr/share/qemu/"
+
+cp "$srcdir/scripts/fork/debian/rules" \
+   "$srcdir/scripts/fork/debian/qemu-balloon-auto.install" "$work/src/debian/"
+sed "s|@BASE@|$base|" "$srcdir/scripts/fork/debian/control.in" \
+    >"$work/src/debian/control"
+cat >"$work/src/debian/changelog" <<EOC
+qemu-balloon-auto ($version) unstable; urgency=medium
+
+  * The automatic virtio-balloon on $base.
+    Built from $(git -C "$srcdir" describe --always --dirty 2>/dev/null || echo "a source tree").
+
+ -- qemu-balloon-auto authors <fork@localhost>  $(date -R)
+EOC
+info "building qemu-balloon-auto $version"
+(cd "$work/src" && dpkg-buildpackage -b -uc -us -nc -d) >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log" >&2; die "dpkg-buildpackage failed; log: $work/build.log"; }
+deb=$(ls "$work"/qemu-balloon-auto_*.deb)
+mv "$deb" "$out/"
+info "$out/$(basename "$deb"): $(du -h "$out/$(basename "$deb")" | cut -f1)"
