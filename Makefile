@@ -38,7 +38,7 @@ export CCACHE_BASEDIR := $(SRC)
 export CCACHE_NOHASHDIR := true
 
 .PHONY: all build setup check check-quick demo install export-patches clean \
-	pristine guest bench sanitize fuzz docs deb
+	pristine guest bench sanitize fuzz fuzz-build docs deb
 
 all: build
 
@@ -82,9 +82,11 @@ sanitize: build $(SAN)/build.ninja
 $(FUZZ)/build.ninja: $(BLD)/build.ninja
 	scripts/fork/configure-variant.sh $(TREE) fuzz
 
-# libFuzzer on the automatic balloon for FUZZ_TIME seconds
-fuzz: build $(FUZZ)/build.ninja
+fuzz-build: build $(FUZZ)/build.ninja
 	@scripts/fork/build-tree.sh $(FUZZ) qemu-fuzz-x86_64
+
+# libFuzzer on the automatic balloon for FUZZ_TIME seconds per target
+fuzz: fuzz-build
 	$(PYTHON) scripts/fork/fuzz.py --build $(FUZZ) --time $(FUZZ_TIME)
 
 guest:
@@ -92,9 +94,9 @@ guest:
 	@scripts/fork/build-test-guest.sh --kernel=backports --print-paths
 
 check: setup
-	$(MAKE) build pristine guest sanitize
+	$(MAKE) build pristine guest sanitize fuzz-build deb
 	$(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE) \
-	    --sanitized $(SAN)
+	    --sanitized $(SAN) --fuzz $(FUZZ)
 
 check-quick: build
 	$(PYTHON) scripts/fork/check.py --tree $(TREE) --quick

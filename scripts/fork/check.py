@@ -155,6 +155,26 @@ def sanitized(tally, bld):
                       (oks, time.monotonic() - start))
 
 
+FUZZ_SMOKE_SECONDS = 60
+
+
+def fuzz_smoke(tally, bld):
+    """A minute of each fuzz target (make fuzz runs them for longer)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(TOP, 'scripts', 'fork', 'fuzz.py'),
+         '--build', bld, '--time', str(FUZZ_SMOKE_SECONDS)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith('fuzz ')]
+    if proc.returncode != 0 or not lines:
+        sys.stdout.write(proc.stdout[-6000:])
+    for line in lines:
+        name, _, detail = line.partition(': ')
+        tally.add(name, 'fail' if ', 0 crashes, exit 0' not in detail
+                  else 'pass', detail)
+    if not lines:
+        tally.add('fuzz', 'fail', 'no fuzz target ran')
+
+
 def functional(tally, pristine, only=None):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if pristine:
@@ -204,6 +224,7 @@ def main():
                     help='skip the functional tests')
     ap.add_argument('--only', help='regexp: functional tests to run')
     ap.add_argument('--sanitized', help='build directory with ASan/UBSan')
+    ap.add_argument('--fuzz', help='build directory with the fuzz targets')
     args = ap.parse_args()
 
     bld = os.path.join(args.tree, 'build')
@@ -221,6 +242,8 @@ def main():
                 lambda p: p in MIGRATION_CASES)
     if args.sanitized:
         sanitized(tally, args.sanitized)
+    if args.fuzz:
+        fuzz_smoke(tally, args.fuzz)
     if not args.quick:
         functional(tally, args.pristine, args.only)
 

@@ -59,6 +59,8 @@ run() {
     done
     BINDS=$binds unshare --mount --propagation private sh -c '
         root=$1; shift
+        # a mount point, so that unshare and pivot_root work inside too
+        mount --bind "$root" "$root"
         mount -t proc proc "$root/proc"
         mount --rbind /sys "$root/sys"
         mount --rbind /dev "$root/dev"

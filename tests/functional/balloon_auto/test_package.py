@@ -114,7 +114,8 @@ class PackageTest(unittest.TestCase):
             harness.wait_until(lambda: os.path.exists(console) or
                                qemu.poll() is not None, 30,
                                what='the console socket')
-            self.assertIsNone(qemu.poll(), qemu.stdout.read())
+            if qemu.poll() is not None:
+                self.fail('QEMU exited: ' + qemu.stdout.read())
             sock = socket.socket(socket.AF_UNIX)
             sock.connect(console)
             con = harness.GuestConsole(sock, os.path.join(ROOT, 'tmp',
