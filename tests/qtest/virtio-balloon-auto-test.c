@@ -13,6 +13,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include "qemu/units.h"
@@ -1626,10 +1627,10 @@ static void cgroup_add_hog(TestCgroup *c, size_t mib)
         close(STDERR_FILENO);
 
         cgroup_write(c->dir, "cgroup.procs", pid);
-        mem = g_malloc(mib * MiB);
-        for (size_t i = 0; i < mib * MiB; i += 4096) {
-            ((volatile char *)mem)[i] = 1;
-        }
+        /* populated at once: charged to the cgroup */
+        mem = mmap(NULL, mib * MiB, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        g_assert(mem != MAP_FAILED);
         g_assert_cmpint(write(ready[1], "x", 1), ==, 1);
         for (;;) {
             pause();
