@@ -17,8 +17,8 @@
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "monitor/monitor.h"
+#include "hw/virtio/balloon-cgroup.h"
 #include "hw/virtio/balloon-pressure.h"
-#include "trace.h"
 
 #define PROC_PSI_MEMORY "/proc/pressure/memory"
 
@@ -54,28 +54,42 @@ static const char *const kind_names[BALLOON_PRESSURE__MAX] = {
 typedef struct PressureWatch {
     BalloonPressure *bp;
     BalloonPolicyLevel level;
-    int fd;                     /* eventfd or PSI trigger fd */
+    int fd;                     /* eventfd or PSI trigger fd, or -1 */
     int level_fd;               /* v1: memory.pressure_level, else -1 */
     bool is_eventfd;
     guint source;               /* PSI: GSource id polling G_IO_PRI */
+    char *name;                 /* handed over: how management named it */
 } PressureWatch;
 
 /*
- * cgroup v1 headroom: without swap or page cache to reclaim, the kernel
- * OOM-kills before memory.pressure_level says anything.  Usage thresholds
- * close to the limit give the warning instead; while usage stays above
- * one, its level is reported again every HEADROOM_REPEAT_MS.
+ * Headroom: usage against the limit in force.  Without swap or page cache
+ * to reclaim, the kernel OOM-kills before memory.pressure_level or PSI say
+ * anything; usage close to the limit gives the warning instead.  v1
+ * registers usage thresholds (an eventfd); v2 has no such thing, so it
+ * polls memory.current, the sooner the nearer the limit, and watches
+ * memory.events, which the kernel signals when the cgroup hits memory.high
+ * or memory.max or OOMs.  While usage stays above a threshold its level is
+ * reported again every HEADROOM_REPEAT_MS.
  */
 #define HEADROOM_REPEAT_MS 1000
+/* limits along the path change rarely: read them again this often */
+#define LIMITS_MAX_AGE_MS 10000
 
-static const struct {
-    BalloonPolicyLevel level;
-    uint32_t permille;          /* of memory.limit_in_bytes */
-} headroom_thresholds[] = {
-    { BALLOON_POLICY_LEVEL_LOW, 800 },
-    { BALLOON_POLICY_LEVEL_MEDIUM, 900 },
-    { BALLOON_POLICY_LEVEL_CRITICAL, 950 },
-};
+typedef struct Headroom {
+    bool v2;
+    int usage_fd;               /* v1 memory.usage_in_bytes, v2 .current */
+    int threshold_efd;          /* v1: the usage thresholds' eventfd */
+    int events_fd;              /* v2: memory.events */
+    guint events_source;
+    BalloonCgroupEvents events; /* v2: the counters seen last */
+    char *mnt;                  /* v2: the hierarchy's mount point */
+    uint64_t limit;
+    int64_t limit_time;         /* v2: when the limit was read */
+    uint64_t usage;             /* the last reading */
+    BalloonPolicyLevel reported;
+    int64_t reported_time;
+    QEMUTimer *timer;           /* QEMU_CLOCK_REALTIME, milliseconds */
+} Headroom;
 
 struct BalloonPressure {
     BalloonPressureKind kind;
@@ -84,10 +98,9 @@ struct BalloonPressure {
     bool lost;
     PressureWatch watch[BALLOON_POLICY_LEVEL__MAX];
     int nwatch;
-    int usage_fd;               /* v1 memory.usage_in_bytes, or -1 */
-    int headroom_efd;           /* eventfd of the usage thresholds, or -1 */
-    uint64_t limit;
-    QEMUTimer *headroom_timer;
+    /* descriptors handed over by management, one per level */
+    PressureWatch handed[BALLOON_POLICY_LEVEL__MAX];
+    Headroom hr;
     BalloonPressureHandler *handler;
     void *opaque;
 };
@@ -111,22 +124,95 @@ int balloon_pressure_kind_parse(const char *name)
 
 BalloonPressureKind balloon_pressure_kind(const BalloonPressure *bp)
 {
-    return bp->kind;
+    int l;
+
+    if (bp->kind != BALLOON_PRESSURE_NONE) {
+        return bp->kind;
+    }
+    /* no source of its own: descriptors from management make it one */
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        if (bp->handed[l].fd >= 0) {
+            return BALLOON_PRESSURE_FD;
+        }
+    }
+    return BALLOON_PRESSURE_NONE;
 }
 
-const char *balloon_pressure_path(const BalloonPressure *bp)
+/* "name (target) at level, ..." for the descriptors handed over. */
+static char *handed_description(const BalloonPressure *bp, bool levels)
 {
-    return bp->path ? bp->path : "";
+    g_autoptr(GString) s = g_string_new("");
+    int l;
+
+    for (l = BALLOON_POLICY_LEVEL__MAX - 1; l > BALLOON_POLICY_LEVEL_NONE;
+         l--) {
+        const PressureWatch *w = &bp->handed[l];
+
+        if (w->fd < 0) {
+            continue;
+        }
+        g_string_append_printf(s, "%s%s", s->len ? ", " : "", w->name);
+        if (levels) {
+            g_string_append_printf(s, " at level %s",
+                                   balloon_policy_level_name(l));
+        }
+    }
+    return g_string_free(g_steal_pointer(&s), false);
 }
 
-const char *balloon_pressure_detail(const BalloonPressure *bp)
+char *balloon_pressure_path(const BalloonPressure *bp)
 {
-    return bp->detail ? bp->detail : "";
+    if (bp->path) {
+        return g_strdup(bp->path);
+    }
+    return handed_description(bp, false);
+}
+
+char *balloon_pressure_detail(const BalloonPressure *bp)
+{
+    g_autofree char *handed = handed_description(bp, true);
+
+    if (!handed[0]) {
+        return g_strdup(bp->detail ? bp->detail : "");
+    }
+    if (bp->kind == BALLOON_PRESSURE_NONE) {
+        return g_strdup_printf("descriptors handed over by management: %s",
+                               handed);
+    }
+    return g_strdup_printf("%s; plus descriptors handed over by management:"
+                           " %s", bp->detail, handed);
 }
 
 bool balloon_pressure_lost(const BalloonPressure *bp)
 {
     return bp->lost;
+}
+
+bool balloon_pressure_headroom(const BalloonPressure *bp, uint64_t *usage,
+                               uint64_t *limit)
+{
+    if (!bp->hr.limit || bp->lost) {
+        return false;
+    }
+    *usage = bp->hr.usage;
+    *limit = bp->hr.limit;
+    return true;
+}
+
+/* Add "; <what>" to the detail. */
+static void G_GNUC_PRINTF(2, 3) append_detail(BalloonPressure *bp,
+                                              const char *fmt, ...)
+{
+    g_autofree char *what = NULL;
+    char *old = bp->detail;
+    va_list ap;
+
+    va_start(ap, fmt);
+    what = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    bp->detail = old ? g_strdup_printf("%s; %s", old, what) :
+                       g_steal_pointer(&what);
+    g_free(old);
 }
 
 /*
@@ -163,61 +249,22 @@ static char *cgroup_mount(const char *v1_controller, Error **errp)
 static char *own_cgroup(const char *v1_controller)
 {
     g_autofree char *content = NULL;
-    g_auto(GStrv) lines = NULL;
-    int i;
 
     if (!g_file_get_contents("/proc/self/cgroup", &content, NULL, NULL)) {
         return NULL;
     }
-    lines = g_strsplit(content, "\n", -1);
-    for (i = 0; lines[i]; i++) {
-        g_auto(GStrv) f = g_strsplit(lines[i], ":", 3);
-
-        if (g_strv_length(f) != 3) {
-            continue;
-        }
-        if (v1_controller) {
-            g_auto(GStrv) ctrls = g_strsplit(f[1], ",", -1);
-
-            if (g_strv_contains((const char * const *)ctrls, v1_controller)) {
-                return g_strdup(f[2]);
-            }
-        } else if (!strcmp(f[0], "0") && !f[1][0]) {
-            return g_strdup(f[2]);
-        }
-    }
-    return NULL;
-}
-
-/*
- * A threaded cgroup (libvirt puts QEMU's emulator threads in one) has no
- * memory limit or protection of its own, and its PSI misses the VM's other
- * threads: use the root of the threaded subtree, the VM's cgroup.
- */
-static char *threaded_domain(char *dir)
-{
-    for (;;) {
-        g_autofree char *file = g_build_filename(dir, "cgroup.type", NULL);
-        g_autofree char *type = NULL;
-        char *parent;
-
-        if (!g_file_get_contents(file, &type, NULL, NULL) ||
-            strcmp(g_strstrip(type), "threaded")) {
-            return dir;
-        }
-        parent = g_path_get_dirname(dir);
-        g_free(dir);
-        dir = parent;
-    }
+    return balloon_cgroup_parse_own(content, v1_controller);
 }
 
 /*
  * The directory of the cgroup to watch: @given as a directory, or as a
- * path inside the hierarchy, or QEMU's own cgroup when @given is NULL.
- * Sets *is_root when that is the hierarchy's root.
+ * path inside the hierarchy, or QEMU's own cgroup (its VM-level cgroup if
+ * QEMU sits in a threaded child) when @given is NULL.  Sets *mnt_out to
+ * the hierarchy's mount point and *is_root when that is the hierarchy's
+ * root.
  */
 static char *cgroup_dir(const char *v1_controller, const char *given,
-                        bool *is_root, Error **errp)
+                        char **mnt_out, bool *is_root, Error **errp)
 {
     g_autofree char *mounted = cgroup_mount(v1_controller, errp);
     g_autofree char *mnt = NULL;
@@ -258,8 +305,10 @@ static char *cgroup_dir(const char *v1_controller, const char *given,
         return NULL;
     }
     *is_root = g_str_equal(real, mnt);
-    return given ? g_steal_pointer(&real) :
-                   threaded_domain(g_steal_pointer(&real));
+    if (mnt_out) {
+        *mnt_out = g_strdup(mnt);
+    }
+    return given ? g_steal_pointer(&real) : balloon_cgroup_domain(real);
 }
 
 /* Whether the v2 hierarchy has the memory controller (not a v1 one). */
@@ -281,75 +330,67 @@ static bool v2_has_memory_controller(void)
     return g_strv_contains((const char * const *)ctrls, "memory");
 }
 
-/* A cgroup memory file's value; false if absent, "max" or unlimited. */
-static bool read_limit(const char *dir, const char *name, uint64_t *val)
-{
-    g_autofree char *path = g_build_filename(dir, name, NULL);
-    g_autofree char *text = NULL;
-
-    if (!g_file_get_contents(path, &text, NULL, NULL) ||
-        qemu_strtou64(g_strstrip(text), NULL, 10, val) < 0) {
-        return false;
-    }
-    /* v1 reports "unlimited" as a page-rounded LLONG_MAX */
-    return *val && *val < (1ULL << 62);
-}
-
 uint64_t balloon_cgroup_protection(char **origin)
 {
-    static const struct {
-        const char *controller;     /* NULL: v2 */
-        const char *file;
-    } sources[] = {
-        { NULL, "memory.min" },
-        { NULL, "memory.low" },
-        { "memory", "memory.soft_limit_in_bytes" },
-    };
-    uint64_t best = 0;
-    size_t i;
+    g_autofree char *mnt = NULL;
+    g_autofree char *v2 = NULL;
+    g_autofree char *v1 = NULL;
+    g_autofree char *v2_origin = NULL;
+    uint64_t best = 0, v;
+    bool is_root;
 
     *origin = NULL;
-    for (i = 0; i < ARRAY_SIZE(sources); i++) {
-        g_autofree char *dir = NULL;
-        bool is_root;
-        uint64_t v;
-
-        dir = cgroup_dir(sources[i].controller, NULL, &is_root, NULL);
-        if (dir && !is_root && read_limit(dir, sources[i].file, &v) &&
-            v > best) {
-            best = v;
-            g_free(*origin);
-            *origin = g_build_filename(dir, sources[i].file, NULL);
-        }
+    v2 = cgroup_dir(NULL, NULL, &mnt, &is_root, NULL);
+    if (v2 && !is_root) {
+        best = balloon_cgroup_v2_protection(mnt, v2, &v2_origin);
+        *origin = g_steal_pointer(&v2_origin);
+    }
+    /* v1: libvirt's <memtune><soft_limit> */
+    v1 = cgroup_dir("memory", NULL, NULL, &is_root, NULL);
+    if (v1 && !is_root &&
+        balloon_cgroup_read_value(v1, "memory.soft_limit_in_bytes", &v) &&
+        v > best) {
+        best = v;
+        g_free(*origin);
+        *origin = g_build_filename(v1, "memory.soft_limit_in_bytes", NULL);
     }
     return best;
 }
 
-/* Add "; <what>" to the detail. */
-static void G_GNUC_PRINTF(2, 3) append_detail(BalloonPressure *bp,
-                                              const char *fmt, ...)
+static void notify(BalloonPressure *bp, BalloonPolicyLevel level)
 {
-    g_autofree char *what = NULL;
-    char *old = bp->detail;
-    va_list ap;
-
-    va_start(ap, fmt);
-    what = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    bp->detail = old ? g_strdup_printf("%s; %s", old, what) :
-                       g_steal_pointer(&what);
-    g_free(old);
+    bp->handler(bp->opaque, level, balloon_pressure_kind_name(bp->kind));
 }
 
-static void watch_notify(PressureWatch *w)
+static void stop_watch(PressureWatch *w)
 {
-    BalloonPressure *bp = w->bp;
-
-    trace_balloon_pressure_event(balloon_pressure_kind_name(bp->kind),
-                                 balloon_policy_level_name(w->level));
-    bp->handler(bp->opaque, w->level);
+    if (w->source) {
+        g_source_remove(w->source);
+        w->source = 0;
+    }
+    if (w->is_eventfd && w->fd >= 0) {
+        qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
+    }
 }
 
+static void stop_headroom(Headroom *hr)
+{
+    if (hr->threshold_efd >= 0) {
+        qemu_set_fd_handler(hr->threshold_efd, NULL, NULL, NULL);
+    }
+    if (hr->events_source) {
+        g_source_remove(hr->events_source);
+        hr->events_source = 0;
+    }
+    if (hr->timer) {
+        timer_del(hr->timer);
+    }
+}
+
+/*
+ * The watched cgroup is gone: stop what watches it.  Descriptors handed
+ * over by management are management's business and keep working.
+ */
 static void pressure_lost(BalloonPressure *bp, const char *why)
 {
     int i;
@@ -362,21 +403,10 @@ static void pressure_lost(BalloonPressure *bp, const char *why)
                 "ballooning continues on guest pressure only",
                 bp->path, why);
     for (i = 0; i < bp->nwatch; i++) {
-        PressureWatch *w = &bp->watch[i];
-
-        if (w->source) {
-            g_source_remove(w->source);
-            w->source = 0;
-        }
-        if (w->is_eventfd && w->fd >= 0) {
-            qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
-        }
+        stop_watch(&bp->watch[i]);
     }
-    if (bp->headroom_efd >= 0) {
-        qemu_set_fd_handler(bp->headroom_efd, NULL, NULL, NULL);
-        timer_del(bp->headroom_timer);
-    }
-    bp->handler(bp->opaque, BALLOON_POLICY_LEVEL_NONE);
+    stop_headroom(&bp->hr);
+    bp->handler(bp->opaque, BALLOON_POLICY_LEVEL_NONE, NULL);
 }
 
 /* cgroup v1 eventfds, and eventfds handed over by management. */
@@ -398,21 +428,30 @@ static void eventfd_read_cb(void *opaque)
             return;
         }
     }
-    watch_notify(w);
+    notify(w->bp, w->level);
 }
 
-/* PSI trigger fds signal POLLPRI and always poll readable: watch PRI. */
+/*
+ * PSI trigger fds signal POLLPRI and always poll readable: watch PRI.
+ * POLLERR comes with the cgroup's removal (or a trigger never written).
+ */
 static gboolean psi_cb(gint fd, GIOCondition cond, gpointer opaque)
 {
     PressureWatch *w = opaque;
 
     if (cond & (G_IO_ERR | G_IO_HUP | G_IO_NVAL)) {
         w->source = 0;
-        pressure_lost(w->bp, "the pressure file reported an error "
-                      "(cgroup removed?)");
+        if (w->name) {
+            warn_report("virtio-balloon: the pressure descriptor %s from "
+                        "management reported an error; no more events "
+                        "from it", w->name);
+        } else {
+            pressure_lost(w->bp, "the pressure file reported an error "
+                          "(cgroup removed?)");
+        }
         return G_SOURCE_REMOVE;
     }
-    watch_notify(w);
+    notify(w->bp, w->level);
     return G_SOURCE_CONTINUE;
 }
 
@@ -423,57 +462,101 @@ static void watch_psi_fd(PressureWatch *w)
                                    psi_cb, w, NULL);
 }
 
-static PressureWatch *new_watch(BalloonPressure *bp, BalloonPolicyLevel level)
+static void init_watch(PressureWatch *w, BalloonPressure *bp,
+                       BalloonPolicyLevel level)
 {
-    PressureWatch *w = &bp->watch[bp->nwatch++];
-
+    memset(w, 0, sizeof(*w));
     w->bp = bp;
     w->level = level;
     w->fd = -1;
     w->level_fd = -1;
+}
+
+static PressureWatch *new_watch(BalloonPressure *bp, BalloonPolicyLevel level)
+{
+    PressureWatch *w = &bp->watch[bp->nwatch++];
+
+    init_watch(w, bp, level);
     return w;
+}
+
+static void close_watch(PressureWatch *w)
+{
+    stop_watch(w);
+    if (w->fd >= 0) {
+        /* it may be a dup from an fdset, which must learn of it */
+        qemu_close(w->fd);
+        w->fd = -1;
+    }
+    if (w->level_fd >= 0) {
+        close(w->level_fd);
+        w->level_fd = -1;
+    }
+    g_clear_pointer(&w->name, g_free);
+}
+
+/* Read a small cgroup file from offset 0 of @fd. */
+static bool pread_text(int fd, char *buf, size_t size)
+{
+    ssize_t n = pread(fd, buf, size - 1, 0);
+
+    if (n <= 0) {
+        return false;
+    }
+    buf[n] = 0;
+    return true;
+}
+
+static void headroom_schedule(BalloonPressure *bp, int64_t delay_ms)
+{
+    timer_mod(bp->hr.timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + delay_ms);
 }
 
 static void headroom_check(BalloonPressure *bp)
 {
+    Headroom *hr = &bp->hr;
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    BalloonPolicyLevel level;
     char buf[32];
-    ssize_t n = pread(bp->usage_fd, buf, sizeof(buf) - 1, 0);
-    BalloonPolicyLevel level = BALLOON_POLICY_LEVEL_NONE;
     uint64_t usage;
-    size_t i;
 
-    if (n <= 0) {
-        pressure_lost(bp, "cannot read memory.usage_in_bytes (cgroup "
+    if (hr->v2 && now - hr->limit_time >= LIMITS_MAX_AGE_MS) {
+        g_autofree char *origin = NULL;
+        uint64_t limit;
+
+        /* management may change a limit at any time */
+        if (balloon_cgroup_v2_limit(hr->mnt, bp->path, &limit, &origin)) {
+            hr->limit = limit;
+        }
+        hr->limit_time = now;
+    }
+    if (!pread_text(hr->usage_fd, buf, sizeof(buf))) {
+        pressure_lost(bp, "cannot read the cgroup's memory usage (cgroup "
                       "removed?)");
         return;
     }
-    buf[n] = 0;
     if (qemu_strtou64(g_strstrip(buf), NULL, 10, &usage) < 0) {
         return;
     }
-    for (i = 0; i < ARRAY_SIZE(headroom_thresholds); i++) {
-        if (usage >= bp->limit / 1000 * headroom_thresholds[i].permille) {
-            level = headroom_thresholds[i].level;
-        }
+    hr->usage = usage;
+    level = balloon_headroom_level(usage, hr->limit);
+    if (level != BALLOON_POLICY_LEVEL_NONE &&
+        (level > hr->reported || now - hr->reported_time >=
+                                 HEADROOM_REPEAT_MS)) {
+        hr->reported = level;
+        hr->reported_time = now;
+        notify(bp, level);
+    } else if (level == BALLOON_POLICY_LEVEL_NONE) {
+        hr->reported = BALLOON_POLICY_LEVEL_NONE;
     }
-    if (level == BALLOON_POLICY_LEVEL_NONE) {
-        timer_del(bp->headroom_timer);     /* calm: no wake-ups */
-        return;
-    }
-    trace_balloon_pressure_event("cgroup-v1-headroom",
-                                 balloon_policy_level_name(level));
-    bp->handler(bp->opaque, level);
-    timer_mod(bp->headroom_timer,
-              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + HEADROOM_REPEAT_MS);
-}
-
-static void headroom_event_cb(void *opaque)
-{
-    BalloonPressure *bp = opaque;
-    uint64_t count;
-
-    if (read(bp->headroom_efd, &count, sizeof(count)) == sizeof(count)) {
-        headroom_check(bp);
+    if (hr->v2) {
+        headroom_schedule(bp, balloon_headroom_interval_ms(usage, hr->limit));
+    } else if (level != BALLOON_POLICY_LEVEL_NONE) {
+        /* v1: the thresholds' eventfd says when usage crosses them */
+        headroom_schedule(bp, HEADROOM_REPEAT_MS);
+    } else {
+        timer_del(hr->timer);     /* calm: no wake-ups */
     }
 }
 
@@ -482,28 +565,71 @@ static void headroom_timer_cb(void *opaque)
     headroom_check(opaque);
 }
 
+static void threshold_event_cb(void *opaque)
+{
+    BalloonPressure *bp = opaque;
+    uint64_t count;
+
+    if (read(bp->hr.threshold_efd, &count, sizeof(count)) == sizeof(count)) {
+        headroom_check(bp);
+    }
+}
+
+/*
+ * memory.events changed: the cgroup hit memory.high or memory.max, or
+ * OOMed.  The kernel also signals POLLERR here, and when the cgroup goes:
+ * reading tells them apart.
+ */
+static gboolean events_cb(gint fd, GIOCondition cond, gpointer opaque)
+{
+    BalloonPressure *bp = opaque;
+    Headroom *hr = &bp->hr;
+    BalloonCgroupEvents ev;
+    char buf[256];
+
+    if (!pread_text(fd, buf, sizeof(buf)) ||
+        !balloon_cgroup_parse_events(buf, &ev)) {
+        hr->events_source = 0;
+        pressure_lost(bp, "cannot read memory.events (cgroup removed?)");
+        return G_SOURCE_REMOVE;
+    }
+    if (ev.high > hr->events.high || ev.max > hr->events.max ||
+        ev.oom > hr->events.oom || ev.oom_kill > hr->events.oom_kill) {
+        /* at the limit: as critical as it gets */
+        hr->reported = BALLOON_POLICY_LEVEL_CRITICAL;
+        hr->reported_time = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+        notify(bp, BALLOON_POLICY_LEVEL_CRITICAL);
+    }
+    hr->events = ev;
+    /* and look at usage now, not at the next poll */
+    headroom_check(bp);
+    return hr->events_source ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
 /* Register usage thresholds below the cgroup's limit, if it has one. */
 static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
                              const char *control, Error **errp)
 {
+    Headroom *hr = &bp->hr;
     g_autofree char *usage = g_build_filename(dir, "memory.usage_in_bytes",
                                               NULL);
-    size_t i;
+    int l;
 
-    if (!read_limit(dir, "memory.limit_in_bytes", &bp->limit)) {
+    if (!balloon_cgroup_read_value(dir, "memory.limit_in_bytes",
+                                   &hr->limit)) {
         append_detail(bp, "no memory limit, so no headroom thresholds");
         return true;
     }
-    bp->usage_fd = qemu_open_old(usage, O_RDONLY);
-    bp->headroom_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (bp->usage_fd < 0 || bp->headroom_efd < 0) {
+    hr->usage_fd = qemu_open_old(usage, O_RDONLY);
+    hr->threshold_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (hr->usage_fd < 0 || hr->threshold_efd < 0) {
         error_setg_errno(errp, errno, "cannot open %s", usage);
         return false;
     }
-    for (i = 0; i < ARRAY_SIZE(headroom_thresholds); i++) {
+    for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
         g_autofree char *reg = g_strdup_printf(
-            "%d %d %" PRIu64, bp->headroom_efd, bp->usage_fd,
-            bp->limit / 1000 * headroom_thresholds[i].permille);
+            "%d %d %" PRIu64, hr->threshold_efd, hr->usage_fd,
+            balloon_headroom_threshold(l, hr->limit));
         int cfd = qemu_open_old(control, O_WRONLY);
 
         if (cfd < 0 || write(cfd, reg, strlen(reg)) < 0) {
@@ -516,11 +642,10 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
         }
         close(cfd);
     }
-    bp->headroom_timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb,
-                                      bp);
-    qemu_set_fd_handler(bp->headroom_efd, headroom_event_cb, NULL, bp);
+    hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, bp);
+    qemu_set_fd_handler(hr->threshold_efd, threshold_event_cb, NULL, bp);
     append_detail(bp, "usage thresholds at 80/90/95%% of the %" PRIu64
-                  " MiB limit", bp->limit / MiB);
+                  " MiB limit", hr->limit / MiB);
     /* Already above a threshold: report it now. */
     headroom_check(bp);
     return true;
@@ -563,12 +688,13 @@ static bool open_v1(BalloonPressure *bp, const char *dir, Error **errp)
 }
 
 /*
- * Arm the PSI triggers on @file.  Linux >= 6.5 refuses windows that are
+ * Arm the PSI triggers on @file.  Linux >= 6.4 refuses windows that are
  * not a multiple of 2 s to unprivileged openers (EINVAL): fall back to a
- * 2 s window and say so in the detail.
+ * 2 s window and say so in the detail.  An opener that may not write the
+ * file at all gets -EACCES back (errno set), and nothing is armed.
  */
-static bool open_psi(BalloonPressure *bp, const char *file,
-                     uint32_t window_ms, Error **errp)
+static int open_psi(BalloonPressure *bp, const char *file,
+                    uint32_t window_ms, Error **errp)
 {
     size_t i;
     uint32_t window = window_ms;
@@ -580,8 +706,10 @@ static bool open_psi(BalloonPressure *bp, const char *file,
 
         w->fd = qemu_open_old(file, O_RDWR | O_NONBLOCK);
         if (w->fd < 0) {
+            int err = errno;
+
             error_setg_errno(errp, errno, "cannot open %s", file);
-            return false;
+            return -err;
         }
         for (;;) {
             win_us = (uint64_t)window * 1000;
@@ -593,9 +721,11 @@ static bool open_psi(BalloonPressure *bp, const char *file,
                 break;
             }
             if (errno != EINVAL || window % 2000 == 0) {
+                int err = errno;
+
                 error_setg_errno(errp, errno, "cannot arm PSI trigger '%s' "
                                  "on %s", trig, file);
-                return false;
+                return -err;
             }
             /* at most once: the next multiple of 2 s is always allowed */
             window = QEMU_ALIGN_UP(window, 2000);
@@ -607,45 +737,139 @@ static bool open_psi(BalloonPressure *bp, const char *file,
                       "unprivileged windows must be multiples of 2 s)",
                       window, window_ms);
     }
+    return 0;
+}
+
+/* v2 headroom: memory.current against the limit, and memory.events. */
+static bool open_v2_headroom(BalloonPressure *bp, const char *mnt,
+                             const char *dir, Error **errp)
+{
+    Headroom *hr = &bp->hr;
+    g_autofree char *current = g_build_filename(dir, "memory.current", NULL);
+    g_autofree char *events = g_build_filename(dir, "memory.events", NULL);
+    g_autofree char *origin = NULL;
+    char buf[256];
+
+    if (!balloon_cgroup_v2_limit(mnt, dir, &hr->limit, &origin)) {
+        append_detail(bp, "no memory.max or memory.high on the path, so no "
+                      "headroom");
+        return true;
+    }
+    hr->v2 = true;
+    hr->mnt = g_strdup(mnt);
+    hr->limit_time = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    hr->usage_fd = qemu_open_old(current, O_RDONLY);
+    if (hr->usage_fd < 0) {
+        error_setg_errno(errp, errno, "cannot open %s", current);
+        return false;
+    }
+    hr->events_fd = qemu_open_old(events, O_RDONLY);
+    if (hr->events_fd < 0) {
+        error_setg_errno(errp, errno, "cannot open %s", events);
+        return false;
+    }
+    /* reading it arms the notification, and gives the counters so far */
+    if (!pread_text(hr->events_fd, buf, sizeof(buf)) ||
+        !balloon_cgroup_parse_events(buf, &hr->events)) {
+        error_setg(errp, "%s is not a memory.events file", events);
+        return false;
+    }
+    hr->events_source = g_unix_fd_add_full(G_PRIORITY_HIGH, hr->events_fd,
+                                           G_IO_PRI | G_IO_ERR, events_cb,
+                                           bp, NULL);
+    hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, bp);
+    append_detail(bp, "headroom against the %" PRIu64 " MiB limit of %s "
+                  "(usage polled, nearer the limit more often; "
+                  "memory.events watched)", hr->limit / MiB, origin);
+    headroom_check(bp);
     return true;
 }
 
-static bool open_fd(BalloonPressure *bp, const BalloonPressureConfig *cfg,
-                    Error **errp)
+static bool open_v2(BalloonPressure *bp, const char *mnt, const char *dir,
+                    const char *file, uint32_t window_ms, Error **errp)
 {
-    PressureWatch *w = new_watch(bp, cfg->fd_level);
+    Error *psi_err = NULL;
+    int ret = open_psi(bp, file, window_ms, &psi_err);
+
+    if (ret == -EACCES || ret == -EPERM) {
+        /*
+         * An unprivileged QEMU (libvirt's) cannot arm PSI on the VM's
+         * cgroup; management can, and hand the triggers over.  The
+         * headroom files are world-readable.
+         */
+        while (bp->nwatch) {
+            close_watch(&bp->watch[--bp->nwatch]);
+        }
+        append_detail(bp, "no PSI triggers (%s): management can hand them "
+                      "over with pressure-fd", error_get_pretty(psi_err));
+        error_free(psi_err);
+    } else if (ret < 0) {
+        error_propagate(errp, psi_err);
+        return false;
+    }
+    if (!open_v2_headroom(bp, mnt, dir, errp)) {
+        return false;
+    }
+    if (!bp->nwatch && !bp->hr.limit) {
+        error_setg(errp, "%s has neither usable PSI triggers nor a memory "
+                   "limit on its path", dir);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * A descriptor from management, by getfd name or fdset (or number, on the
+ * command line): an eventfd, or a PSI trigger fd.
+ */
+static bool open_handed(PressureWatch *w, const char *name, Error **errp)
+{
+    Monitor *mon = monitor_cur();
     g_autofree char *link = NULL;
     g_autofree char *target = NULL;
 
-    Monitor *mon = monitor_cur();
-
-    if (g_str_has_prefix(cfg->fd, "/dev/fdset/")) {
-        w->fd = qemu_open(cfg->fd, O_RDWR, errp);
-    } else if (mon && qemu_isdigit(cfg->fd[0])) {
+    if (g_str_has_prefix(name, "/dev/fdset/")) {
+        w->fd = qemu_open(name, O_RDWR, errp);
+    } else if (mon && qemu_isdigit(name[0])) {
         /* QEMU would adopt (and one day close) a descriptor of its own */
         error_setg(errp, "a descriptor number is accepted on the command "
                    "line only; hand the descriptor over with getfd or "
                    "add-fd and give its name or /dev/fdset/N");
         return false;
     } else {
-        w->fd = monitor_fd_param(mon, cfg->fd, errp);
+        w->fd = monitor_fd_param(mon, name, errp);
     }
     if (w->fd < 0) {
         return false;
     }
     link = g_strdup_printf("/proc/self/fd/%d", w->fd);
     target = g_file_read_link(link, NULL);
-    bp->path = g_strdup_printf("%s (%s)", cfg->fd, target ? target : "?");
+    w->name = g_strdup_printf("%s (%s)", name, target ? target : "?");
     w->is_eventfd = target && strstr(target, "eventfd");
-    if (w->is_eventfd) {
-        g_unix_set_fd_nonblocking(w->fd, true, NULL);
-        qemu_set_fd_handler(w->fd, eventfd_read_cb, NULL, w);
-    } else {
-        watch_psi_fd(w);
+    return true;
+}
+
+bool balloon_pressure_take_fd(BalloonPressure *bp, const char *name,
+                              BalloonPolicyLevel level, Error **errp)
+{
+    PressureWatch w;
+    PressureWatch *slot = &bp->handed[level];
+
+    assert(level > BALLOON_POLICY_LEVEL_NONE &&
+           level < BALLOON_POLICY_LEVEL__MAX);
+    init_watch(&w, bp, level);
+    if (!open_handed(&w, name, errp)) {
+        return false;
     }
-    bp->detail = g_strdup_printf("descriptor handed over by management, "
-                                 "events mapped to level %s",
-                                 balloon_policy_level_name(cfg->fd_level));
+    /* one per level: an earlier one is closed */
+    close_watch(slot);
+    *slot = w;
+    if (slot->is_eventfd) {
+        g_unix_set_fd_nonblocking(slot->fd, true, NULL);
+        qemu_set_fd_handler(slot->fd, eventfd_read_cb, NULL, slot);
+    } else {
+        watch_psi_fd(slot);
+    }
     return true;
 }
 
@@ -654,6 +878,7 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
                       Error **errp)
 {
     g_autofree char *dir = NULL;
+    g_autofree char *mnt = NULL;
     g_autofree char *file = NULL;
     bool is_root = false;
 
@@ -662,7 +887,7 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
     case BALLOON_PRESSURE_CGROUP_V1:
     case BALLOON_PRESSURE_CGROUP_V2:
         dir = cgroup_dir(kind == BALLOON_PRESSURE_CGROUP_V1 ? "memory" : NULL,
-                         cfg->cgroup, &is_root, errp);
+                         cfg->cgroup, &mnt, &is_root, errp);
         if (!dir) {
             return false;
         }
@@ -692,17 +917,18 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
                               "QEMU's own cgroup");
         return kind == BALLOON_PRESSURE_CGROUP_V1 ?
                open_v1(bp, bp->path, errp) :
-               open_psi(bp, file, cfg->psi_window_ms, errp);
+               open_v2(bp, mnt, bp->path, file, cfg->psi_window_ms, errp);
     case BALLOON_PRESSURE_SYSTEM:
         bp->path = g_strdup(PROC_PSI_MEMORY);
         bp->detail = g_strdup("system-wide PSI");
-        return open_psi(bp, PROC_PSI_MEMORY, cfg->psi_window_ms, errp);
+        return open_psi(bp, PROC_PSI_MEMORY, cfg->psi_window_ms, errp) == 0;
     case BALLOON_PRESSURE_FD:
         if (!cfg->fd) {
             error_setg(errp, "pressure-source=fd needs pressure-fd");
             return false;
         }
-        return open_fd(bp, cfg, errp);
+        bp->kind = BALLOON_PRESSURE_NONE;   /* only what is handed over */
+        return true;
     case BALLOON_PRESSURE_NONE:
         bp->detail = g_strdup("no host pressure source: reacting to guest "
                               "pressure only");
@@ -712,38 +938,39 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
     }
 }
 
-static void close_watches(BalloonPressure *bp)
+static void init_headroom(Headroom *hr)
 {
-    int i;
+    memset(hr, 0, sizeof(*hr));
+    hr->usage_fd = hr->threshold_efd = hr->events_fd = -1;
+}
 
-    for (i = 0; i < bp->nwatch; i++) {
-        PressureWatch *w = &bp->watch[i];
+static void close_headroom(Headroom *hr)
+{
+    stop_headroom(hr);
+    if (hr->threshold_efd >= 0) {
+        close(hr->threshold_efd);
+        hr->threshold_efd = -1;
+    }
+    if (hr->usage_fd >= 0) {
+        close(hr->usage_fd);
+        hr->usage_fd = -1;
+    }
+    if (hr->events_fd >= 0) {
+        close(hr->events_fd);
+        hr->events_fd = -1;
+    }
+    g_clear_pointer(&hr->timer, timer_free);
+    g_free(hr->mnt);
+    init_headroom(hr);
+}
 
-        if (w->source) {
-            g_source_remove(w->source);
-        }
-        if (w->fd >= 0) {
-            if (w->is_eventfd) {
-                qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
-            }
-            /* it may be a dup from an fdset, which must learn of it */
-            qemu_close(w->fd);
-        }
-        if (w->level_fd >= 0) {
-            close(w->level_fd);
-        }
+/* Close what the source opened itself (not the descriptors handed over). */
+static void close_own(BalloonPressure *bp)
+{
+    while (bp->nwatch) {
+        close_watch(&bp->watch[--bp->nwatch]);
     }
-    bp->nwatch = 0;
-    if (bp->headroom_efd >= 0) {
-        qemu_set_fd_handler(bp->headroom_efd, NULL, NULL, NULL);
-        close(bp->headroom_efd);
-        bp->headroom_efd = -1;
-    }
-    if (bp->usage_fd >= 0) {
-        close(bp->usage_fd);
-        bp->usage_fd = -1;
-    }
-    g_clear_pointer(&bp->headroom_timer, timer_free);
+    close_headroom(&bp->hr);
     g_clear_pointer(&bp->path, g_free);
     g_clear_pointer(&bp->detail, g_free);
 }
@@ -758,16 +985,24 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
     };
     BalloonPressure *bp = g_new0(BalloonPressure, 1);
     g_autoptr(GString) tried = g_string_new("");
+    Error *err = NULL;
     size_t i;
+    int l;
 
     bp->handler = handler;
     bp->opaque = opaque;
-    bp->usage_fd = -1;
-    bp->headroom_efd = -1;
+    init_headroom(&bp->hr);
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        init_watch(&bp->handed[l], bp, l);
+    }
+    /* a descriptor given with the source comes first: it may be all */
+    if (cfg->fd && !balloon_pressure_take_fd(bp, cfg->fd, cfg->fd_level,
+                                             errp)) {
+        balloon_pressure_close(bp);
+        return NULL;
+    }
 
     if (cfg->kind != BALLOON_PRESSURE_AUTO) {
-        Error *err = NULL;
-
         if (open_kind(bp, cfg->kind, cfg, false, &err)) {
             return bp;
         }
@@ -776,7 +1011,7 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
             balloon_pressure_close(bp);
             return NULL;
         }
-        close_watches(bp);
+        close_own(bp);
         warn_report("virtio-balloon: cannot open the host memory-pressure "
                     "source '%s' here (%s); automatic ballooning reacts to "
                     "guest pressure only",
@@ -791,8 +1026,6 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
     }
 
     for (i = 0; i < ARRAY_SIZE(order); i++) {
-        Error *err = NULL;
-
         if (open_kind(bp, order[i], cfg, true, &err)) {
             g_autofree char *old = bp->detail;
 
@@ -805,7 +1038,8 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
                                balloon_pressure_kind_name(order[i]),
                                error_get_pretty(err));
         error_free(err);
-        close_watches(bp);
+        err = NULL;
+        close_own(bp);
     }
     warn_report("virtio-balloon: no usable host memory-pressure source (%s);"
                 " automatic ballooning reacts to guest pressure only",
@@ -818,9 +1052,14 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
 
 void balloon_pressure_close(BalloonPressure *bp)
 {
+    int l;
+
     if (!bp) {
         return;
     }
-    close_watches(bp);
+    close_own(bp);
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        close_watch(&bp->handed[l]);
+    }
     g_free(bp);
 }

@@ -355,11 +355,14 @@ static void auto_timer_cb(void *opaque)
     auto_evaluate(opaque);
 }
 
-static void auto_pressure_cb(void *opaque, BalloonPolicyLevel level)
+static void auto_pressure_cb(void *opaque, BalloonPolicyLevel level,
+                             const char *source)
 {
     VirtIOBalloon *s = opaque;
 
     if (level != BALLOON_POLICY_LEVEL_NONE) {
+        trace_balloon_pressure_event(source ? source : "fd",
+                                     balloon_policy_level_name(level));
         balloon_policy_note_pressure(&s->autob.state, level, now_ns());
     }
     auto_evaluate(s);
@@ -560,9 +563,11 @@ static void auto_stop(VirtIOBalloon *s)
     if (!a->realized) {
         return;
     }
-    /* A descriptor QEMU took over is closed for good; an fdset is not. */
-    a->fd_spent = balloon_pressure_kind(a->pressure) == BALLOON_PRESSURE_FD &&
-                  !g_str_has_prefix(a->fd, "/dev/fdset/");
+    /*
+     * A descriptor QEMU took over (a getfd name or a number) is closed for
+     * good; an fdset can be opened again.
+     */
+    a->fd_spent = a->fd && !g_str_has_prefix(a->fd, "/dev/fdset/");
     balloon_pressure_close(a->pressure);
     a->pressure = NULL;
     timer_free(a->timer);
@@ -930,8 +935,8 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     if (a->pressure) {
         info->source->kind =
             (BalloonPressureSourceKind)balloon_pressure_kind(a->pressure);
-        info->source->path = g_strdup(balloon_pressure_path(a->pressure));
-        info->source->detail = g_strdup(balloon_pressure_detail(a->pressure));
+        info->source->path = balloon_pressure_path(a->pressure);
+        info->source->detail = balloon_pressure_detail(a->pressure);
         info->source->lost = balloon_pressure_lost(a->pressure);
     } else {
         info->source->kind = BALLOON_PRESSURE_SOURCE_KIND_NONE;
@@ -1000,28 +1005,17 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
 }
 
 /*
- * Replace the running host pressure source by a descriptor from
- * management; the old source stays if the new one cannot be used.
+ * A descriptor from management for the running source; if it cannot be
+ * used, nothing changes.
  */
 static bool auto_take_pressure_fd(VirtIOBalloon *s, const char *fd,
                                   BalloonPressureLevel level, Error **errp)
 {
-    VirtIOBalloonAuto *a = &s->autob;
-    BalloonPressureConfig cfg = {
-        .kind = BALLOON_PRESSURE_FD,
-        .fd = fd,
-        .fd_level = (BalloonPolicyLevel)level,
-        .psi_window_ms = a->psi_window_ms,
-    };
-    BalloonPressure *bp = balloon_pressure_open(&cfg, auto_pressure_cb, s,
-                                                errp);
-
-    if (!bp) {
+    if (!balloon_pressure_take_fd(s->autob.pressure, fd,
+                                  (BalloonPolicyLevel)level, errp)) {
         error_prepend(errp, "'pressure-fd': ");
         return false;
     }
-    balloon_pressure_close(a->pressure);
-    a->pressure = bp;
     return true;
 }
 

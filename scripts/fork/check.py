@@ -29,7 +29,7 @@ QOS_BALLOON_FILTER = 'virtio-balloon'
 # stream format (analyze-migration.py) and a plain precopy migration.
 MIGRATION_CASES = ['/x86_64/migration/analyze-script',
                    '/x86_64/migration/precopy/unix/plain']
-UNIT_TESTS = ['test-balloon-auto-policy']
+UNIT_TESTS = ['test-balloon-auto-policy', 'test-balloon-pressure']
 MESON_SUITES = ['qapi-schema', 'qapi-frontend']
 FUNCTIONAL_GLOB = 'tests/functional/balloon_auto/test_*.py'
 # Also run these with bookworm-backports' 6.12 guest kernel, which reports

@@ -924,15 +924,37 @@ static void test_set_pressure_fd(void)
     qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
                              " 'arguments': {'pressure-fd': 'psi',"
                              " 'pressure-fd-level': 'low'}}");
+    /* one descriptor per level: the command line's stays for critical */
     info = query(qts);
     src = qdict_get_qdict(info, "source");
-    g_assert_cmpstr(qdict_get_str(src, "path"), ==,
-                    "psi (anon_inode:[eventfd])");
-    g_assert_nonnull(strstr(qdict_get_str(src, "detail"), "level low"));
+    g_test_message("%s: %s", qdict_get_str(src, "path"),
+                   qdict_get_str(src, "detail"));
+    g_assert_cmpstr(qdict_get_str(src, "kind"), ==, "fd");
+    g_assert_nonnull(strstr(qdict_get_str(src, "path"),
+                            "psi (anon_inode:[eventfd])"));
+    g_assert_nonnull(strstr(qdict_get_str(src, "detail"),
+                            "psi (anon_inode:[eventfd]) at level low"));
+    g_assert_nonnull(strstr(qdict_get_str(src, "detail"),
+                            "at level critical"));
     qobject_unref(info);
     fd_prop = qom_get_str(qts, "balloon0", "pressure-fd");
     g_assert_cmpstr(fd_prop, ==, "psi");
     pressure_event(qts, mgmt_efd, "low");
+    pressure_event(qts, efd, "critical");
+
+    /* a new one for a level replaces the old one */
+    rsp = qtest_qmp_fds(qts, &mgmt_efd, 1, "{'execute': 'getfd',"
+                        " 'arguments': {'fdname': 'psi2'}}");
+    g_assert_false(qdict_haskey(rsp, "error"));
+    qobject_unref(rsp);
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'pressure-fd': 'psi2',"
+                             " 'pressure-fd-level': 'critical'}}");
+    info = query(qts);
+    src = qdict_get_qdict(info, "source");
+    g_assert_cmpstr(qdict_get_str(src, "path"), ==,
+                    "psi2 (anon_inode:[eventfd]), psi (anon_inode:[eventfd])");
+    qobject_unref(info);
 
     /* off closes it; on again needs a new one */
     qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"

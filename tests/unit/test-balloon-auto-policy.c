@@ -612,6 +612,49 @@ static void test_fairness(void)
     g_assert_cmpuint(2 * GiB - actual[2], >, 2 * (2 * GiB - actual[0]));
 }
 
+/* Headroom: levels at 80/90/95% of the limit; polls sooner when near. */
+static void test_headroom(void)
+{
+    const uint64_t limit = 1000 * MiB;
+    int64_t prev = INT64_MAX;
+    uint64_t usage;
+
+    g_assert_cmpint(balloon_headroom_level(0, limit), ==,
+                    BALLOON_POLICY_LEVEL_NONE);
+    g_assert_cmpint(balloon_headroom_level(799 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_NONE);
+    g_assert_cmpint(balloon_headroom_level(800 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_LOW);
+    g_assert_cmpint(balloon_headroom_level(900 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_MEDIUM);
+    g_assert_cmpint(balloon_headroom_level(990 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_CRITICAL);
+    g_assert_cmpint(balloon_headroom_level(2000 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_CRITICAL);
+    g_assert_cmpint(balloon_headroom_level(2000 * MiB, 0), ==,
+                    BALLOON_POLICY_LEVEL_NONE);
+    g_assert_cmpuint(balloon_headroom_threshold(BALLOON_POLICY_LEVEL_MEDIUM,
+                                                limit), ==, 900 * MiB);
+
+    /* far: at most one look per 10 s; nearer: sooner, never below 100 ms */
+    g_assert_cmpint(balloon_headroom_interval_ms(0, 1024 * GiB), ==,
+                    BALLOON_HEADROOM_MAX_MS);
+    for (usage = 0; usage < 800 * MiB; usage += 50 * MiB) {
+        int64_t ms = balloon_headroom_interval_ms(usage, limit);
+
+        g_assert_cmpint(ms, <=, prev);
+        g_assert_cmpint(ms, >=, BALLOON_HEADROOM_MIN_MS);
+        /* 1 GiB/s cannot reach the first threshold before the next look */
+        g_assert_cmpuint((uint64_t)ms * (BALLOON_HEADROOM_FAST_RATE / 1000),
+                         <=, MAX(800 * MiB - usage,
+                                 BALLOON_HEADROOM_MIN_MS *
+                                 (BALLOON_HEADROOM_FAST_RATE / 1000)));
+        prev = ms;
+    }
+    g_assert_cmpint(balloon_headroom_interval_ms(850 * MiB, limit), ==,
+                    BALLOON_HEADROOM_BUSY_MS);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -630,6 +673,7 @@ int main(int argc, char **argv)
                     test_sample_acts_once);
     g_test_add_func("/balloon-auto-policy/small-vms", test_small_vms);
     g_test_add_func("/balloon-auto-policy/state-check", test_state_check);
+    g_test_add_func("/balloon-auto-policy/headroom", test_headroom);
     g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
                     test_guest_deflated_and_pingpong);
     g_test_add_func("/balloon-auto-policy/stall-counters",

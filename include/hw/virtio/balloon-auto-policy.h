@@ -165,6 +165,24 @@ void balloon_policy_forget_pressure(BalloonPolicyState *s);
 const char *balloon_policy_state_check(const BalloonPolicyState *s,
                                        const BalloonPolicyParams *p);
 
+/*
+ * Headroom: host memory usage against the limit in force.  Usage at 80,
+ * 90 and 95% of the limit means low, medium and critical pressure.
+ * Where the kernel cannot signal usage, it is polled: the nearer the
+ * limit, the more often, so that an allocator at the fastest plausible
+ * rate cannot eat the headroom between two looks, and no more than once
+ * in BALLOON_HEADROOM_MAX_MS when it is far.
+ */
+#define BALLOON_HEADROOM_FAST_RATE (1024 * 1024 * 1024ULL)   /* bytes/s */
+#define BALLOON_HEADROOM_MIN_MS 100
+#define BALLOON_HEADROOM_MAX_MS 10000
+#define BALLOON_HEADROOM_BUSY_MS 250        /* above the first threshold */
+
+BalloonPolicyLevel balloon_headroom_level(uint64_t usage, uint64_t limit);
+/* The usage at which @level starts, for @limit. */
+uint64_t balloon_headroom_threshold(BalloonPolicyLevel level, uint64_t limit);
+int64_t balloon_headroom_interval_ms(uint64_t usage, uint64_t limit);
+
 const char *balloon_policy_level_name(BalloonPolicyLevel level);
 const char *balloon_policy_reason_name(BalloonPolicyReason reason);
 

@@ -1,10 +1,12 @@
 /*
  * Automatic virtio-balloon: host memory-pressure sources
  *
- * Event-driven sources on QEMU's main loop: cgroup v1 memory.pressure_level
- * (eventfd + cgroup.event_control), cgroup v2 PSI triggers on
- * <cgroup>/memory.pressure, system-wide /proc/pressure/memory, and a
- * descriptor armed by management and handed over (fd passing).
+ * Sources on QEMU's main loop: cgroup v1 (memory.pressure_level events and
+ * usage thresholds near memory.limit_in_bytes, through eventfds and
+ * cgroup.event_control), cgroup v2 (PSI triggers on memory.pressure, and
+ * memory.current against the lowest memory.max/memory.high on the path,
+ * polled adaptively, plus memory.events), system-wide PSI, and
+ * descriptors armed by management and handed over (fd passing).
  *
  * Copyright (c) 2026 The qemu-balloon-auto authors
  *
@@ -28,13 +30,17 @@ typedef enum BalloonPressureKind {
 
 typedef struct BalloonPressure BalloonPressure;
 
-/* A pressure event; BALLOON_POLICY_LEVEL_NONE means the source is gone. */
-typedef void BalloonPressureHandler(void *opaque, BalloonPolicyLevel level);
+/*
+ * A pressure event of @level from @source (a kind name, for tracing);
+ * BALLOON_POLICY_LEVEL_NONE means the watched cgroup is gone.
+ */
+typedef void BalloonPressureHandler(void *opaque, BalloonPolicyLevel level,
+                                    const char *source);
 
 typedef struct BalloonPressureConfig {
     BalloonPressureKind kind;
     const char *cgroup;         /* cgroup path, or NULL for QEMU's own */
-    const char *fd;             /* fd name/number or /dev/fdset/N */
+    const char *fd;             /* descriptor from management, or NULL */
     BalloonPolicyLevel fd_level;
     uint32_t psi_window_ms;
     /*
@@ -54,13 +60,33 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
                                        void *opaque, Error **errp);
 void balloon_pressure_close(BalloonPressure *bp);
 
+/*
+ * The kind of source: FD when management's descriptors are all there is
+ * (pressure-source=fd or none, and pressure-fd).
+ */
 BalloonPressureKind balloon_pressure_kind(const BalloonPressure *bp);
-/* The cgroup directory or file watched, or the fd description. */
-const char *balloon_pressure_path(const BalloonPressure *bp);
-/* Why this source was chosen, and anything the kernel changed. */
-const char *balloon_pressure_detail(const BalloonPressure *bp);
+/* The cgroup directory or file watched, or the descriptors; g_free it. */
+char *balloon_pressure_path(const BalloonPressure *bp);
+/* Why this source was chosen, and anything the kernel changed; g_free it. */
+char *balloon_pressure_detail(const BalloonPressure *bp);
 /* The watched cgroup was removed: the source is inactive. */
 bool balloon_pressure_lost(const BalloonPressure *bp);
+/*
+ * The memory usage of the watched cgroup and the limit in force, as last
+ * read; false if the source knows no limit.
+ */
+bool balloon_pressure_headroom(const BalloonPressure *bp, uint64_t *usage,
+                               uint64_t *limit);
+
+/*
+ * A descriptor from management (a getfd name, /dev/fdset/N, or a number
+ * on the command line): an eventfd or an armed PSI trigger whose events
+ * count as @level.  It adds to the source (PSI triggers management armed
+ * on the VM's cgroup, which an unprivileged QEMU cannot arm) and replaces
+ * an earlier descriptor for the same level, which is closed.
+ */
+bool balloon_pressure_take_fd(BalloonPressure *bp, const char *name,
+                              BalloonPolicyLevel level, Error **errp);
 
 /*
  * The memory protection QEMU's own cgroups declare (v2 memory.min or

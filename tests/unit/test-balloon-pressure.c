@@ -1,0 +1,422 @@
+/*
+ * Unit tests of the automatic virtio-balloon's cgroup reading and host
+ * pressure sources
+ *
+ * The cgroup layout code runs against fake cgroup trees (plain files in a
+ * temporary directory): parsing, limits and protections along a path,
+ * libvirt's layouts.  The cgroup v2 source runs against the real thing
+ * where this process can create a v2 cgroup with the memory controller
+ * (a cgroup v2 host, as root): a child allocates in it and the source
+ * must report the levels, the headroom and the cgroup's removal.
+ *
+ * Copyright (c) 2026 The qemu-balloon-auto authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include "qapi/error.h"
+#include "qemu/main-loop.h"
+#include "qemu/units.h"
+#include "monitor/monitor.h"
+#include "hw/virtio/balloon-cgroup.h"
+#include "hw/virtio/balloon-pressure.h"
+
+/* No monitor here: descriptors are given by number. */
+int monitor_fd_param(Monitor *mon, const char *fdname, Error **errp)
+{
+    error_setg(errp, "no monitor");
+    return -1;
+}
+
+/* A fake cgroup tree under a temporary directory. */
+typedef struct FakeTree {
+    char *mnt;
+} FakeTree;
+
+static void fake_write(const char *dir, const char *file, const char *text)
+{
+    g_autofree char *path = g_build_filename(dir, file, NULL);
+
+    g_assert_true(g_file_set_contents(path, text, -1, NULL));
+}
+
+static char *fake_mkdir(FakeTree *t, const char *rel)
+{
+    char *dir = g_build_filename(t->mnt, rel, NULL);
+
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    return dir;
+}
+
+static void fake_init(FakeTree *t)
+{
+    t->mnt = g_dir_make_tmp("fake-cgroupfs-XXXXXX", NULL);
+    g_assert_nonnull(t->mnt);
+}
+
+static void fake_remove(const char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        g_autofree char *path = g_build_filename(dir, name, NULL);
+
+        if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
+            fake_remove(path);
+        } else {
+            unlink(path);
+        }
+    }
+    if (d) {
+        g_dir_close(d);
+    }
+    rmdir(dir);
+}
+
+static void fake_destroy(FakeTree *t)
+{
+    fake_remove(t->mnt);
+    g_free(t->mnt);
+}
+
+static void test_parse_own(void)
+{
+    static const char hybrid[] =
+        "12:memory:/machine/qemu-1-vm.libvirt-qemu\n"
+        "11:cpu,cpuacct:/machine/qemu-1-vm.libvirt-qemu/emulator\n"
+        "1:name=systemd:/\n"
+        "0::/machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt/emulator\n";
+    g_autofree char *v1 = balloon_cgroup_parse_own(hybrid, "memory");
+    g_autofree char *cpu = balloon_cgroup_parse_own(hybrid, "cpu");
+    g_autofree char *v2 = balloon_cgroup_parse_own(hybrid, NULL);
+    g_autofree char *none = balloon_cgroup_parse_own("0::/\n", "memory");
+
+    g_assert_cmpstr(v1, ==, "/machine/qemu-1-vm.libvirt-qemu");
+    g_assert_cmpstr(cpu, ==, "/machine/qemu-1-vm.libvirt-qemu/emulator");
+    g_assert_cmpstr(v2, ==,
+                    "/machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt/"
+                    "emulator");
+    g_assert_null(none);
+}
+
+/*
+ * libvirt puts QEMU's threads in threaded children: the VM-level cgroup
+ * is the root of the threaded subtree (with systemd: the scope's libvirt/
+ * child, where libvirt writes the limits; without: the domain directory).
+ */
+static void test_libvirt_layouts(void)
+{
+    static const struct {
+        const char *qemu;       /* where QEMU's main thread is */
+        const char *vm;         /* the VM-level cgroup */
+    } layouts[] = {
+        { "machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt/emulator",
+          "machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt" },
+        { "machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt/vcpu0",
+          "machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt" },
+        { "machine/qemu-2-db.libvirt-qemu/emulator",
+          "machine/qemu-2-db.libvirt-qemu" },
+        { "system.slice/qemu.service", "system.slice/qemu.service" },
+    };
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(layouts); i++) {
+        FakeTree t;
+        g_autofree char *qemu = NULL;
+        g_autofree char *vm = NULL;
+        g_autofree char *found = NULL;
+
+        fake_init(&t);
+        vm = fake_mkdir(&t, layouts[i].vm);
+        fake_write(vm, "cgroup.type", "domain threaded\n");
+        qemu = fake_mkdir(&t, layouts[i].qemu);
+        if (strcmp(layouts[i].qemu, layouts[i].vm)) {
+            fake_write(qemu, "cgroup.type", "threaded\n");
+        }
+        found = balloon_cgroup_domain(qemu);
+        g_assert_cmpstr(found, ==, vm);
+        fake_destroy(&t);
+    }
+}
+
+/* The limit in force is the lowest memory.max/high on the path. */
+static void test_limit_along_path(void)
+{
+    FakeTree t;
+    g_autofree char *a = NULL, *b = NULL, *c = NULL, *origin = NULL;
+    g_autofree char *b_max = NULL;
+    uint64_t limit = 0;
+
+    fake_init(&t);
+    a = fake_mkdir(&t, "machine.slice");
+    b = fake_mkdir(&t, "machine.slice/vm.scope");
+    c = fake_mkdir(&t, "machine.slice/vm.scope/libvirt");
+    /* the root's files do not count (it has none in reality) */
+    fake_write(t.mnt, "memory.max", "1048576\n");
+    fake_write(a, "memory.max", "max\n");
+    fake_write(a, "memory.high", "2147483648\n");
+    fake_write(c, "memory.max", "max\n");
+    fake_write(c, "memory.high", "max\n");
+    g_assert_true(balloon_cgroup_v2_limit(t.mnt, c, &limit, &origin));
+    g_assert_cmpuint(limit, ==, 2 * GiB);
+    g_assert_true(g_str_has_suffix(origin, "machine.slice/memory.high"));
+
+    g_clear_pointer(&origin, g_free);
+    fake_write(b, "memory.max", "1073741824\n");
+    g_assert_true(balloon_cgroup_v2_limit(t.mnt, c, &limit, &origin));
+    g_assert_cmpuint(limit, ==, 1 * GiB);
+    b_max = g_build_filename(b, "memory.max", NULL);
+    g_assert_cmpstr(origin, ==, b_max);
+
+    g_clear_pointer(&origin, g_free);
+    fake_write(c, "memory.high", "536870912\n");
+    g_assert_true(balloon_cgroup_v2_limit(t.mnt, c, &limit, &origin));
+    g_assert_cmpuint(limit, ==, 512 * MiB);
+
+    /* nothing on the path */
+    g_clear_pointer(&origin, g_free);
+    fake_write(a, "memory.high", "max\n");
+    fake_write(b, "memory.max", "max\n");
+    fake_write(c, "memory.high", "max\n");
+    g_assert_false(balloon_cgroup_v2_limit(t.mnt, c, &limit, &origin));
+    fake_destroy(&t);
+}
+
+/* Protections: the VM's own, no more than a protected ancestor has. */
+static void test_protection(void)
+{
+    FakeTree t;
+    g_autofree char *a = NULL, *b = NULL, *origin = NULL;
+
+    fake_init(&t);
+    a = fake_mkdir(&t, "machine.slice");
+    b = fake_mkdir(&t, "machine.slice/vm");
+    g_assert_cmpuint(balloon_cgroup_v2_protection(t.mnt, b, &origin), ==, 0);
+    g_assert_null(origin);
+    fake_write(b, "memory.min", "0\n");
+    fake_write(b, "memory.low", "536870912\n");
+    fake_write(a, "memory.low", "0\n");
+    g_assert_cmpuint(balloon_cgroup_v2_protection(t.mnt, b, &origin), ==,
+                     512 * MiB);
+    g_assert_true(g_str_has_suffix(origin, "vm/memory.low"));
+    g_clear_pointer(&origin, g_free);
+    fake_write(b, "memory.min", "805306368\n");
+    g_assert_cmpuint(balloon_cgroup_v2_protection(t.mnt, b, &origin), ==,
+                     768 * MiB);
+    g_clear_pointer(&origin, g_free);
+    fake_write(a, "memory.low", "268435456\n");
+    g_assert_cmpuint(balloon_cgroup_v2_protection(t.mnt, b, &origin), ==,
+                     256 * MiB);
+    g_assert_true(g_str_has_suffix(origin, "machine.slice/memory.low"));
+    fake_destroy(&t);
+}
+
+static void test_parse_events(void)
+{
+    BalloonCgroupEvents ev;
+
+    g_assert_true(balloon_cgroup_parse_events(
+        "low 1\nhigh 22\nmax 333\noom 4\noom_kill 5\noom_group_kill 0\n",
+        &ev));
+    g_assert_cmpuint(ev.low, ==, 1);
+    g_assert_cmpuint(ev.high, ==, 22);
+    g_assert_cmpuint(ev.max, ==, 333);
+    g_assert_cmpuint(ev.oom, ==, 4);
+    g_assert_cmpuint(ev.oom_kill, ==, 5);
+    g_assert_false(balloon_cgroup_parse_events("some avg10=0.00\n", &ev));
+    g_assert_false(balloon_cgroup_parse_events("", &ev));
+}
+
+static void test_read_value(void)
+{
+    FakeTree t;
+    uint64_t v = 0;
+
+    fake_init(&t);
+    fake_write(t.mnt, "memory.max", "max\n");
+    fake_write(t.mnt, "memory.limit_in_bytes", "9223372036854771712\n");
+    fake_write(t.mnt, "memory.low", "0\n");
+    fake_write(t.mnt, "memory.high", "12345678\n");
+    fake_write(t.mnt, "bogus", "12abc\n");
+    g_assert_false(balloon_cgroup_read_value(t.mnt, "memory.max", &v));
+    g_assert_false(balloon_cgroup_read_value(t.mnt, "memory.limit_in_bytes",
+                                             &v));
+    g_assert_false(balloon_cgroup_read_value(t.mnt, "memory.low", &v));
+    g_assert_false(balloon_cgroup_read_value(t.mnt, "bogus", &v));
+    g_assert_false(balloon_cgroup_read_value(t.mnt, "absent", &v));
+    g_assert_true(balloon_cgroup_read_value(t.mnt, "memory.high", &v));
+    g_assert_cmpuint(v, ==, 12345678);
+    fake_destroy(&t);
+}
+
+/*
+ * The cgroup v2 source on a real cgroup v2 host: a child allocates in a
+ * cgroup with memory.max; the source reports the levels as usage nears the
+ * limit, the headroom it read, the limit's events, and the removal.
+ */
+
+typedef struct Seen {
+    uint64_t events[BALLOON_POLICY_LEVEL__MAX];
+    bool lost;
+} Seen;
+
+static void record(void *opaque, BalloonPolicyLevel level, const char *src)
+{
+    Seen *seen = opaque;
+
+    if (level == BALLOON_POLICY_LEVEL_NONE) {
+        seen->lost = true;
+    } else {
+        seen->events[level]++;
+    }
+}
+
+/* A writable cgroup v2 hierarchy with the memory controller, or NULL. */
+static char *v2_memory_root(void)
+{
+    g_autofree char *ctrl = NULL;
+
+    if (!g_file_get_contents("/sys/fs/cgroup/cgroup.subtree_control", &ctrl,
+                             NULL, NULL) || !strstr(ctrl, "memory") ||
+        access("/sys/fs/cgroup/cgroup.procs", W_OK) != 0) {
+        return NULL;
+    }
+    return g_strdup("/sys/fs/cgroup");
+}
+
+static void write_file(const char *dir, const char *file, const char *val)
+{
+    g_autofree char *path = g_build_filename(dir, file, NULL);
+    int fd = open(path, O_WRONLY);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(write(fd, val, strlen(val)), ==, strlen(val));
+    close(fd);
+}
+
+/* A child in @dir that takes @step_mib MiB every @ms until @total_mib. */
+static pid_t start_hog(const char *dir, int step_mib, int ms, int total_mib)
+{
+    pid_t pid = fork();
+
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        g_autofree char *me = g_strdup_printf("%d", getpid());
+        int done;
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        write_file(dir, "cgroup.procs", me);
+        for (done = 0; done < total_mib; done += step_mib) {
+            void *m = mmap(NULL, step_mib * MiB, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+            g_assert(m != MAP_FAILED);
+            g_usleep(ms * 1000);
+        }
+        for (;;) {
+            pause();
+        }
+    }
+    return pid;
+}
+
+static void run_main_loop_until(bool (*done)(Seen *), Seen *seen,
+                                int64_t timeout_ms)
+{
+    int64_t end = g_get_monotonic_time() + timeout_ms * 1000;
+
+    while (!done(seen) && g_get_monotonic_time() < end) {
+        main_loop_wait(false);
+    }
+}
+
+static bool saw_critical(Seen *seen)
+{
+    return seen->events[BALLOON_POLICY_LEVEL_CRITICAL] > 0;
+}
+
+static bool saw_lost(Seen *seen)
+{
+    return seen->lost;
+}
+
+static void test_v2_source(void)
+{
+    g_autofree char *root = v2_memory_root();
+    g_autofree char *dir = NULL;
+    g_autofree char *path = NULL, *detail = NULL;
+    BalloonPressureConfig cfg = {
+        .kind = BALLOON_PRESSURE_CGROUP_V2,
+        .psi_window_ms = 1000,
+    };
+    BalloonPressure *bp;
+    Seen seen = { 0 };
+    uint64_t usage, limit;
+    pid_t hog;
+    int l;
+
+    if (!root) {
+        g_test_skip("no writable cgroup v2 hierarchy with the memory "
+                    "controller (a cgroup v1 host)");
+        return;
+    }
+    dir = g_strdup_printf("%s/test-balloon-pressure-%d", root, getpid());
+    g_assert_cmpint(mkdir(dir, 0755), ==, 0);
+    write_file(dir, "memory.max", "67108864");
+    cfg.cgroup = dir;
+    bp = balloon_pressure_open(&cfg, record, &seen, &error_abort);
+    path = balloon_pressure_path(bp);
+    detail = balloon_pressure_detail(bp);
+    g_test_message("source %s: %s", path, detail);
+    g_assert_cmpint(balloon_pressure_kind(bp), ==, BALLOON_PRESSURE_CGROUP_V2);
+    g_assert_cmpstr(path, ==, dir);
+    g_assert_nonnull(strstr(detail, "64 MiB limit"));
+    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit));
+    g_assert_cmpuint(limit, ==, 64 * MiB);
+    g_assert_cmpuint(usage, <, 8 * MiB);
+
+    /* 2 MiB every 50 ms up to 70 MiB: through the thresholds to the limit */
+    hog = start_hog(dir, 2, 50, 70);
+    run_main_loop_until(saw_critical, &seen, 30000);
+    for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        g_test_message("%s: %" PRIu64 " events",
+                       balloon_policy_level_name(l), seen.events[l]);
+    }
+    g_assert_cmpuint(seen.events[BALLOON_POLICY_LEVEL_LOW], >, 0);
+    g_assert_cmpuint(seen.events[BALLOON_POLICY_LEVEL_CRITICAL], >, 0);
+    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit));
+    g_test_message("usage %" PRIu64 " MiB of %" PRIu64 " MiB", usage / MiB,
+                   limit / MiB);
+    g_assert_cmpuint(usage, >=, 48 * MiB);
+
+    /* gone: the source says so and stops */
+    kill(hog, SIGKILL);
+    waitpid(hog, NULL, 0);
+    while (rmdir(dir) < 0 && errno == EBUSY) {
+        g_usleep(10 * 1000);
+    }
+    run_main_loop_until(saw_lost, &seen, 15000);
+    g_assert_true(seen.lost);
+    g_assert_true(balloon_pressure_lost(bp));
+    g_assert_false(balloon_pressure_headroom(bp, &usage, &limit));
+    balloon_pressure_close(bp);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    qemu_init_main_loop(&error_abort);
+    g_test_add_func("/balloon-cgroup/parse-own", test_parse_own);
+    g_test_add_func("/balloon-cgroup/libvirt-layouts", test_libvirt_layouts);
+    g_test_add_func("/balloon-cgroup/limit-along-path",
+                    test_limit_along_path);
+    g_test_add_func("/balloon-cgroup/protection", test_protection);
+    g_test_add_func("/balloon-cgroup/parse-events", test_parse_events);
+    g_test_add_func("/balloon-cgroup/read-value", test_read_value);
+    g_test_add_func("/balloon-pressure/v2-source", test_v2_source);
+    return g_test_run();
+}
