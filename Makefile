@@ -24,6 +24,7 @@ PRISTINE := build/pristine
 QEMU := $(BLD)/qemu-system-x86_64
 # Test-only builds of the same tree: sanitizers, fuzzing
 DOCS := $(TREE)/build-docs
+MIN := $(TREE)/build-min
 SAN := $(TREE)/build-san
 FUZZ := $(TREE)/build-fuzz
 FUZZ_TIME ?= 1800
@@ -38,7 +39,7 @@ export CCACHE_BASEDIR := $(SRC)
 export CCACHE_NOHASHDIR := true
 
 .PHONY: all build setup check check-quick demo install export-patches clean \
-	pristine guest bench sanitize fuzz fuzz-build docs deb
+	pristine guest bench sanitize fuzz fuzz-build docs deb v2host
 
 all: build
 
@@ -72,6 +73,14 @@ docs: $(DOCS)/build.ninja
 deb: build docs
 	scripts/fork/make-deb.sh $(TREE) build
 
+$(MIN)/build.ninja: $(BLD)/build.ninja
+	scripts/fork/configure-variant.sh $(TREE) min
+
+# The cgroup v2 host test guest: the fork built small, in the 6.12 guest
+v2host: build $(MIN)/build.ninja guest
+	@scripts/fork/build-tree.sh $(MIN) tests/unit/test-balloon-pressure
+	@scripts/fork/build-v2-host.sh $(MIN)
+
 $(SAN)/build.ninja: $(BLD)/build.ninja
 	scripts/fork/configure-variant.sh $(TREE) san
 
@@ -94,7 +103,7 @@ guest:
 	@scripts/fork/build-test-guest.sh --kernel=backports --print-paths
 
 check: setup
-	$(MAKE) build pristine guest sanitize fuzz-build deb
+	$(MAKE) build pristine guest sanitize fuzz-build deb v2host
 	$(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE) \
 	    --sanitized $(SAN) --fuzz $(FUZZ)
 

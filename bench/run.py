@@ -10,12 +10,67 @@ Benchmarks of the automatic balloon, measured side by side in one run.
 2. idle cost: CPU time and voluntary context switches of a booted, idle VM
    over the same interval, fork with automatic=on against the pristine
    build of the same base (no automatic ballooning), as a ratio.
+
+Benchmark with peers (bench/peers.py, bench/scenarios.py).  Setups, each a
+real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
+
+  fork-auto         the fork: automatic=on,pressure-source=cgroup-v1,
+                    pressure-cgroup=<the benchmark's cgroup>
+  upstream          the pristine build, plain balloon, nobody drives it
+  upstream-doo-fpr  the pristine build, deflate-on-oom=on,
+                    free-page-reporting=on
+  pve-10s, pve-1s   the pristine build, plain balloon, driven over a second
+                    QMP monitor by bench/pve_daemon.py, our implementation
+                    of Proxmox VE's published auto-ballooning (keep memcg
+                    usage at 80 % of the limit, at most 100 MiB per VM per
+                    cycle, +-10 MiB dead band, shares 1000, shrink to 25 %
+                    of the VM's size, most free memory first) at a 10 s and
+                    a 1 s cycle
+  any of them with "+doo" adds deflate-on-oom=on (seed uses fork-auto+doo
+  and pve-1s+doo).
+
+Scenarios:
+
+3. host-rate: a 1 GiB guest holds 850 MiB of page cache (`bgt cache` on a
+   virtio-blk raw disk, cache=none) in a 1400 MiB memcg; a host process in
+   the memcg (bench/hog.py) allocates 700 MiB at a nominal 100, 300, 500,
+   1000, 2000 MiB/s.  Per setup and rate: survived (QEMU alive, host
+   process done and alive, memcg oom_kill 0, 10 s after the allocation) or
+   what died (memory.oom_control and the killed pid from the kernel log),
+   the rate achieved, and the highest nominal rate survived.
+4. seed: a 3 GiB guest set to 1 GiB (`balloon`) allocates 1536 MiB as fast
+   as it can (`bgt alloc 1536`); success over --runs runs and the time
+   relative to the same allocation in a plain 3 GiB guest with nothing
+   ballooned (baseline).  Failures name the guest OOM killer (vmstat
+   oom_kill) or a dead QEMU.  A PVE daemon starts with the allocation with
+   the guest's minimum at 1 GiB (a PVE VM with balloon=1024, memory=3072).
+5. density: N = 2, 3, 4 guests of 1 GiB in a 2000 MiB memcg; each fills
+   700 MiB of page cache, then one after another each allocates 600 MiB
+   (held 5 s).  Per setup and N: guests completing with no OOM kill (host
+   memcg or guest), the largest N sustained, and the longest time a guest
+   was stalled: its allocation running, its balloon inflated, and another
+   guest holding >= 128 MiB of page cache it was not using (query-balloon
+   and `bgt meminfo` on the consoles, sampled about once a second).
+
+Usage:
+  run.py --pristine PRISTINE [--fork FORK] [--scenario LIST] [--setups LIST]
+         [--runs N] [--rates LIST] [--guests LIST] [--quick] [--out DIR]
+
+--scenario takes a comma-separated subset of reaction, idle, host-rate,
+seed, density (default: all).  --quick: one run, rates 300 and 1000, N = 2
+and 3, setups fork-auto, upstream and pve-1s (seed adds fork-auto+doo and
+pve-1s+doo), 5 reaction samples, 20 s idle.  Results go to OUT/results.json
+and OUT/bench.png (default OUT: build/bench).  A full run (all setups, 3
+runs) takes about 5 hours on a 2-core machine under TCG.
 """
 
 import argparse
+import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -23,6 +78,11 @@ sys.path.insert(0, os.path.join(TOP, 'tests', 'functional', 'balloon_auto'))
 
 import harness  # noqa: E402  pylint: disable=wrong-import-position
 from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402  pylint: disable=wrong-import-position
+import report  # noqa: E402  pylint: disable=wrong-import-position
+import scenarios as scenarios_mod  # noqa: E402  pylint: disable=C0413
 
 
 def proc_cost(pid):
@@ -40,9 +100,10 @@ def proc_cost(pid):
     return cpu, ctx
 
 
-def reaction(samples):
+def reaction(samples, tree=None, workdir=None):
     efd = os.eventfd(0)
-    vm = harness.TestVM('bench-reaction', mem='2G',
+    vm = harness.TestVM('bench-reaction', mem='2G', tree=tree,
+                        workdir=workdir,
                         balloon='automatic=on,pressure-fd=/dev/fdset/1,'
                                 'pressure-fd-level=critical')
     vm.machine.add_fd(efd, 1, 'bench pressure eventfd')
@@ -65,8 +126,9 @@ def reaction(samples):
     return lat
 
 
-def idle_cost(tree, balloon, seconds):
-    vm = harness.TestVM('bench-idle', mem='1G', tree=tree, balloon=balloon)
+def idle_cost(tree, balloon, seconds, workdir=None):
+    vm = harness.TestVM('bench-idle', mem='1G', tree=tree, balloon=balloon,
+                        workdir=workdir)
     with vm:
         time.sleep(5)                   # let boot-time activity settle
         cpu0, ctx0 = proc_cost(vm.pid)
@@ -75,29 +137,179 @@ def idle_cost(tree, balloon, seconds):
     return cpu1 - cpu0, ctx1 - ctx0
 
 
+SCENARIOS = ['reaction', 'idle', 'host-rate', 'seed', 'density']
+SEED_EXTRA = ['fork-auto+doo', 'pve-1s+doo']
+
+
+def tree_of(binary):
+    """The tree of a build's qemu-system-x86_64 (TREE/build/BINARY)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(binary)))
+
+
+def csv(value, conv=str):
+    return [conv(x) for x in value.split(',') if x]
+
+
+def seed_setups(setups):
+    """The seed scenario's setups: fork-auto and pve-1s also with
+    deflate-on-oom where the list does not already say."""
+    out = list(setups)
+    for extra in SEED_EXTRA:
+        base = extra.split('+')[0]
+        if base in out and extra not in out:
+            out.insert(out.index(base) + 1, extra)
+    return out
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--fork', help='unused: this checkout\'s build is used')
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument('--fork', help='qemu-system-x86_64 of the fork (default:'
+                    ' this checkout\'s build)')
     ap.add_argument('--pristine', required=True,
                     help='qemu-system-x86_64 of the pristine build')
-    ap.add_argument('--samples', type=int, default=10)
-    ap.add_argument('--idle-seconds', type=int, default=60)
+    ap.add_argument('--scenario', default=','.join(SCENARIOS),
+                    help='comma-separated subset of %s' % ','.join(SCENARIOS))
+    ap.add_argument('--setups', help='comma-separated setups for the peer '
+                    'scenarios (default: %s; seed adds %s)' % (
+                        ','.join(peers.DEFAULT_SETUPS), ','.join(SEED_EXTRA)))
+    ap.add_argument('--runs', type=int, help='repetitions of each peer '
+                    'measurement (default 3, --quick 1)')
+    ap.add_argument('--rates', help='host-rate nominal MiB/s (default '
+                    '100,300,500,1000,2000)')
+    ap.add_argument('--guests', help='density guest counts (default 2,3,4)')
+    ap.add_argument('--quick', action='store_true',
+                    help='a short run: see the description')
+    ap.add_argument('--samples', type=int, help='reaction events (10)')
+    ap.add_argument('--idle-seconds', type=int, help='idle interval (60)')
+    ap.add_argument('--kernel', default='stable',
+                    choices=('stable', 'backports'),
+                    help='guest kernel: 6.1 (stable) or 6.12 (backports)')
+    ap.add_argument('--out', default=os.path.join(TOP, 'build', 'bench'),
+                    help='directory for results.json and bench.png')
+    ap.add_argument('--workdir', help='scratch directory for disks, sockets'
+                    ' and console logs (default: a new one under /tmp, '
+                    'removed at the end unless --keep)')
+    ap.add_argument('--keep', action='store_true',
+                    help='keep the scratch directory (console logs)')
+    ap.add_argument('-v', '--verbose', action='store_true')
     args = ap.parse_args()
-    pristine_tree = os.path.dirname(os.path.dirname(
-        os.path.abspath(args.pristine)))
 
-    lat = reaction(args.samples)
-    print('reaction: pressure event -> new target: median %.2f ms, max %.2f '
-          'ms over %d events (goal < 10 ms)' % (statistics.median(lat),
-                                                max(lat), len(lat)))
-    fork = idle_cost(None, 'automatic=on,pressure-source=none',
-                     args.idle_seconds)
-    base = idle_cost(pristine_tree, '', args.idle_seconds)
-    print('idle %d s: fork automatic=on: %.2f s CPU, %d wake-ups; pristine: '
-          '%.2f s CPU, %d wake-ups; ratio CPU %.2f, wake-ups %.2f' % (
-              args.idle_seconds, fork[0], fork[1], base[0], base[1],
-              fork[0] / max(base[0], 1e-9), fork[1] / max(base[1], 1)))
+    q = args.quick
+    scenarios = csv(args.scenario)
+    for s in scenarios:
+        if s not in SCENARIOS:
+            ap.error('unknown scenario %r (known: %s)' % (
+                s, ', '.join(SCENARIOS)))
+    setups = csv(args.setups) if args.setups else (
+        ['fork-auto', 'upstream', 'pve-1s'] if q else peers.DEFAULT_SETUPS)
+    try:
+        for s in setups:
+            peers.Setup(s)
+    except ValueError as e:
+        ap.error(str(e))
+    runs = args.runs or (1 if q else 3)
+    rates = csv(args.rates, int) if args.rates else (
+        [300, 1000] if q else [100, 300, 500, 1000, 2000])
+    guests = csv(args.guests, int) if args.guests else (
+        [2, 3] if q else [2, 3, 4])
+    samples = args.samples or (5 if q else 10)
+    idle_seconds = args.idle_seconds or (20 if q else 60)
+    for binary in [args.pristine] + ([args.fork] if args.fork else []):
+        if not os.access(binary, os.X_OK):
+            ap.error('%s: no such executable (make pristine / make)' % binary)
+    fork_tree = tree_of(args.fork) if args.fork else None
+    pristine_tree = tree_of(args.pristine)
+    os.makedirs(args.out, exist_ok=True)
+    workdir = args.workdir or tempfile.mkdtemp(prefix='balloon-bench-')
+    os.makedirs(workdir, exist_ok=True)
+
+    started = time.monotonic()
+    summary = []
+    results = []
+
+    def say(line):
+        print(line, flush=True)
+        summary.append(line)
+
+    def save():
+        with open(os.path.join(args.out, 'results.json'), 'w') as f:
+            json.dump({'summary': summary, 'results': results}, f, indent=1)
+
+    def record(res):
+        results.append(res)
+        print('  ' + short(res), flush=True)
+        save()
+
+    try:
+        if 'reaction' in scenarios:
+            lat = reaction(samples, fork_tree, workdir)
+            say('reaction: pressure event -> new target: median %.2f ms, max '
+                '%.2f ms over %d events (goal < 10 ms)' % (
+                    statistics.median(lat), max(lat), len(lat)))
+        if 'idle' in scenarios:
+            fork = idle_cost(fork_tree, 'automatic=on,pressure-source=none',
+                             idle_seconds, workdir)
+            base = idle_cost(pristine_tree, '', idle_seconds, workdir)
+            say('idle %d s: fork automatic=on: %.2f s CPU, %d wake-ups; '
+                'pristine: %.2f s CPU, %d wake-ups; ratio CPU %.2f, wake-ups '
+                '%.2f' % (idle_seconds, fork[0], fork[1], base[0], base[1],
+                          fork[0] / max(base[0], 1e-9),
+                          fork[1] / max(base[1], 1)))
+        env = None
+        if set(scenarios) & {'host-rate', 'seed', 'density'}:
+            env = peers.Env(fork_tree or harness.TREE, pristine_tree,
+                            workdir, args.kernel, args.verbose)
+        if 'host-rate' in scenarios:
+            print('host-rate: setups %s, rates %s, %d run(s)' % (
+                ','.join(setups), rates, runs), flush=True)
+            for _ in range(runs):
+                for rate in rates:
+                    for s in setups:
+                        record(scenarios_mod.host_rate(env, peers.Setup(s),
+                                                       rate))
+        if 'seed' in scenarios:
+            sset = seed_setups(setups)
+            print('seed: setups %s, %d run(s)' % (','.join(sset), runs),
+                  flush=True)
+            for _ in range(runs):
+                record(scenarios_mod.seed(env, peers.Setup('upstream'),
+                                          baseline=True))
+                for s in sset:
+                    record(scenarios_mod.seed(env, peers.Setup(s)))
+        if 'density' in scenarios:
+            print('density: setups %s, N %s, %d run(s)' % (
+                ','.join(setups), guests, runs), flush=True)
+            for _ in range(runs):
+                for n in guests:
+                    for s in setups:
+                        record(scenarios_mod.density(env, peers.Setup(s), n))
+    finally:
+        save()
+        if not args.keep and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    for line in summary:
+        print(line)
+    text = report.table(results)
+    if text:
+        print(text)
+    png = os.path.join(args.out, 'bench.png')
+    report.plot(results, png, summary)
+    print('results: %s, plot: %s (%.0f min)' % (
+        os.path.join(args.out, 'results.json'), png,
+        (time.monotonic() - started) / 60))
     return 0
+
+
+def short(res):
+    """One progress line per measurement."""
+    what = {'host-rate': lambda r: '%s MiB/s' % r['rate'],
+            'seed': lambda r: '%s s' % r.get('seconds', '-'),
+            'density': lambda r: 'N=%d' % r['n']}[res['scenario']](res)
+    return '%s %s %s: %s' % (res['scenario'], res['setup'], what,
+                             res['verdict'])
 
 
 if __name__ == '__main__':

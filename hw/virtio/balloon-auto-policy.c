@@ -91,6 +91,12 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->stuck_timeout = 10 * SEC_NS;
     p->pingpong_window = 10 * SEC_NS;
     p->pingpong_hold = 60 * SEC_NS;
+    p->stats_interval = 2 * SEC_NS;
+    p->host_max_age = 3 * SEC_NS;
+    p->setpoint_permille = 800;
+    p->return_permille = 750;
+    p->lead = 1 * SEC_NS;
+    p->deficit_interval = SEC_NS / 4;
 }
 
 const char *balloon_policy_params_check(const BalloonPolicyParams *p)
@@ -134,6 +140,8 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     s->last_return = BALLOON_POLICY_NEVER;
     s->pingpong_until = BALLOON_POLICY_NEVER;
     s->prev.time = BALLOON_POLICY_NEVER;
+    s->prev_used = UINT64_MAX;
+    s->host.time = BALLOON_POLICY_NEVER;
 }
 
 void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
@@ -143,6 +151,8 @@ void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
     s->last_progress = now;
     s->driver_stuck = false;
     s->prev.time = BALLOON_POLICY_NEVER;
+    s->prev_used = UINT64_MAX;
+    s->guest_rate = 0;
 }
 
 /* The calm clock (last_pressure) keeps running: memory is not rushed back. */
@@ -154,6 +164,42 @@ void balloon_policy_forget_pressure(BalloonPolicyState *s)
         s->level_time[l] = BALLOON_POLICY_NEVER;
     }
     s->pending = BALLOON_POLICY_LEVEL_NONE;
+    s->host.time = BALLOON_POLICY_NEVER;
+    s->host_rate = 0;
+}
+
+/* Growth from @from to @to over @dt ns, in bytes/s (0 if it shrank). */
+static uint64_t growth_rate(uint64_t from, uint64_t to, int64_t dt)
+{
+    return to > from && dt >= 1000000 ?
+           (to - from) * (uint64_t)1000 / (uint64_t)(dt / 1000000) : 0;
+}
+
+/*
+ * A growth rate that follows a burst at once and decays by half per
+ * sample once it is over.
+ */
+static uint64_t follow_rate(uint64_t old_rate, uint64_t from, uint64_t to,
+                            int64_t dt)
+{
+    uint64_t now_rate = growth_rate(from, to, dt);
+
+    if (dt < 1000000) {
+        return old_rate;        /* too close together to tell */
+    }
+    return MAX(now_rate, old_rate / 2);
+}
+
+void balloon_policy_note_host(BalloonPolicyState *s,
+                              const BalloonPolicyHost *h)
+{
+    if (s->host.time != BALLOON_POLICY_NEVER && h->time > s->host.time) {
+        s->host_rate = follow_rate(s->host_rate, s->host.usage, h->usage,
+                                   h->time - s->host.time);
+    } else if (h->time <= s->host.time) {
+        return;
+    }
+    s->host = *h;
 }
 
 const char *balloon_policy_state_check(const BalloonPolicyState *s,
@@ -270,38 +316,99 @@ static bool guest_available(const BalloonPolicyGuestStats *st,
 }
 
 /*
- * How much to deflate for guest pressure, or 0.  Stats are only compared
- * with the previous sample when both are fresh, so a long pause does not
- * read as a burst.
+ * The guest size guest pressure asks for, or 0 for none.  Stats are only
+ * compared with the previous sample when both are fresh, so a long pause
+ * does not read as a burst.  A sample acts once: re-evaluating it must not
+ * deflate again.
+ *
+ * Beyond the level (available memory under the reserve) it anticipates:
+ * memory in use (the guest's size minus its available memory; balloon
+ * pages excluded, with or without deflate-on-oom) grows at some rate, and
+ * the guest must still have its reserve when the sample after next
+ * arrives and the driver has acted on it.
  */
-static uint64_t guest_pressure_need(const BalloonPolicyState *s,
-                                    const BalloonPolicyParams *p,
-                                    const BalloonPolicyGuestStats *st,
-                                    uint64_t actual)
+static uint64_t guest_wants(BalloonPolicyState *s,
+                            const BalloonPolicyParams *p,
+                            const BalloonPolicyGuestStats *st,
+                            uint64_t actual)
 {
     const BalloonPolicyGuestStats *prev = &s->prev;
-    uint64_t avail = 0, need = 0;
-    /* A sample acts once: re-evaluating it must not deflate again. */
+    uint64_t avail = 0, used, horizon_ns, want = 0;
     bool unseen = st->time > prev->time;
     bool new_sample = prev->time != BALLOON_POLICY_NEVER && unseen;
 
-    if (unseen && guest_available(st, actual, &avail) &&
-        avail < p->reserve) {
-        need = p->reserve - avail + p->reserve / 2;
+    if (!unseen || !guest_available(st, actual, &avail)) {
+        return 0;
+    }
+    used = actual - avail;
+    if (new_sample && s->prev_used != UINT64_MAX) {
+        s->guest_rate = follow_rate(s->guest_rate, s->prev_used, used,
+                                    st->time - prev->time);
+    }
+    s->prev_used = used;
+    horizon_ns = 2 * p->stats_interval + SEC_NS / 2;
+    if (avail < p->reserve ||
+        used + s->guest_rate * (horizon_ns / 1000000) / 1000 + p->reserve >
+        actual) {
+        want = used + s->guest_rate * (horizon_ns / 1000000) / 1000 +
+               p->reserve + p->reserve / 2;
     }
     if (new_sample &&
         (rose(st->oom_kills, prev->oom_kills) ||
          rose(st->alloc_stalls, prev->alloc_stalls) ||
          rose(st->direct_reclaim, prev->direct_reclaim) ||
          rose(st->swap_in, prev->swap_in))) {
-        need = MAX(need, p->reserve);
+        want = MAX(want, actual + p->reserve);
     }
     /* Major faults only mean pressure when memory is also getting short. */
     if (new_sample && rose(st->major_faults, prev->major_faults) &&
-        guest_available(st, actual, &avail) && avail < 2 * p->reserve) {
-        need = MAX(need, p->reserve / 2);
+        avail < 2 * p->reserve) {
+        want = MAX(want, actual + p->reserve / 2);
     }
-    return need;
+    return want;
+}
+
+/*
+ * Host headroom: how much this VM should give now, or 0.  The deficit is
+ * the usage above the setpoint plus what the observed growth adds before
+ * the next decision; several VMs in the cgroup each take the part of it
+ * their footprint is of the usage, so that together they give the deficit,
+ * not each all of it.  What the driver still has to inflate counts as
+ * given.
+ */
+static bool host_known(const BalloonPolicyState *s,
+                       const BalloonPolicyParams *p, int64_t now)
+{
+    return s->host.time != BALLOON_POLICY_NEVER && s->host.limit &&
+           now - s->host.time <= p->host_max_age;
+}
+
+static uint64_t host_deficit(const BalloonPolicyState *s,
+                             const BalloonPolicyParams *p, uint64_t actual)
+{
+    uint64_t setpoint = s->host.limit / 1000 * p->setpoint_permille;
+    uint64_t foreseen = s->host.usage +
+                        s->host_rate * (p->lead / 1000000) / 1000;
+    uint64_t deficit, share, pending;
+
+    if (foreseen <= setpoint) {
+        return 0;
+    }
+    deficit = foreseen - setpoint;
+    share = s->host.usage && s->host.footprint < s->host.usage ?
+            deficit / 1024 * (s->host.footprint * 1024 / s->host.usage) :
+            deficit;
+    pending = actual > s->target ? actual - s->target : 0;
+    return share > pending ? share - pending : 0;
+}
+
+/* What the host can take back now without making a deficit: 0 if nothing. */
+static uint64_t host_room(const BalloonPolicyState *s,
+                          const BalloonPolicyParams *p)
+{
+    uint64_t below = s->host.limit / 1000 * p->return_permille;
+
+    return s->host.usage < below ? below - s->host.usage : 0;
 }
 
 static BalloonPolicyDecision finish(BalloonPolicyState *s, uint64_t max,
@@ -346,9 +453,12 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
     uint64_t floor = balloon_policy_floor(s, p, now);
     BalloonPolicyReason reason = BALLOON_POLICY_REASON_NONE;
     uint64_t target = s->target;
-    uint64_t need, avail = 0;
+    uint64_t want, avail = 0, deficit = 0;
     bool fresh = stats_fresh(st, p, now);
+    bool host = host_known(s, p, now);
     bool grew;
+    /* a guest that was short lately is not asked to give: others are */
+    bool guest_quiet = now - s->last_guest_pressure >= p->pingpong_window;
 
     actual = MIN(actual, p->max);
     if (!fresh) {
@@ -365,21 +475,23 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         s->driver_stuck = false;
     }
 
-    need = guest_pressure_need(s, p, st, actual);
+    want = guest_wants(s, p, st, actual);
     if (grew) {
         /* Respect it, and treat it as guest pressure. */
-        need = MAX(need, actual - s->target);
+        want = MAX(want, actual);
         reason = BALLOON_POLICY_REASON_GUEST_DEFLATED;
     }
+    if (host) {
+        deficit = host_deficit(s, p, actual);
+    }
 
-    if (need) {
-        uint64_t from = MAX(target, actual);
-
+    if (want > s->target && s->target < p->max) {
         if (reason == BALLOON_POLICY_REASON_NONE) {
             reason = BALLOON_POLICY_REASON_GUEST_PRESSURE;
         }
-        target = MIN(p->max, from + MAX(need, p->granularity));
-        target = MIN(p->max, QEMU_ALIGN_UP(target, p->granularity));
+        target = MIN(p->max, QEMU_ALIGN_UP(MAX(want, s->target +
+                                                p->granularity),
+                                            p->granularity));
         if (now - s->last_inflate < p->pingpong_window) {
             s->counters.pingpongs++;
             s->pingpong_floor = target;
@@ -396,13 +508,37 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         s->driver_stuck = true;
         reason = BALLOON_POLICY_REASON_DRIVER_STUCK;
         target = MAX(actual, floor);
-    } else if (level != BALLOON_POLICY_LEVEL_NONE &&
+    } else if (host && deficit) {
+        /* Aim at the host's deficit, as fast as the driver follows. */
+        uint64_t spare, step;
+
+        if (!guest_available(st, actual, &avail) || !guest_quiet ||
+            now - s->last_inflate < p->deficit_interval || target <= floor) {
+            goto out;
+        }
+        spare = MIN(target - floor,
+                    avail > p->reserve ? avail - p->reserve : 0);
+        step = MIN(QEMU_ALIGN_UP(deficit, p->granularity), p->max_step);
+        step = round_down_to(MIN(step, spare), p->granularity);
+        if (!step) {
+            goto out;
+        }
+        target -= step;
+        reason = BALLOON_POLICY_REASON_HOST_PRESSURE;
+        s->last_inflate = now;
+        s->pending = BALLOON_POLICY_LEVEL_NONE;
+    } else if (!host && level != BALLOON_POLICY_LEVEL_NONE &&
                now - s->level_time[level] < p->level_decay) {
-        /* Each event inflates at most once. */
+        /*
+         * Events without a known headroom (PSI, system-wide, a descriptor
+         * from management): in proportion to the level and to what the
+         * guest can spare, idle guests giving first; each event inflates
+         * at most once.
+         */
         uint64_t spare, step;
 
         /* Unknown guest state, cooling down, or driver still busy: wait. */
-        if (!guest_available(st, actual, &avail) ||
+        if (!guest_available(st, actual, &avail) || !guest_quiet ||
             now - s->last_inflate < p->cooldown ||
             actual > s->target + p->granularity ||
             target <= floor) {
@@ -410,7 +546,6 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         }
         spare = MIN(target - floor,
                     avail > p->reserve ? avail - p->reserve : 0);
-        /* In proportion to what this guest can spare: idle gives first. */
         step = spare * p->step_pct[level] / 100;
         if (p->step_pct[level]) {
             /* near the floor, still make progress */
@@ -430,9 +565,18 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
                now - s->last_return >= p->return_interval) {
         /* Calm: walk back to the baseline at a bounded rate. */
         if (target < s->baseline) {
-            target = MIN(s->baseline, target + p->return_step);
-            reason = BALLOON_POLICY_REASON_HOST_CALM;
-            s->last_return = now;
+            /* where the host is known, no more than it has room for */
+            uint64_t step = MIN(p->return_step, s->baseline - target);
+
+            if (host) {
+                step = round_down_to(MIN(step, host_room(s, p)),
+                                     p->granularity);
+            }
+            if (step) {
+                target += step;
+                reason = BALLOON_POLICY_REASON_HOST_CALM;
+                s->last_return = now;
+            }
         } else if (target > s->baseline &&
                    guest_available(st, actual, &avail) &&
                    avail > p->reserve * 2) {
@@ -463,6 +607,21 @@ static int64_t earliest(int64_t t, int64_t u)
     return u == BALLOON_POLICY_NEVER ? t : MIN(t, u);
 }
 
+int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
+                                        const BalloonPolicyParams *p,
+                                        int64_t now)
+{
+    uint64_t avail = s->prev.available;
+
+    if (now - s->last_guest_pressure < p->pingpong_window ||
+        (avail != UINT64_MAX && avail < 2 * p->reserve) ||
+        /* growth that would eat the reserve within two seconds */
+        s->guest_rate * 2 > p->reserve) {
+        return 1;
+    }
+    return 2;
+}
+
 int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
                                    const BalloonPolicyParams *p,
                                    uint64_t actual, int64_t now)
@@ -474,6 +633,11 @@ int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
     /* Waiting for the driver: the stuck timeout. */
     if (s->target != actual && !s->driver_stuck) {
         next = earliest(next, MAX(now, s->last_progress + p->stuck_timeout));
+    }
+    /* A host deficit waiting for the spacing of deficit inflations. */
+    if (host_known(s, p, now) && s->last_inflate + p->deficit_interval > now &&
+        host_deficit(s, p, actual)) {
+        next = earliest(next, s->last_inflate + p->deficit_interval);
     }
     /* Pressure not acted upon because of the cooldown. */
     if (level != BALLOON_POLICY_LEVEL_NONE &&

@@ -286,6 +286,61 @@ static void auto_schedule(VirtIOBalloon *s)
     }
 }
 
+/* QEMU's resident memory: this VM's part of its cgroup's usage. */
+static uint64_t own_rss(void)
+{
+    g_autofree char *statm = NULL;
+    unsigned long size, resident;
+
+    if (!g_file_get_contents("/proc/self/statm", &statm, NULL, NULL) ||
+        sscanf(statm, "%lu %lu", &size, &resident) != 2) {
+        return 0;
+    }
+    return (uint64_t)resident * qemu_real_host_page_size();
+}
+
+/* Hand the policy what the source last read of the host's headroom. */
+static void auto_note_host(VirtIOBalloon *s, int64_t now)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonPolicyHost h = { .time = now };
+
+    if (a->pressure &&
+        balloon_pressure_headroom(a->pressure, &h.usage, &h.limit)) {
+        h.footprint = own_rss();
+        balloon_policy_note_host(&a->state, &h);
+    }
+}
+
+/*
+ * Statistics come faster while the guest is short of memory or its use
+ * grows fast (QEMU's shortest interval is a second), slower when calm;
+ * only if the automatic balloon turned polling on, not if the user did.
+ */
+static void auto_adapt_stats_polling(VirtIOBalloon *s, int64_t now)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    int64_t secs;
+
+    if (!a->polls_stats) {
+        return;
+    }
+    if (s->stats_poll_interval != a->polls_every) {
+        /* the user set an interval since: theirs from now on */
+        a->polls_stats = false;
+        a->params.stats_interval = s->stats_poll_interval *
+                                   NANOSECONDS_PER_SECOND;
+        return;
+    }
+    secs = balloon_policy_stats_interval_s(&a->state, &a->params, now);
+    a->params.stats_interval = secs * NANOSECONDS_PER_SECOND;
+    if (secs != s->stats_poll_interval) {
+        a->polls_every = secs;
+        object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
+                                secs, &error_abort);
+    }
+}
+
 static void auto_evaluate(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
@@ -317,6 +372,7 @@ static void auto_evaluate(VirtIOBalloon *s)
     /* DIMMs come and go: the maximum is what the balloon works on now. */
     a->params.max = QEMU_ALIGN_DOWN(ram_size_bytes(), BALLOON_POLICY_PAGE);
     actual = guest_actual(s);
+    auto_note_host(s, now);
     stats = a->stats;
     if (stats.time > a->last_stats_time) {
         if (now - a->last_stats_time < STATS_MIN_SPACING_NS) {
@@ -347,6 +403,7 @@ static void auto_evaluate(VirtIOBalloon *s)
             (BalloonAutoReason)d.reason, (BalloonPressureLevel)a->last_level,
             d.old_target, d.new_target, actual, apply);
     }
+    auto_adapt_stats_polling(s, now);
     auto_schedule(s);
 }
 
@@ -551,7 +608,9 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
         object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
                                 AUTO_STATS_INTERVAL_S, &error_abort);
         a->polls_stats = true;
+        a->polls_every = AUTO_STATS_INTERVAL_S;
     }
+    a->params.stats_interval = s->stats_poll_interval * NANOSECONDS_PER_SECOND;
     auto_schedule(s);
     return true;
 }
@@ -731,6 +790,7 @@ static bool auto_take_wire(VirtIOBalloon *s, Error **errp)
     a->last_time = w->last_time;
     a->last_applied = w->last_applied;
     if (a->realized) {
+        params.stats_interval = a->params.stats_interval;
         a->params = params;
         g_free(a->floor_origin);
         a->floor_origin = g_steal_pointer(&floor_origin);
@@ -1154,6 +1214,7 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
                         now_ns() + (int64_t)set->hold_ms * SCALE_MS : 0;
     }
     if (a->realized && !enabling) {
+        params.stats_interval = a->params.stats_interval;
         a->params = params;
         g_free(a->floor_origin);
         a->floor_origin = g_steal_pointer(&floor_origin);

@@ -315,8 +315,8 @@ EOF
 }
 
 # Extra build directories of the assembled fork: the manual, and the same
-# tree built small for tests only (never shipped) with sanitizers or for
-# fuzzing.
+# tree built small for tests only (never shipped): plain (to run inside a
+# test guest), with sanitizers, or for fuzzing.
 variant_configure_args() {
     if [ "$1" = docs ]; then
         # only the manual and the man pages, with Debian's Sphinx; paths as
@@ -347,6 +347,9 @@ EOF2
 --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
 EOF2
     case "$1" in
+    min)
+        # small enough to run inside a test guest (cgroup v2 host tests)
+        printf '%s\n' --cc=/usr/lib/ccache/cc --cxx=/usr/lib/ccache/c++ ;;
     san)
         # AddressSanitizer and UndefinedBehaviorSanitizer, with gcc
         printf '%s\n' --enable-asan --enable-ubsan \

@@ -29,6 +29,7 @@ info "installing into $stage"
 DESTDIR="$stage" ninja -C "$docs" install >"$work/install-docs.log"
 DESTDIR="$stage" ninja -C "$bld" install >"$work/install.log"
 install -m 0644 "$bld"/pc-bios/optionrom/*.bin "$stage/usr/share/qemu/"
+install -m 0755 "$srcdir/scripts/qemu-balloon-auto-pressure" "$stage/usr/bin/"
 
 cp "$srcdir/scripts/fork/debian/rules" \
    "$srcdir/scripts/fork/debian/qemu-balloon-auto.install" "$work/src/debian/"

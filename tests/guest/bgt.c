@@ -10,6 +10,15 @@
  *   bgt cache DEV MIB [--hold SECS]
  *   bgt meminfo
  *   bgt vmstat KEY...
+ *   bgt qmp SOCKET COMMAND-JSON...
+ *   bgt console SOCKET LINE [TIMEOUT-SECS]
+ *
+ * qmp and console drive a QEMU running inside this guest (a nested guest,
+ * for tests on a cgroup v2 host): qmp connects to a QMP unix socket,
+ * negotiates, sends each command and prints each reply on a line of its own
+ * (events are skipped); console sends LINE to the bundled guest's command
+ * loop on a serial unix socket, prints what comes back until the loop's
+ * "@@DONE <rc>@@" and exits with that rc.
  *
  * Output is one "key value" pair or status line per line, meant to be parsed
  * by the host-side test harness.  Exit status: 0 success, 1 failure, 2 usage.
@@ -25,6 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +50,8 @@ static void usage(void)
             "usage: bgt alloc MIB [--hold SECS] [--step MIB] [--delay-ms MS]\n"
             "       bgt cache DEV MIB [--hold SECS]\n"
             "       bgt meminfo\n"
+            "       bgt qmp SOCKET COMMAND-JSON...\n"
+            "       bgt console SOCKET LINE [TIMEOUT-SECS]\n"
             "       bgt vmstat KEY...\n");
     exit(2);
 }
@@ -315,6 +329,153 @@ static int cmd_vmstat(int argc, char **argv)
                       argc - 1);
 }
 
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0 || strlen(path) >= sizeof(sa.sun_path)) {
+        fprintf(stderr, "bgt: bad socket path %s\n", path);
+        exit(1);
+    }
+    strcpy(sa.sun_path, path);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        fprintf(stderr, "bgt: connect %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    return fd;
+}
+
+/* Read one '\n'-terminated line into buf (without it); false at EOF or
+ * timeout.  Bytes after the line stay in the per-fd buffer. */
+static char rbuf[65536];
+static size_t rlen;
+
+static bool read_line(int fd, char *buf, size_t size, int timeout_ms)
+{
+    for (;;) {
+        char *nl = memchr(rbuf, '\n', rlen);
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        ssize_t n;
+
+        if (nl) {
+            size_t len = nl - rbuf;
+
+            if (len >= size) {
+                len = size - 1;
+            }
+            memcpy(buf, rbuf, len);
+            buf[len] = 0;
+            if (len && buf[len - 1] == '\r') {
+                buf[len - 1] = 0;
+            }
+            memmove(rbuf, nl + 1, rlen - (nl + 1 - rbuf));
+            rlen -= nl + 1 - rbuf;
+            return true;
+        }
+        if (rlen == sizeof(rbuf)) {
+            rlen = 0;           /* a line longer than the buffer: drop it */
+        }
+        if (poll(&p, 1, timeout_ms) <= 0) {
+            return false;
+        }
+        n = read(fd, rbuf + rlen, sizeof(rbuf) - rlen);
+        if (n <= 0) {
+            return false;
+        }
+        rlen += n;
+    }
+}
+
+static void write_all(int fd, const char *s)
+{
+    size_t len = strlen(s);
+
+    while (len) {
+        ssize_t n = write(fd, s, len);
+
+        if (n <= 0) {
+            fprintf(stderr, "bgt: write: %s\n", strerror(errno));
+            exit(1);
+        }
+        s += n;
+        len -= n;
+    }
+}
+
+/* The next reply, skipping events; false on EOF or 60 s of silence. */
+static bool qmp_reply(int fd, char *buf, size_t size)
+{
+    while (read_line(fd, buf, size, 60000)) {
+        if (!strstr(buf, "\"event\"")) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int cmd_qmp(int argc, char **argv)
+{
+    static char line[65536];
+    int fd, i;
+
+    if (argc < 3) {
+        usage();
+    }
+    fd = connect_unix(argv[1]);
+    if (!read_line(fd, line, sizeof(line), 60000)) {     /* greeting */
+        fprintf(stderr, "bgt: no QMP greeting\n");
+        return 1;
+    }
+    write_all(fd, "{\"execute\": \"qmp_capabilities\"}\n");
+    if (!qmp_reply(fd, line, sizeof(line))) {
+        return 1;
+    }
+    for (i = 2; i < argc; i++) {
+        write_all(fd, argv[i]);
+        write_all(fd, "\n");
+        if (!qmp_reply(fd, line, sizeof(line))) {
+            fprintf(stderr, "bgt: no reply to %s\n", argv[i]);
+            return 1;
+        }
+        printf("%s\n", line);
+    }
+    close(fd);
+    return 0;
+}
+
+static int cmd_console(int argc, char **argv)
+{
+    static char line[4096];
+    long timeout = 600;
+    time_t end;
+    int fd;
+
+    if (argc < 3) {
+        usage();
+    }
+    if (argc > 3) {
+        timeout = parse_num("TIMEOUT-SECS", argv[3], 1, 86400);
+    }
+    end = time(NULL) + timeout;
+    fd = connect_unix(argv[1]);
+    write_all(fd, argv[2]);
+    write_all(fd, "\n");
+    while (time(NULL) < end) {
+        int rc;
+
+        if (!read_line(fd, line, sizeof(line), 1000)) {
+            continue;
+        }
+        if (sscanf(line, "@@DONE %d@@", &rc) == 1) {
+            return rc;
+        }
+        printf("%s\n", line);
+    }
+    fprintf(stderr, "bgt: no @@DONE within %ld s\n", timeout);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     /* Lines must reach the console as they happen, even through a pipe. */
@@ -331,6 +492,10 @@ int main(int argc, char **argv)
         return cmd_meminfo(argc - 1, argv + 1);
     } else if (!strcmp(argv[1], "vmstat")) {
         return cmd_vmstat(argc - 1, argv + 1);
+    } else if (!strcmp(argv[1], "qmp")) {
+        return cmd_qmp(argc - 1, argv + 1);
+    } else if (!strcmp(argv[1], "console")) {
+        return cmd_console(argc - 1, argv + 1);
     }
     usage();
     return 2;

@@ -385,7 +385,11 @@ static void test_state_check(void)
                     BALLOON_POLICY_LEVEL_NONE);
 }
 
-/* deflate-on-oom: the guest takes pages back; the target follows. */
+/*
+ * deflate-on-oom: the guest takes pages back; the target follows.  The
+ * guest's use of memory stays the same throughout (1500 MiB available at
+ * 2 GiB): only the balloon moves.
+ */
 static void test_guest_deflated_and_pingpong(void)
 {
     Fixture f;
@@ -397,12 +401,12 @@ static void test_guest_deflated_and_pingpong(void)
     d = decide(&f, 2 * GiB);
     g_assert_cmpuint(d.new_target, ==, 2 * GiB - 256 * MiB);
     f.now += SEC / 2;                 /* within the cooldown */
-    set_stats(&f, 600 * MiB);
+    set_stats(&f, 1244 * MiB);
     d = decide(&f, d.new_target);     /* driver reached the target */
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
 
     f.now += SEC;
-    set_stats(&f, 600 * MiB);
+    set_stats(&f, 1245 * MiB);
     d = decide(&f, 2 * GiB - 255 * MiB);   /* guest deflated 1 MiB */
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_DEFLATED);
     g_assert_cmpuint(d.new_target, >=, 2 * GiB - 255 * MiB);
@@ -412,15 +416,15 @@ static void test_guest_deflated_and_pingpong(void)
                      d.new_target);
 
     /* More host pressure cannot push below the raised floor... */
-    f.now += 2 * SEC;
+    f.now += 20 * SEC;
     balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 600 * MiB);
+    set_stats(&f, 1245 * MiB);
     d = decide(&f, f.s.target);
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
     /* ...until the raised floor expires. */
     f.now += f.p.pingpong_hold;
     balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 600 * MiB);
+    set_stats(&f, 1245 * MiB);
     d = decide(&f, f.s.target);
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
 }
@@ -462,7 +466,8 @@ static void test_return_to_baseline(void)
         BalloonPolicyDecision d;
 
         f.now += SEC / 4;
-        set_stats(&f, 1000 * MiB);
+        /* the guest uses what it used: 548 MiB */
+        set_stats(&f, f.s.target - 548 * MiB);
         d = decide(&f, f.s.target);
         if (d.reason != BALLOON_POLICY_REASON_NONE) {
             g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_CALM);
@@ -655,6 +660,193 @@ static void test_headroom(void)
                     BALLOON_HEADROOM_BUSY_MS);
 }
 
+/*
+ * The seed experiment at full speed: a guest at 1 GiB of 3 GiB allocates
+ * 1.5 GiB at 150 MiB/s (what the bundled guest does under TCG) with no
+ * deflate-on-oom.  Statistics come at the interval the policy asks for, a
+ * second after they are asked; the driver deflates at 350 MiB/s.  The
+ * guest must never run out (its OOM killer would run below 32 MiB).
+ */
+static void test_guest_fast_allocation(void)
+{
+    Fixture f;
+    const uint64_t base_used = 100 * MiB, goal = 1536 * MiB;
+    uint64_t actual = GiB, used = base_used, min_avail = UINT64_MAX;
+    int64_t next_stats = 0, t;
+    const int64_t tick = SEC / 20;
+
+    fixture_init(&f, 3 * GiB, GiB);
+    for (t = 0; t < 60 * SEC && used < base_used + goal; t += tick) {
+        f.now += tick;
+        used = MIN(used + 150 * MiB / 20, base_used + goal);
+        g_assert_cmpuint(used + 32 * MiB, <=, actual);
+        min_avail = MIN(min_avail, actual - used);
+        if (t >= next_stats) {
+            f.p.stats_interval =
+                balloon_policy_stats_interval_s(&f.s, &f.p, f.now) * SEC;
+            next_stats = t + f.p.stats_interval;
+            set_stats(&f, actual - used);
+            decide(&f, actual);
+        }
+        /* the driver follows at 350 MiB/s */
+        if (actual < f.s.target) {
+            actual = MIN(f.s.target, actual + 350 * MiB / 20);
+        }
+    }
+    g_test_message("allocated in %.1f s, lowest available %" PRIu64
+                   " MiB, final size %" PRIu64 " MiB", (double)t / SEC,
+                   min_avail / MiB, actual / MiB);
+    g_assert_cmpuint(used, ==, base_used + goal);
+    /* no slower than the allocation itself: 1536 MiB at 150 MiB/s */
+    g_assert_cmpint(t, <=, 11 * SEC);
+}
+
+/*
+ * Host headroom: a host process allocates 700 MiB next to a 1 GiB guest
+ * holding 850 MiB of page cache, in a 1400 MiB cgroup, nominally at
+ * 1000 MiB/s (the kernel holds an allocator in reclaim near the limit:
+ * 50 MiB/s above 95%).  The source reads usage every 250 ms; the driver
+ * inflates at 350 MiB/s.  Aiming at the deficit, usage never reaches the
+ * limit.
+ */
+static uint64_t run_host_allocator(bool headroom, uint64_t *peak)
+{
+    Fixture f;
+    const uint64_t limit = 1400 * MiB, cache = 850 * MiB, app = 100 * MiB;
+    uint64_t actual = GiB, hog = 0, usage = 0;
+    int64_t t;
+    const int64_t tick = SEC / 100;
+
+    fixture_init(&f, GiB, GiB);
+    *peak = 0;
+    for (t = 0; t < 60 * SEC && hog < 700 * MiB; t += tick) {
+        f.now += tick;
+        usage = actual + hog + 32 * MiB;
+        hog += usage < limit / 100 * 95 ? 1000 * MiB / 100 : 50 * MiB / 100;
+        usage = actual + hog + 32 * MiB;
+        *peak = MAX(*peak, usage);
+        if (usage > limit) {
+            return t;               /* the memcg OOM-kills */
+        }
+        if (t % (SEC / 4) == 0) {
+            BalloonPolicyHost h = {
+                .time = f.now, .usage = usage, .limit = limit,
+                .footprint = actual,
+            };
+
+            if (headroom) {
+                balloon_policy_note_host(&f.s, &h);
+            }
+            if (usage >= limit / 100 * 80) {
+                balloon_policy_note_pressure(
+                    &f.s, balloon_headroom_level(usage, limit), f.now);
+            }
+            /* the guest drops cache to fill the balloon */
+            set_stats(&f, actual > app ? actual - app - MIN(0, cache) : 0);
+            decide(&f, actual);
+        }
+        if (actual > f.s.target) {
+            actual = MAX(f.s.target, actual - 350 * MiB / 100);
+        }
+    }
+    return 0;
+}
+
+static void test_host_fast_allocation(void)
+{
+    uint64_t peak_deficit, peak_levels;
+    int64_t died_deficit = run_host_allocator(true, &peak_deficit);
+    int64_t died_levels = run_host_allocator(false, &peak_levels);
+
+    g_test_message("aiming at the deficit: %s, peak %" PRIu64 " MiB; "
+                   "steps per level only: %s at %.2f s, peak %" PRIu64
+                   " MiB", died_deficit ? "OOM" : "survived",
+                   peak_deficit / MiB, died_levels ? "OOM" : "survived",
+                   (double)died_levels / SEC, peak_levels / MiB);
+    g_assert_cmpint(died_deficit, ==, 0);
+    g_assert_cmpuint(peak_deficit, <, 1400 * MiB);
+}
+
+/*
+ * Several VMs in one cgroup each take their footprint's part of the
+ * deficit: together they give it once, not each all of it.  (What is left
+ * of it, the part of other processes, is shared again at the next
+ * decision, 250 ms later.)
+ */
+static void test_deficit_shares(void)
+{
+    static const uint64_t sizes[] = { 2 * GiB, GiB, GiB };
+    const uint64_t limit = 4 * GiB, usage = 4 * GiB + 100 * MiB;
+    uint64_t given = 0, deficit = usage - limit / 1000 * 800;
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(sizes); i++) {
+        Fixture f;
+        BalloonPolicyDecision d;
+        BalloonPolicyHost h;
+
+        fixture_init(&f, sizes[i], sizes[i]);
+        f.p.max_step = sizes[i];        /* the shares, not the cap */
+        h = (BalloonPolicyHost) {
+            .time = f.now, .usage = usage, .limit = limit,
+            .footprint = sizes[i],
+        };
+        balloon_policy_note_host(&f.s, &h);
+        set_stats(&f, sizes[i] * 3 / 4);
+        d = decide(&f, sizes[i]);
+        g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+        g_test_message("vm%zu (%" PRIu64 " MiB): gives %" PRIu64 " MiB",
+                       i, sizes[i] / MiB, (d.old_target - d.new_target) / MiB);
+        given += d.old_target - d.new_target;
+        /* in proportion to its footprint (whole 4 MiB steps) */
+        g_assert_cmpuint(d.old_target - d.new_target, <=,
+                         (double)deficit * sizes[i] / usage + 4 * MiB);
+        g_assert_cmpuint(d.old_target - d.new_target + 4 * MiB, >=,
+                         (double)deficit * sizes[i] / usage);
+    }
+    /*
+     * The VMs are 4 GiB of the usage; the rest is not theirs to give, and
+     * what stays of the deficit is shared again at the next decision.
+     */
+    g_assert_cmpuint(given + 3 * 4 * MiB, >=,
+                     (double)deficit * (4 * GiB) / usage);
+    g_assert_cmpuint(given, <=, deficit + 3 * 4 * MiB);
+}
+
+/*
+ * Memory goes back only while the host has room for it (below 75% of the
+ * limit), so giving back does not create the next deficit.
+ */
+static void test_return_hysteresis(void)
+{
+    Fixture f;
+    BalloonPolicyHost h;
+    BalloonPolicyDecision d;
+    const uint64_t limit = 2 * GiB;
+
+    fixture_init(&f, GiB, GiB);
+    f.s.target = 600 * MiB;
+    balloon_policy_driver_reset(&f.s, 600 * MiB, f.now);
+    h = (BalloonPolicyHost) {
+        .time = f.now, .usage = limit / 100 * 78, .limit = limit,
+        .footprint = 600 * MiB,
+    };
+    balloon_policy_note_host(&f.s, &h);
+    set_stats(&f, 300 * MiB);
+    d = decide(&f, 600 * MiB);
+    /* between 75 and 80%: no deficit, no room */
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    f.now += SEC;
+    h.time = f.now;
+    h.usage = limit / 100 * 74;
+    balloon_policy_note_host(&f.s, &h);
+    set_stats(&f, 300 * MiB);
+    d = decide(&f, 600 * MiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_CALM);
+    /* no more than the room below 75% */
+    g_assert_cmpuint(d.new_target - d.old_target, <=, limit / 100);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -674,6 +866,14 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/small-vms", test_small_vms);
     g_test_add_func("/balloon-auto-policy/state-check", test_state_check);
     g_test_add_func("/balloon-auto-policy/headroom", test_headroom);
+    g_test_add_func("/balloon-auto-policy/guest-fast-allocation",
+                    test_guest_fast_allocation);
+    g_test_add_func("/balloon-auto-policy/host-fast-allocation",
+                    test_host_fast_allocation);
+    g_test_add_func("/balloon-auto-policy/deficit-shares",
+                    test_deficit_shares);
+    g_test_add_func("/balloon-auto-policy/return-hysteresis",
+                    test_return_hysteresis);
     g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
                     test_guest_deflated_and_pingpong);
     g_test_add_func("/balloon-auto-policy/stall-counters",

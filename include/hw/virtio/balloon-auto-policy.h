@@ -56,6 +56,17 @@ typedef struct BalloonPolicyGuestStats {
     uint64_t direct_reclaim;
 } BalloonPolicyGuestStats;
 
+/*
+ * The host side, from the pressure source: the watched cgroup's memory
+ * usage and the limit in force, and how much of the usage is this VM's.
+ */
+typedef struct BalloonPolicyHost {
+    int64_t time;               /* when read, or NEVER */
+    uint64_t usage;
+    uint64_t limit;
+    uint64_t footprint;         /* this VM's part of @usage (QEMU's RSS) */
+} BalloonPolicyHost;
+
 typedef struct BalloonPolicyParams {
     uint64_t max;               /* VM RAM size: hard maximum */
     uint64_t floor;             /* never inflate the guest below this */
@@ -72,6 +83,12 @@ typedef struct BalloonPolicyParams {
     int64_t stuck_timeout;      /* driver without progress this long */
     int64_t pingpong_window;    /* deflate this soon after inflate */
     int64_t pingpong_hold;      /* how long a raised floor lasts */
+    int64_t stats_interval;     /* how often guest statistics come now */
+    int64_t host_max_age;       /* older host readings are unknown */
+    uint32_t setpoint_permille; /* host usage to keep below, of the limit */
+    uint32_t return_permille;   /* give memory back only below this */
+    int64_t lead;               /* host growth foreseen, time */
+    int64_t deficit_interval;   /* min time between two deficit inflations */
 } BalloonPolicyParams;
 
 typedef struct BalloonPolicyCounters {
@@ -96,6 +113,10 @@ typedef struct BalloonPolicyState {
     uint64_t pingpong_floor;    /* raised floor after ping-pong */
     int64_t pingpong_until;
     BalloonPolicyGuestStats prev; /* stats the last decision used */
+    uint64_t prev_used;         /* guest memory in use at @prev */
+    uint64_t guest_rate;        /* growth of guest memory in use, bytes/s */
+    BalloonPolicyHost host;     /* the last host reading */
+    uint64_t host_rate;         /* growth of host usage, bytes/s */
     bool driver_stuck;
     BalloonPolicyCounters counters;
 } BalloonPolicyState;
@@ -109,6 +130,19 @@ typedef struct BalloonPolicyDecision {
 void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size);
 const char *balloon_policy_params_check(const BalloonPolicyParams *p);
 void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline);
+
+/* A host reading (usage against the limit) at @h->time. */
+void balloon_policy_note_host(BalloonPolicyState *s,
+                              const BalloonPolicyHost *h);
+
+/*
+ * How often guest statistics should come, in seconds: every second while
+ * the guest is short of memory, its use grows fast or it was under
+ * pressure lately; every two seconds otherwise.
+ */
+int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
+                                        const BalloonPolicyParams *p,
+                                        int64_t now);
 
 /* A host pressure event of @level at @now. */
 void balloon_policy_note_pressure(BalloonPolicyState *s,

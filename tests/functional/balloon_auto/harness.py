@@ -303,7 +303,9 @@ class TestVM:
 
     def __init__(self, name, mem='1G', balloon='', cgroup=None,
                  kernel='stable', tree=None, args=(), workdir=None,
-                 incoming=None):
+                 incoming=None, guest=None, append=''):
+        """@guest: (kernel, initrd) instead of the bundled guest with
+        @kernel; @append: more kernel command line."""
         import sys
         sys.path.insert(0, os.path.join(tree or TREE, 'python'))
         from qemu.machine import QEMUMachine  # pylint: disable=import-error
@@ -312,7 +314,7 @@ class TestVM:
         self.workdir = workdir or os.environ.get(
             'QEMU_FORK_TEST_DIR', os.path.join(TOP, 'build', 'tests'))
         os.makedirs(self.workdir, exist_ok=True)
-        kernel_path, initrd = guest_paths(kernel)
+        kernel_path, initrd = guest or guest_paths(kernel)
         self.machine = QEMUMachine(
             qemu_binary(tree), name=name,
             wrapper=cgroup.wrapper() if cgroup else (),
@@ -324,7 +326,7 @@ class TestVM:
         self.machine.add_args(
             '-nodefaults', '-m', mem, '-no-reboot', '-kernel', kernel_path,
             '-initrd', initrd,
-            '-append', 'console=ttyS0 panic=-1 loglevel=4',
+            '-append', 'console=ttyS0 panic=-1 loglevel=4 ' + append,
             '-device', 'virtio-balloon-pci,id=balloon0' +
             (',' + balloon if balloon else ''), *args)
         # A migration destination: the guest is already booted.

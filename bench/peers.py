@@ -1,0 +1,208 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+The setups the benchmark compares, each a real guest (the bundled test
+guest under TCG) in a real v1 memory cgroup:
+
+  fork-auto         the fork, automatic=on, pressure-source=cgroup-v1 on the
+                    benchmark's cgroup
+  upstream          the pristine build, a plain balloon nobody drives
+  upstream-doo-fpr  the pristine build, deflate-on-oom=on,
+                    free-page-reporting=on, nobody drives it
+  pve-10s, pve-1s   the pristine build, a plain balloon driven over QMP by
+                    bench/pve_daemon.py (Proxmox VE's published
+                    auto-ballooning algorithm) at a 10 s / 1 s cycle
+
+A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
+pve-1s+doo, ...).
+"""
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests', 'functional',
+                                'balloon_auto'))
+
+import harness  # noqa: E402  pylint: disable=wrong-import-position
+from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
+
+BASE_SETUPS = {
+    'fork-auto': ('fork', 'automatic=on,pressure-source=cgroup-v1,'
+                          'pressure-cgroup={cgroup}', None),
+    'upstream': ('pristine', '', None),
+    'upstream-doo-fpr': ('pristine', 'deflate-on-oom=on,free-page-reporting=on',
+                         None),
+    'pve-10s': ('pristine', '', 10.0),
+    'pve-1s': ('pristine', '', 1.0),
+}
+DEFAULT_SETUPS = ['fork-auto', 'upstream', 'upstream-doo-fpr', 'pve-10s',
+                  'pve-1s']
+
+
+class Setup:
+    def __init__(self, name):
+        base, _, mod = name.partition('+')
+        if base not in BASE_SETUPS or mod not in ('', 'doo'):
+            raise ValueError('unknown setup %r (known: %s, each optionally '
+                             'with +doo)' % (name, ', '.join(BASE_SETUPS)))
+        self.name = name
+        self.tree_kind, self.balloon, self.interval = BASE_SETUPS[base]
+        if mod == 'doo' and 'deflate-on-oom' not in self.balloon:
+            self.balloon = ','.join(x for x in (self.balloon,
+                                                'deflate-on-oom=on') if x)
+
+    @property
+    def daemon(self):
+        return self.interval is not None
+
+    @property
+    def fork(self):
+        return self.tree_kind == 'fork'
+
+    def __repr__(self):
+        return self.name
+
+
+class Env:
+    """What every scenario needs: the two trees, a work directory, the
+    guest kernel flavour."""
+
+    def __init__(self, fork_tree, pristine_tree, workdir, kernel='stable',
+                 verbose=False):
+        self.fork_tree = fork_tree
+        self.pristine_tree = pristine_tree
+        self.workdir = workdir
+        self.kernel = kernel
+        self.verbose = verbose
+        self.guest = harness.guest_paths(kernel)
+        self.seq = 0
+
+    def log(self, msg):
+        if self.verbose:
+            print('  ... ' + msg, flush=True)
+
+    def tree(self, setup):
+        return self.fork_tree if setup.fork else self.pristine_tree
+
+    def disk(self, name, mib):
+        """A sparse raw disk of @mib MiB in the work directory."""
+        path = os.path.join(self.workdir, name + '.raw')
+        with open(path, 'wb') as f:
+            f.truncate(mib * MiB)
+        return path
+
+    def vm(self, setup, name, cgroup, mem='1G', disk=None, balloon=None):
+        """A harness.TestVM of @setup in @cgroup; with a daemon setup it gets
+        a second QMP monitor (vm.daemon_sock) for the daemon.  @balloon
+        overrides the setup's balloon options."""
+        self.seq += 1
+        name = '%s-%d' % (name, self.seq)
+        args = []
+        if disk:
+            args += ['-drive', 'file=%s,format=raw,if=none,id=d0,cache=none'
+                     % disk, '-device', 'virtio-blk-pci,drive=d0']
+        sock = None
+        if setup.daemon:
+            sock = os.path.join(self.workdir, name + '.qmp')
+            args += ['-qmp', 'unix:%s,server=on,wait=off' % sock]
+        opts = setup.balloon if balloon is None else balloon
+        vm = harness.TestVM(name, mem=mem, cgroup=cgroup,
+                            balloon=opts.format(cgroup=cgroup.v1),
+                            tree=self.tree(setup), args=args,
+                            workdir=self.workdir, guest=self.guest)
+        vm.daemon_sock = sock
+        vm.mem_mib = parse_mib(mem)
+        return vm
+
+
+def parse_mib(mem):
+    mem = mem.upper()
+    if mem.endswith('G'):
+        return int(float(mem[:-1]) * 1024)
+    if mem.endswith('M'):
+        return int(mem[:-1])
+    return int(mem) // MiB
+
+
+class PveDaemon:
+    """bench/pve_daemon.py run as a host process (outside the cgroup) for
+    @vms; @mins: {vm: minimum MiB}, default 25 % of the VM's size."""
+
+    def __init__(self, setup, cgroup, vms, workdir, mins=None):
+        self.log_path = os.path.join(workdir, 'pve-%s-%d.jsonl' % (
+            setup.name, os.getpid()))
+        if os.path.exists(self.log_path):
+            os.unlink(self.log_path)
+        cmd = [sys.executable, os.path.join(HERE, 'pve_daemon.py'),
+               '--cgroup', cgroup.v1, '--interval', str(setup.interval),
+               '--log', self.log_path]
+        for vm in vms:
+            mn = (mins or {}).get(vm, vm.mem_mib // 4)
+            cmd += ['--vm', '%s:%s:%d:%d' % (vm.name, vm.daemon_sock,
+                                             vm.mem_mib, mn)]
+        self.proc = subprocess.Popen(cmd)
+
+    def stop(self):
+        """Stop the daemon; returns its cycles (parsed log)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        import json
+        cycles = []
+        try:
+            with open(self.log_path) as f:
+                cycles = [json.loads(line) for line in f if line.strip()]
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+        return cycles
+
+
+def daemon_summary(cycles):
+    """Cycles and how many balloon commands the daemon sent."""
+    sent = sum(1 for c in cycles for v in c.get('vms', {}).values()
+               if v['target'] != v['actual'])
+    return {'cycles': len(cycles), 'commands': sent}
+
+
+class NoDaemon:
+    def stop(self):
+        return []
+
+
+def start_daemon(setup, cgroup, vms, workdir, mins=None):
+    if not setup.daemon:
+        return NoDaemon()
+    return PveDaemon(setup, cgroup, vms, workdir, mins)
+
+
+def kill_report(cgroup, pids):
+    """What the memory cgroup's OOM killer did: memory.oom_control and the
+    kernel log lines naming one of @pids ({pid: label})."""
+    out = {'oom_control': {}}
+    try:
+        with open(os.path.join(cgroup.v1, 'memory.oom_control')) as f:
+            for line in f:
+                k, v = line.split()
+                out['oom_control'][k] = int(v)
+    except OSError:
+        pass
+    try:
+        log = subprocess.run(['dmesg'], stdout=subprocess.PIPE, text=True,
+                             timeout=10).stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        log = []
+    killed = []
+    for line in log:
+        if 'Killed process' not in line:
+            continue
+        for pid, label in pids.items():
+            if 'Killed process %d ' % pid in line:
+                killed.append(label)
+    out['killed'] = sorted(set(killed))
+    return out

@@ -1,0 +1,449 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+The scenarios of the benchmark with peers (see run.py's docstring).  Each
+function runs one setup once, in a fresh memory cgroup that the harness
+removes afterwards with everything in it, and returns a dict of what
+happened; nothing here asserts.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+from peers import (harness, MiB, Setup, daemon_summary, kill_report,
+                   start_daemon, NoDaemon, HERE)
+
+
+class Hog:
+    """bench/hog.py in @cgroup: allocates @mib MiB at @rate MiB/s."""
+
+    def __init__(self, cgroup, mib, rate):
+        self.mib = mib
+        self.proc = subprocess.Popen(
+            cgroup.wrapper() + [sys.executable, os.path.join(HERE, 'hog.py'),
+                                str(mib), str(rate)],
+            stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid        # the wrapper execs: same pid
+        self.allocated = 0
+        self.elapsed = None
+        self.done = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            parts = line.split()
+            if parts and parts[0] in ('hog', 'done'):
+                self.allocated = int(parts[1])
+                self.elapsed = float(parts[2])
+                if parts[0] == 'done':
+                    self.done = True
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _alive(vm):
+    return vm.machine.is_running()
+
+
+def _qmp(vm, command, **args):
+    """A QMP command, or None if QEMU is gone or does not answer."""
+    if not _alive(vm):
+        return None
+    try:
+        return vm.cmd(command, **args)
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _actual_mib(vm):
+    r = _qmp(vm, 'query-balloon')
+    return r['actual'] // MiB if r else None
+
+
+def _fork_info(vm):
+    info = _qmp(vm, 'query-balloon-auto')
+    if not info:
+        return None
+    return {'decisions': harness.decision_counts(info),
+            'events': harness.event_counts(info),
+            'target': info.get('target', 0) // MiB,
+            'floor': info.get('floor', 0) // MiB}
+
+
+def _fill_cache(vm, mib, timeout=400):
+    """Start `bgt cache /dev/vda MIB --hold -1` in the background and wait
+    until the page cache is filled.  Returns None or an error string."""
+    mark = vm.console.mark()
+    vm.console.check('bgt cache /dev/vda %d --hold -1 &' % mib)
+    try:
+        _, m = vm.console.wait_for(r'cache (ok|failed|eof)', timeout, mark)
+    except TimeoutError as e:
+        return 'cache fill: %s' % e
+    if m.group(1) != 'ok':
+        return 'cache fill failed'
+    return None
+
+
+def _wait_stats(vm, setup, timeout=30):
+    if setup.fork:
+        try:
+            harness.wait_until(lambda: 'guest-stats' in
+                               (_qmp(vm, 'query-balloon-auto') or {}),
+                               timeout, what='guest statistics')
+        except TimeoutError:
+            pass
+
+
+def _verdict(qemu_labels, hog, cg_oom, killed, extra=''):
+    """A human-readable outcome."""
+    dead = [label for label, alive in qemu_labels if not alive]
+    what = []
+    if dead:
+        what.append('%s died' % '+'.join(dead))
+    if hog is not None and not hog.alive():
+        what.append('host process died at %d MiB' % hog.allocated)
+    elif hog is not None and not hog.done:
+        what.append('host process stuck at %d MiB' % hog.allocated)
+    if killed:
+        what.append('OOM-killed: %s' % ', '.join(killed))
+    if cg_oom:
+        what.append('memcg oom_kill %d' % cg_oom)
+    if extra:
+        what.append(extra)
+    return 'survived' if not what else '; '.join(what)
+
+
+# ---------------------------------------------------------------- host-rate
+
+def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
+              settle=8, after=10):
+    """A 1 GiB guest holding @cache MiB of page cache in a @limit MiB
+    memcg; a host process in the same memcg allocates @mib MiB at a
+    nominal @rate MiB/s.  Survived: QEMU alive, the host process done and
+    alive, memcg oom_kill 0, @after seconds after the allocation ended."""
+    res = {'scenario': 'host-rate', 'setup': setup.name, 'rate': rate,
+           'mib': mib}
+    with harness.Cgroup(limit=limit * MiB) as cg:
+        disk = env.disk('hostrate', cache + 64)
+        vm = env.vm(setup, 'hr-' + setup.name, cg, mem='1G', disk=disk)
+        daemon, hog = NoDaemon(), None
+        try:
+            vm.launch()
+            daemon = start_daemon(setup, cg, [vm], env.workdir)
+            err = _fill_cache(vm, cache)
+            if err:
+                res.update(ok=False, verdict='setup failed: ' + err)
+                return res
+            _wait_stats(vm, setup)
+            time.sleep(settle)
+            res['before'] = {'usage': cg.usage() // MiB,
+                             'rss': vm.rss() // MiB,
+                             'actual': _actual_mib(vm)}
+            qemu_pid = vm.pid
+            env.log('%s: hog %d MiB at %d MiB/s (usage %d MiB, QEMU RSS %d'
+                    ' MiB)' % (setup, mib, rate, res['before']['usage'],
+                               res['before']['rss']))
+            hog = Hog(cg, mib, rate)
+            samples = []
+            t0 = time.monotonic()
+            timeout = max(120, 3 * mib / rate)
+            min_actual = res['before']['actual']
+            while time.monotonic() - t0 < timeout:
+                if hog.done or not hog.alive() or not _alive(vm):
+                    break
+                samples.append((round(time.monotonic() - t0, 2),
+                                cg.usage() // MiB, hog.allocated))
+                time.sleep(0.5)
+            hog_seconds = time.monotonic() - t0
+            # let pending reclaim and OOM kills happen before judging
+            end = time.monotonic() + after
+            while time.monotonic() < end and _alive(vm) and hog.alive():
+                a = _actual_mib(vm)
+                if a is not None and min_actual is not None:
+                    min_actual = min(min_actual, a)
+                time.sleep(1)
+            qemu_alive = _alive(vm)
+            hog_alive = hog.alive()
+            cg_oom = cg.oom_kills()
+            kills = kill_report(cg, {qemu_pid: 'QEMU', hog.pid: 'host process'})
+            res.update(
+                qemu_alive=qemu_alive, hog_alive=hog_alive,
+                hog_done=hog.done, hog_mib=hog.allocated,
+                hog_seconds=round(hog.elapsed or hog_seconds, 2),
+                achieved=round(hog.allocated / max(hog.elapsed or
+                                                   hog_seconds, 1e-3), 1),
+                oom_kill=cg_oom, oom_control=kills['oom_control'],
+                killed=kills['killed'], samples=samples,
+                min_actual=min_actual,
+                after={'usage': cg.usage() // MiB,
+                       'rss': vm.rss() // MiB if qemu_alive else None,
+                       'actual': _actual_mib(vm)})
+            if setup.fork:
+                res['fork'] = _fork_info(vm)
+            res['ok'] = qemu_alive and hog_alive and hog.done and cg_oom == 0
+            res['verdict'] = _verdict([('QEMU', qemu_alive)], hog, cg_oom,
+                                      kills['killed'])
+        except Exception as e:  # pylint: disable=broad-except
+            res.update(ok=False, verdict='error: %r' % e)
+        finally:
+            res['daemon'] = daemon_summary(daemon.stop())
+            if hog:
+                hog.stop()
+            vm.shutdown()
+            os.unlink(disk)
+    return res
+
+
+# --------------------------------------------------------------------- seed
+
+def seed(env, setup, baseline=False, mem='3G', start=1024, alloc=1536,
+         limit=4096):
+    """A @mem guest set to @start MiB (`balloon`) allocates @alloc MiB as
+    fast as it can (`bgt alloc`, no step or delay).  @baseline: a plain
+    guest of the pristine build with nothing ballooned.  With a daemon
+    setup the daemon (minimum = @start) starts with the allocation, as a
+    PVE VM configured with balloon=@start would be grown back."""
+    res = {'scenario': 'seed', 'setup': 'baseline' if baseline else
+           setup.name}
+    if baseline:
+        setup = Setup('upstream')
+    with harness.Cgroup(limit=limit * MiB) as cg:
+        vm = env.vm(setup, 'seed-' + res['setup'], cg, mem=mem,
+                    balloon='' if baseline else None)
+        daemon = NoDaemon()
+        try:
+            vm.launch()
+            if not baseline:
+                vm.cmd('balloon', value=start * MiB)
+                try:
+                    harness.wait_until(
+                        lambda: (_actual_mib(vm) or 0) <= start + 1, 180,
+                        what='balloon at %d MiB' % start)
+                except TimeoutError:
+                    res.update(ok=False, verdict='balloon stuck at %s MiB'
+                               % _actual_mib(vm))
+                    return res
+                _wait_stats(vm, setup)
+                time.sleep(2)
+            res['start_actual'] = _actual_mib(vm)
+            qemu_pid = vm.pid
+            daemon = start_daemon(setup, cg, [vm], env.workdir,
+                                  mins={vm: start})
+            t0 = time.monotonic()
+            try:
+                rc, out = vm.console.run('bgt alloc %d' % alloc, timeout=600)
+            except TimeoutError:
+                rc, out = None, ['timeout']
+            res['seconds'] = round(time.monotonic() - t0, 2)
+            res['daemon'] = daemon_summary(daemon.stop())
+            qemu_alive = _alive(vm)
+            guest_oom = None
+            if qemu_alive:
+                try:
+                    _, vs = vm.console.run('bgt vmstat oom_kill', timeout=60)
+                    for line in vs:
+                        m = re.match(r'oom_kill (\d+)', line)
+                        if m:
+                            guest_oom = int(m.group(1))
+                except TimeoutError:
+                    pass
+            cg_oom = cg.oom_kills()
+            kills = kill_report(cg, {qemu_pid: 'QEMU'})
+            ok = (qemu_alive and rc == 0 and
+                  any(line.startswith('alloc ok') for line in out) and
+                  guest_oom == 0 and cg_oom == 0)
+            res.update(ok=ok, rc=rc, guest_oom_kill=guest_oom,
+                       oom_kill=cg_oom, killed=kills['killed'],
+                       qemu_alive=qemu_alive, end_actual=_actual_mib(vm))
+            if setup.fork:
+                res['fork'] = _fork_info(vm)
+            if ok:
+                res['verdict'] = 'ok'
+            else:
+                why = []
+                if not qemu_alive:
+                    why.append('QEMU died')
+                if guest_oom:
+                    why.append('guest OOM killer ran %d time(s)' % guest_oom)
+                if rc not in (0, None):
+                    why.append('bgt alloc rc %d%s' % (
+                        rc, ' (killed)' if rc >= 128 else ''))
+                if rc is None:
+                    why.append('bgt alloc timed out')
+                if cg_oom:
+                    why.append('memcg oom_kill %d' % cg_oom)
+                res['verdict'] = '; '.join(why) or 'failed'
+        except Exception as e:  # pylint: disable=broad-except
+            res.update(ok=False, verdict='error: %r' % e)
+        finally:
+            if 'daemon' not in res:
+                res['daemon'] = daemon_summary(daemon.stop())
+            vm.shutdown()
+    return res
+
+
+# ------------------------------------------------------------------ density
+
+def density(env, setup, n, limit=2000, cache=700, alloc=600, hold=5,
+            stall_limit=3.0):
+    """@n guests of 1 GiB in a @limit MiB memcg: each fills @cache MiB of
+    page cache, then one after another each allocates @alloc MiB (held
+    @hold s, then freed).  A guest is stalled while its allocation runs,
+    its balloon is inflated (actual more than 32 MiB below its size) and
+    another guest holds at least 128 MiB of page cache it is not using."""
+    res = {'scenario': 'density', 'setup': setup.name, 'n': n}
+    with harness.Cgroup(limit=limit * MiB) as cg:
+        disks, vms = [], []
+        daemon = NoDaemon()
+        turns = []
+        try:
+            for i in range(n):
+                disks.append(env.disk('density%d' % i, cache + 64))
+                vms.append(env.vm(setup, 'dn%d-%s' % (i, setup.name), cg,
+                                  mem='1G', disk=disks[-1]))
+            pids = {}
+            for i, vm in enumerate(vms):
+                vm.launch()
+                pids[vm.pid] = 'QEMU %d' % i
+            daemon = start_daemon(setup, cg, vms, env.workdir)
+            res['fill'] = []
+            for i, vm in enumerate(vms):
+                if not _alive(vm):
+                    res['fill'].append('dead')
+                    continue
+                try:
+                    err = _fill_cache(vm, cache)
+                except Exception as e:  # pylint: disable=broad-except
+                    err = repr(e)
+                res['fill'].append(err or 'ok')
+                env.log('%s n=%d: guest %d cache %s, usage %d MiB' % (
+                    setup, n, i, err or 'ok', cg.usage() // MiB))
+            for vm in vms:
+                if _alive(vm):
+                    _wait_stats(vm, setup, timeout=10)
+            for i, vm in enumerate(vms):
+                turns.append(_turn(vm, vms, i, alloc, hold, env, cg))
+                env.log('%s n=%d: guest %d alloc %s, stall %.1f s' % (
+                    setup, n, i, turns[-1]['result'],
+                    turns[-1]['max_stall']))
+            alive = [_alive(vm) for vm in vms]
+            guest_oom = []
+            for vm in vms:
+                g = None
+                if _alive(vm):
+                    try:
+                        _, vs = vm.console.run('bgt vmstat oom_kill',
+                                               timeout=60)
+                        for line in vs:
+                            m = re.match(r'oom_kill (\d+)', line)
+                            if m:
+                                g = int(m.group(1))
+                    except TimeoutError:
+                        pass
+                guest_oom.append(g)
+            cg_oom = cg.oom_kills()
+            kills = kill_report(cg, pids)
+            completed = sum(1 for t, a, g in zip(turns, alive, guest_oom)
+                            if t['result'] == 'ok' and a and g == 0)
+            max_stall = max([t['max_stall'] for t in turns] or [0])
+            res.update(turns=turns, alive=alive, guest_oom_kill=guest_oom,
+                       oom_kill=cg_oom, killed=kills['killed'],
+                       completed=completed, max_stall=max_stall,
+                       stalled=max_stall > stall_limit,
+                       ok=completed == n and cg_oom == 0)
+            if setup.fork:
+                res['fork'] = [_fork_info(vm) for vm in vms]
+            extra = []
+            if any(g for g in guest_oom):
+                extra.append('guest OOM kills %s' % guest_oom)
+            failed = [str(i) for i, t in enumerate(turns)
+                      if t['result'] != 'ok']
+            if failed:
+                extra.append('alloc failed in guest %s' % ','.join(failed))
+            res['verdict'] = _verdict(
+                [('QEMU %d' % i, a) for i, a in enumerate(alive)], None,
+                cg_oom, kills['killed'], '; '.join(extra))
+        except Exception as e:  # pylint: disable=broad-except
+            res.update(ok=False, verdict='error: %r' % e,
+                       completed=sum(1 for t in turns if t['result'] == 'ok'),
+                       max_stall=max([t['max_stall'] for t in turns] or [0]))
+        finally:
+            res['daemon'] = daemon_summary(daemon.stop())
+            for vm in vms:
+                vm.shutdown()
+            for d in disks:
+                os.unlink(d)
+    return res
+
+
+def _turn(vm, vms, i, alloc, hold, env, cg):
+    """Guest @i allocates; the others are sampled meanwhile."""
+    turn = {'guest': i, 'samples': [], 'max_stall': 0.0}
+    if not _alive(vm):
+        turn['result'] = 'dead'
+        return turn
+    result = {}
+
+    def work():
+        try:
+            result['rc'], result['out'] = vm.console.run(
+                'bgt alloc %d --hold %d' % (alloc, hold), timeout=300)
+        except Exception as e:  # pylint: disable=broad-except
+            result['error'] = repr(e)
+    t = threading.Thread(target=work)
+    mark = vm.console.mark()
+    t0 = time.monotonic()
+    t.start()
+    stall = 0.0
+    last = None
+    while t.is_alive():
+        now = time.monotonic()
+        try:
+            vm.console.wait_for(r'alloc (ok|failed|stopped)', 0, mark)
+            running = False
+        except TimeoutError:
+            running = True
+        actual = [_actual_mib(v) for v in vms]
+        cached = []
+        for j, other in enumerate(vms):
+            c = None
+            if j != i and _alive(other):
+                try:
+                    c = other.console.meminfo().get('Cached', 0) // MiB
+                except Exception:  # pylint: disable=broad-except
+                    c = None
+            cached.append(c)
+        me = actual[i]
+        stalled = (running and me is not None and
+                   me < vm.mem_mib - 32 and
+                   max([c or 0 for c in cached] or [0]) >= 128)
+        if last is not None and stalled:
+            stall += now - last
+            turn['max_stall'] = max(turn['max_stall'], stall)
+        elif not stalled:
+            stall = 0.0
+        last = now
+        turn['samples'].append({'t': round(now - t0, 2), 'actual': actual,
+                                'cached': cached, 'stalled': stalled,
+                                'usage': cg.usage() // MiB})
+        t.join(1.0)
+    turn['max_stall'] = round(turn['max_stall'], 1)
+    turn['seconds'] = round(time.monotonic() - t0, 2)
+    if 'error' in result:
+        turn['result'] = 'error: ' + result['error']
+    elif result.get('rc') == 0 and any(line.startswith('alloc ok')
+                                       for line in result['out']):
+        turn['result'] = 'ok'
+    else:
+        turn['result'] = 'rc %s' % result.get('rc')
+    return turn

@@ -1,0 +1,98 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# build-v2-host.sh BUILDDIR [--print-paths]
+#
+# A test guest that is a cgroup v2 host: the bundled backports (6.12) test
+# guest, plus an initramfs layer holding the fork built in BUILDDIR (its
+# qemu-system-x86_64 with the shared libraries it needs, the firmware for
+# -kernel boots, and its test-balloon-pressure unit test) and the stable
+# test guest to run nested.  The machines here bind the memory controller
+# to cgroup v1; booted with cgroup_no_v1=all this guest has it on v2, so
+# the v2 code runs against a real kernel.
+#
+# Boot it with the kernel command line extras V2_APPEND prints, and -m of
+# 3 GiB or more.  Inside: /opt/qemu/bin/qemu-system-x86_64 (firmware with
+# -L /opt/qemu/share), /opt/tests/test-balloon-pressure,
+# /opt/nested/vmlinuz and /opt/nested/initrd.img.  Cached under
+# $QEMU_FORK_CACHE/guest/v2host, rebuilt when an input changes.
+#
+# --print-paths prints KERNEL=, INITRD= and V2_APPEND= on stdout.
+
+set -eu
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
+. "$srcdir/scripts/fork/common.sh"
+prog=build-v2-host
+log() { echo "$prog: $*" >&2; }
+
+bld=${1:?usage: build-v2-host.sh BUILDDIR [--print-paths]}
+print_paths=false
+[ "${2:-}" = --print-paths ] && print_paths=true
+qemu="$bld/qemu-system-x86_64"
+unit="$bld/tests/unit/test-balloon-pressure"
+[ -x "$qemu" ] && [ -x "$unit" ] ||
+    die "$bld has no qemu-system-x86_64 or test-balloon-pressure; run make v2host"
+
+paths() {
+    "$srcdir/scripts/fork/build-test-guest.sh" --kernel="$1" --print-paths |
+        sed -n "s/^$2=//p"
+}
+outer_kernel=$(paths backports KERNEL)
+outer_initrd=$(paths backports INITRD)
+nested_kernel=$(paths stable KERNEL)
+nested_initrd=$(paths stable INITRD)
+roms="$bld/pc-bios/optionrom"
+bios=/usr/share/seabios/bios-256k.bin
+[ -f "$bios" ] || die "no $bios (seabios)"
+
+out="$(cache_dir)/guest/v2host"
+mkdir -p "$out"
+inputs=$(
+    for f in "$qemu" "$unit" "$outer_initrd" "$nested_kernel" "$nested_initrd" \
+             "$bios" "$roms"/*.bin "$0"; do
+        sha256sum < "$f"
+    done | sha256sum | cut -d' ' -f1
+)
+report() {
+    if $print_paths; then
+        echo "KERNEL=$outer_kernel"
+        echo "INITRD=$out/initrd.img"
+        # cgroup v2 only, memory controller there, PSI on
+        echo "V2_APPEND=cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 psi=1"
+    fi
+}
+if [ -f "$out/initrd.img" ] && [ "$(cat "$out/inputs" 2>/dev/null)" = "$inputs" ]; then
+    log "up to date: $out"
+    report
+    exit 0
+fi
+
+log "building the cgroup v2 host layer"
+work=$(mktemp -d "$out/.build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+mkdir -p "$root/opt/qemu/bin" "$root/opt/qemu/share" "$root/opt/tests" \
+         "$root/opt/nested"
+cp "$qemu" "$root/opt/qemu/bin/"
+cp "$unit" "$root/opt/tests/"
+cp "$bios" "$roms"/*.bin "$root/opt/qemu/share/"
+cp "$nested_kernel" "$root/opt/nested/vmlinuz"
+cp "$nested_initrd" "$root/opt/nested/initrd.img"
+
+# The shared libraries (and the loader) at the paths the binaries expect.
+for lib in $( (ldd "$qemu"; ldd "$unit") |
+              awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
+              sort -u); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+done
+
+(cd "$root" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
+    cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -1 -n > "$work/layer.img" ||
+    die "cannot write the v2 host layer"
+# Linux unpacks concatenated initramfs archives one after the other.
+cat "$outer_initrd" "$work/layer.img" > "$work/initrd.img"
+mv -f "$work/initrd.img" "$out/initrd.img"
+echo "$inputs" > "$out/inputs"
+log "done: $out/initrd.img ($(du -h "$out/initrd.img" | cut -f1))"
+report

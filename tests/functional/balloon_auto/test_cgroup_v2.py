@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+The automatic balloon on a pure cgroup v2 host.  The machines here bind the
+memory controller to cgroup v1, so the host is the bundled 6.12 test guest
+booted with cgroup v1 off (build-v2-host.sh): inside it, the fork's own
+unit test of the v2 source runs against the real kernel, and the fork
+itself runs a nested guest (TCG inside TCG) in libvirt's layout (the VM's
+cgroup with its limit, QEMU's threads in a threaded 'emulator' child)
+while a host process allocates next to it.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import MiB
+
+CG = '/sys/fs/cgroup'
+SCOPE = CG + '/machine.slice/machine-qemu-1-vm.scope'
+VMCG = SCOPE + '/libvirt'           # where libvirt writes the limits
+LIMIT = 800 * MiB
+NESTED_MEM = '512M'
+
+
+def v2_host_paths():
+    """(kernel, initrd, kernel command line extras) of the v2 host."""
+    min_build = os.path.join(harness.TREE, 'build-min')
+    out = subprocess.run([os.path.join(harness.TOP, 'scripts', 'fork',
+                                       'build-v2-host.sh'), min_build,
+                          '--print-paths'], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    vals = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+    return vals['KERNEL'], vals['INITRD'], vals['V2_APPEND']
+
+
+class V2Host:
+    """Commands on the v2 host guest's console."""
+
+    def __init__(self, vm):
+        self.console = vm.console
+
+    def sh(self, cmd, timeout=120):
+        return self.console.check(cmd, timeout)
+
+    def read(self, path):
+        return '\n'.join(self.sh('cat ' + shlex.quote(path)))
+
+    def events(self, cgroup):
+        return {k: int(v) for k, v in (line.split() for line in
+                                       self.sh('cat %s/memory.events' %
+                                               cgroup))}
+
+    def qmp(self, sock, command, **arguments):
+        msg = {'execute': command}
+        if arguments:
+            msg['arguments'] = arguments
+        out = self.sh('bgt qmp %s %s' % (sock, shlex.quote(json.dumps(msg))))
+        reply = json.loads(out[-1])
+        if 'error' in reply:
+            raise AssertionError('%s: %s' % (command, reply['error']))
+        return reply['return']
+
+    def nested(self, sock, line, timeout=300):
+        """Run @line in the nested guest; (rc, output)."""
+        return self.console.run('bgt console %s %s %d' % (
+            sock, shlex.quote(line), timeout), timeout + 60)
+
+    def pid_of(self, name):
+        out = self.sh('pidof %s || true' % name)
+        return int(out[0].split()[0]) if out and out[0].strip() else None
+
+
+class CgroupV2Test(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        kernel, initrd, append = v2_host_paths()
+        cls.vm = harness.TestVM('v2host', mem='3G', guest=(kernel, initrd),
+                                append=append, args=('-smp', '2'))
+        cls.vm.launch(boot_timeout=600)
+        cls.host = V2Host(cls.vm)
+        cls.host.sh('mount -t cgroup2 none %s && echo +memory > '
+                    '%s/cgroup.subtree_control' % (CG, CG))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.vm.shutdown()
+
+    def test_1_kernel_is_a_v2_host(self):
+        h = self.host
+        self.assertIn('memory', h.read(CG + '/cgroup.controllers'))
+        self.assertEqual(h.sh('grep -c "^cgroup " /proc/mounts || true'),
+                         ['0'])
+        self.assertTrue(h.read('/proc/pressure/memory').startswith('some'))
+
+    def test_2_source_unit_test(self):
+        """The fork's test of its v2 source, against this kernel."""
+        out = self.host.sh('/opt/tests/test-balloon-pressure --tap', 300)
+        oks = [l for l in out if l.startswith('ok ')]
+        for line in out:
+            if line.startswith('#') and ('events' in line or
+                                         'usage' in line or
+                                         'source' in line):
+                print('# v2 host unit test: ' + line.lstrip('# '))
+        self.assertFalse([l for l in out if l.startswith('not ok')])
+        self.assertTrue(any('/balloon-pressure/v2-source' in l and
+                            'SKIP' not in l for l in oks), out)
+
+    def layout(self):
+        """libvirt's cgroup v2 layout for a domain, the limit on its
+        libvirt/ cgroup, QEMU's threads to go in a threaded emulator/."""
+        h = self.host
+        h.sh('mkdir -p %s && echo +memory > %s/machine.slice/'
+             'cgroup.subtree_control && echo +memory > %s/'
+             'cgroup.subtree_control' % (SCOPE, CG, SCOPE))
+        h.sh('mkdir %s %s/emulator && echo threaded > %s/emulator/cgroup.type'
+             ' && echo %d > %s/memory.max' % (VMCG, VMCG, VMCG, LIMIT, VMCG))
+
+    def remove_layout(self):
+        self.host.sh('for d in %s/emulator %s %s %s/machine.slice; do '
+                     'while [ -d $d ] && ! rmdir $d 2>/dev/null; do sleep 0.2;'
+                     ' done; done' % (VMCG, VMCG, SCOPE, CG), 60)
+
+    def start_nested(self, name, balloon):
+        """The fork in the layout, QEMU's threads in emulator/ as libvirt
+        puts them; returns (qmp socket, console socket, pid)."""
+        qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
+        qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
+                '-accel tcg -M q35 -m %s -nodefaults -display none '
+                '-kernel /opt/nested/vmlinuz -initrd /opt/nested/initrd.img '
+                '-append "console=ttyS0 panic=-1 loglevel=4" '
+                '-chardev socket,id=con,path=%s,server=on,wait=off '
+                '-serial chardev:con -qmp unix:%s,server=on,wait=off '
+                '-device virtio-balloon-pci,id=balloon0,%s' % (
+                    NESTED_MEM, con, qmp, balloon))
+        self.host.sh("sh -c 'echo $$ > %s/cgroup.procs && echo $$ > "
+                     "%s/emulator/cgroup.threads && exec %s' "
+                     "> /tmp/%s.log 2>&1 &" % (VMCG, VMCG, qemu, name))
+        harness.wait_until(lambda: self.host.nested(con, 'true', 10)[0] == 0,
+                           600, interval=2, what='the nested guest')
+        return qmp, con, self.host.pid_of('qemu-system-x86_64')
+
+    def hog(self, mib):
+        """A host process in the VM's cgroup, 20 MiB/s; returns its log."""
+        log = '/tmp/hog-%d.log' % mib
+        self.host.sh("sh -c 'echo $$ > %s/cgroup.procs && exec bgt alloc %d "
+                     "--step 20 --delay-ms 1000 --hold 3600' > %s 2>&1 &" % (
+                         VMCG, mib, log))
+        return log
+
+    def hog_done(self, log):
+        out = self.host.sh('cat %s' % log)
+        return any('alloc ok' in l for l in out)
+
+    def test_3_host_and_guest_pressure(self):
+        """The balloon auto-detects the VM's cgroup (libvirt/, not the
+        threaded emulator/ QEMU sits in), inflates when a host process
+        allocates next to it, and the VM survives; then deflates when the
+        guest needs memory."""
+        h = self.host
+        self.layout()
+        try:
+            qmp, con, pid = self.start_nested('auto', 'automatic=on')
+            self.assertIn('%s/emulator' % VMCG[len(CG):],
+                          h.read('/proc/%d/cgroup' % pid))
+            info = h.qmp(qmp, 'query-balloon-auto')
+            src = info['source']
+            print('# v2 source: %s %s (%s)' % (src['kind'], src['path'],
+                                                 src['detail']))
+            self.assertEqual(src['kind'], 'cgroup-v2')
+            self.assertEqual(src['path'], VMCG)
+            self.assertIn('headroom against the %d MiB limit' %
+                          (LIMIT // MiB), src['detail'])
+            self.assertEqual(info['status'], 'active')
+
+            # the guest used and freed 450 MiB: QEMU holds it
+            rc, out = h.nested(con, 'bgt alloc 450', 600)
+            self.assertEqual(rc, 0, out)
+            start = time.monotonic()
+            log = self.hog(450)
+            harness.wait_until(lambda: self.hog_done(log) or
+                               h.pid_of('qemu-system-x86_64') is None, 600,
+                               interval=3, what='the hog')
+            elapsed = time.monotonic() - start
+            self.assertIsNotNone(h.pid_of('qemu-system-x86_64'),
+                                 'QEMU was killed: %s' % h.read(log))
+            self.assertTrue(self.hog_done(log), h.read(log))
+            events = h.events(VMCG)
+            self.assertEqual(events['oom_kill'], 0)
+            info = h.qmp(qmp, 'query-balloon-auto')
+            counts = harness.decision_counts(info)
+            self.assertGreater(counts['host-pressure'], 0)
+            self.assertLess(info['target'], 512 * MiB)
+            print('# v2 host pressure: hog of 450 MiB at 20 MiB/s next to'
+                  ' the VM in %d MiB: VM alive, %d inflate decisions,'
+                  ' balloon 512 -> %d MiB in %.0f s, memory.events %s' % (
+                      LIMIT // MiB, counts['host-pressure'],
+                      info['actual'] // MiB, elapsed, events))
+
+            # guest pressure: resting at 256 MiB, the guest takes 350 MiB
+            h.sh('pkill -f "bgt alloc 450" || true')
+            h.qmp(qmp, 'balloon', value=256 * MiB)
+            harness.wait_until(lambda: h.qmp(qmp, 'query-balloon')[
+                'actual'] == 256 * MiB, 300, interval=3,
+                what='the balloon at 256 MiB')
+            rc, out = h.nested(con, 'bgt alloc 350 --step 8 --delay-ms 250'
+                               ' && bgt vmstat oom_kill', 900)
+            self.assertEqual(rc, 0, out)
+            self.assertIn('oom_kill 0', out)
+            info = h.qmp(qmp, 'query-balloon-auto')
+            counts = harness.decision_counts(info)
+            self.assertGreater(counts['guest-pressure'] +
+                               counts['guest-deflated'], 0)
+            print('# v2 guest pressure: 350 MiB from 256 MiB, %d deflate'
+                  ' decisions, actual %d MiB' % (
+                      counts['guest-pressure'] + counts['guest-deflated'],
+                      info['actual'] // MiB))
+            h.qmp(qmp, 'quit')
+        finally:
+            h.sh('pkill -9 -f "bgt alloc" ; pkill -9 qemu-system ; true')
+            self.remove_layout()
+
+    def test_4_without_automatic_oom(self):
+        """The same host pressure without the automatic balloon: the
+        cgroup OOM-kills."""
+        h = self.host
+        self.layout()
+        try:
+            qmp, con, pid = self.start_nested('manual', 'automatic=off')
+            rc, out = h.nested(con, 'bgt alloc 450', 600)
+            self.assertEqual(rc, 0, out)
+            log = self.hog(450)
+            harness.wait_until(lambda: self.hog_done(log) or
+                               h.events(VMCG)['oom_kill'] > 0, 600,
+                               interval=3, what='the hog or an OOM kill')
+            events = h.events(VMCG)
+            self.assertGreater(events['oom_kill'], 0)
+            qemu_alive = h.pid_of('qemu-system-x86_64') is not None
+            print('# v2 without automatic: memory.events %s, QEMU %s' % (
+                events, 'alive' if qemu_alive else 'OOM-killed'))
+        finally:
+            h.sh('pkill -9 -f "bgt alloc" ; pkill -9 qemu-system ; true')
+            self.remove_layout()
+
+
+if __name__ == '__main__':
+    harness.main()
