@@ -167,7 +167,7 @@ def daemon_summary(cycles):
     """Cycles and how many balloon commands the daemon sent."""
     sent = sum(1 for c in cycles for v in c.get('vms', {}).values()
                if v['target'] != v['actual'])
-    return {'cycles': len(cycles), 'commands': sent}
+    return {'cycles': len(cycles), 'commands': sent, 'log': cycles}
 
 
 class NoDaemon:

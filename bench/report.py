@@ -48,24 +48,27 @@ def seed_table(results):
     rows = [r for r in results if r['scenario'] == 'seed']
     if not rows:
         return []
-    base = [r['seconds'] for r in rows
-            if r['setup'] == 'baseline' and r.get('ok')]
-    base_t = statistics.median(base) if base else None
-    out = ['seed: 3 GiB guest set to 1 GiB allocates 1536 MiB at full speed'
-           ' (baseline: plain 3 GiB guest, median %s s)' %
-           ('%.1f' % base_t if base_t else '-'),
-           '  %-18s %7s %9s %9s  %s' % ('setup', 'ok/runs', 'median s',
-                                        'relative', 'failures')]
-    for s in _setups(rows, 'seed'):
-        rs = [r for r in rows if r['setup'] == s]
-        oks = [r for r in rs if r.get('ok')]
-        t = statistics.median([r['seconds'] for r in oks]) if oks else None
-        fails = sorted({r['verdict'] for r in rs if not r.get('ok')})
-        out.append('  %-18s %7s %9s %9s  %s' % (
-            s, '%d/%d' % (len(oks), len(rs)),
-            '%.1f' % t if t else '-',
-            '%.2fx' % (t / base_t) if t and base_t else '-',
-            '; '.join(fails)))
+    out = ['seed: 3 GiB guest set to 1 GiB allocates 1536 MiB at full speed;'
+           ' relative: median time / the same allocation in a plain 3 GiB'
+           ' guest (baseline)',
+           '  %-18s %-26s %7s %8s %8s  %s' % (
+               'setup', 'allocation', 'ok/runs', 'median s', 'relative',
+               'failures')]
+    for alloc in _setups(rows, 'seed', 'alloc'):
+        ra = [r for r in rows if r['alloc'] == alloc]
+        base = [r['seconds'] for r in ra
+                if r['setup'] == 'baseline' and r.get('ok')]
+        base_t = statistics.median(base) if base else None
+        for s in _setups(ra, 'seed'):
+            rs = [r for r in ra if r['setup'] == s]
+            oks = [r for r in rs if r.get('ok')]
+            t = statistics.median([r['seconds'] for r in oks]) if oks else None
+            fails = sorted({r['verdict'] for r in rs if not r.get('ok')})
+            out.append('  %-18s %-26s %7s %8s %8s  %s' % (
+                s, alloc, '%d/%d' % (len(oks), len(rs)),
+                '%.1f' % t if t else '-',
+                '%.2fx' % (t / base_t) if t and base_t else '-',
+                '; '.join(fails)))
     return out
 
 
@@ -75,14 +78,16 @@ def density_table(results):
         return []
     out = ['density: N guests of 1 GiB (700 MiB page cache each, cache=none)'
            ' in a 2000 MiB memcg take turns allocating 600 MiB',
-           '  %-18s %2s %9s %9s %9s  %s' % ('setup', 'N', 'completed',
-                                            'stall s', 'stalled>3s',
-                                            'outcome')]
+           '  stall: longest time a guest waited with its balloon inflated'
+           ' while another held >= 128 MiB of page cache (+free: page cache'
+           ' or free memory)',
+           '  %-18s %2s %9s %7s %7s  %s' % ('setup', 'N', 'completed',
+                                          'stall s', '+free s', 'outcome')]
     for r in rows:
-        out.append('  %-18s %2d %9s %9s %9s  %s' % (
+        out.append('  %-18s %2d %9s %7s %7s  %s' % (
             r['setup'], r['n'], '%s/%d' % (r.get('completed', 0), r['n']),
             '%.1f' % r.get('max_stall', 0),
-            'yes' if r.get('stalled') else 'no', r['verdict']))
+            '%.1f' % r.get('max_idle_stall', 0), r['verdict']))
     out.append('  largest N sustained (all complete, no OOM kill):')
     for s in _setups(rows, 'density'):
         best = largest_n(rows, s)
@@ -97,6 +102,26 @@ def largest_n(rows, setup):
             by_n.setdefault(r['n'], []).append(r['ok'])
     ok = [n for n, oks in by_n.items() if all(oks)]
     return max(ok) if ok else None
+
+
+def headline(results):
+    """Per setup: highest host rate survived, seed successes, largest N."""
+    lines = []
+    hr = [r for r in results if r['scenario'] == 'host-rate']
+    for s in _setups(hr, 'host-rate'):
+        best = highest_survived(hr, s)
+        lines.append('host-rate %-17s highest survived: %s' % (
+            s, '%s MiB/s' % best if best else 'none'))
+    sd = [r for r in results if r['scenario'] == 'seed']
+    for s in _setups(sd, 'seed'):
+        rs = [r for r in sd if r['setup'] == s]
+        lines.append('seed      %-17s ok %d/%d' % (
+            s, sum(1 for r in rs if r.get('ok')), len(rs)))
+    dn = [r for r in results if r['scenario'] == 'density']
+    for s in _setups(dn, 'density'):
+        lines.append('density   %-17s largest N: %s' % (
+            s, largest_n(dn, s) or 'none'))
+    return lines
 
 
 def table(results):
@@ -137,30 +162,31 @@ def plot(results, path, extra_lines=()):
 
     ax = axes[0][1]
     rows = [r for r in results if r['scenario'] == 'seed']
-    setups = [s for s in _setups(rows, 'seed')]
-    base = [r['seconds'] for r in rows
-            if r['setup'] == 'baseline' and r.get('ok')]
-    base_t = statistics.median(base) if base else None
-    rate = []
-    rel = []
-    for s in setups:
-        rs = [r for r in rows if r['setup'] == s]
-        oks = [r['seconds'] for r in rs if r.get('ok')]
-        rate.append(len(oks) / len(rs))
-        rel.append(statistics.median(oks) / base_t if oks and base_t else 0)
-    x = range(len(setups))
-    ax.bar([i - 0.2 for i in x], rate, 0.4, label='success rate',
-           color='tab:blue')
+    labels, rate, rel = [], [], []
+    for alloc in _setups(rows, 'seed', 'alloc'):
+        ra = [r for r in rows if r['alloc'] == alloc]
+        base = [r['seconds'] for r in ra
+                if r['setup'] == 'baseline' and r.get('ok')]
+        base_t = statistics.median(base) if base else None
+        step = alloc.split('--step ')[1] if '--step' in alloc else None
+        for s in _setups(ra, 'seed'):
+            rs = [r for r in ra if r['setup'] == s]
+            oks = [r['seconds'] for r in rs if r.get('ok')]
+            labels.append(s + (' /%s MiB' % step if step else ' /1 map'))
+            rate.append(len(oks) / len(rs))
+            rel.append(statistics.median(oks) / base_t
+                       if oks and base_t else 0)
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], rate, 0.4, color='tab:blue')
     ax2 = ax.twinx()
-    ax2.bar([i + 0.2 for i in x], rel, 0.4, label='time / baseline',
-            color='tab:orange')
+    ax2.bar([i + 0.2 for i in x], rel, 0.4, color='tab:orange')
     ax.set_xticks(list(x))
-    ax.set_xticklabels(setups, rotation=30, ha='right', fontsize=8)
+    ax.set_xticklabels(labels, rotation=35, ha='right', fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel('success rate (blue)')
     ax2.set_ylabel('time relative to baseline (orange)')
     ax.set_title('seed: 1 GiB of 3 GiB allocates 1.5 GiB')
-    if not setups:
+    if not labels:
         ax.text(0.5, 0.5, 'not run', ha='center', transform=ax.transAxes)
 
     ax = axes[1][0]

@@ -39,29 +39,37 @@ Scenarios:
    what died (memory.oom_control and the killed pid from the kernel log),
    the rate achieved, and the highest nominal rate survived.
 4. seed: a 3 GiB guest set to 1 GiB (`balloon`) allocates 1536 MiB as fast
-   as it can (`bgt alloc 1536`); success over --runs runs and the time
-   relative to the same allocation in a plain 3 GiB guest with nothing
-   ballooned (baseline).  Failures name the guest OOM killer (vmstat
-   oom_kill) or a dead QEMU.  A PVE daemon starts with the allocation with
-   the guest's minimum at 1 GiB (a PVE VM with balloon=1024, memory=3072).
+   as it can, no delay, in one mapping (`bgt alloc 1536`) and in 32 MiB
+   mappings (`--step 32`; --seed-steps); success over --runs runs and the
+   time relative to the same allocation in a plain 3 GiB guest with
+   nothing ballooned (baseline).  Failures name the guest OOM killer
+   (vmstat oom_kill), bgt's own error or a dead QEMU.  One mapping larger
+   than the ballooned guest's MemTotal is refused at once by the guest's
+   overcommit heuristic unless deflate-on-oom is on (the guest driver then
+   leaves MemTotal alone).  A PVE daemon starts with the allocation, the
+   guest's minimum at 1 GiB (a PVE VM with balloon=1024, memory=3072).
 5. density: N = 2, 3, 4 guests of 1 GiB in a 2000 MiB memcg; each fills
    700 MiB of page cache, then one after another each allocates 600 MiB
-   (held 5 s).  Per setup and N: guests completing with no OOM kill (host
-   memcg or guest), the largest N sustained, and the longest time a guest
-   was stalled: its allocation running, its balloon inflated, and another
-   guest holding >= 128 MiB of page cache it was not using (query-balloon
-   and `bgt meminfo` on the consoles, sampled about once a second).
+   in 32 MiB mappings (held 5 s, then freed).  Per setup and N: guests
+   completing with no OOM kill (host memcg or guest), the largest N
+   sustained, and the longest time a guest was stalled: its allocation
+   running, its balloon inflated, and another guest holding >= 128 MiB of
+   page cache it was not using ("+free": page cache or free memory), from
+   query-balloon and `bgt meminfo` on the consoles about once a second.
 
 Usage:
   run.py --pristine PRISTINE [--fork FORK] [--scenario LIST] [--setups LIST]
          [--runs N] [--rates LIST] [--guests LIST] [--quick] [--out DIR]
 
 --scenario takes a comma-separated subset of reaction, idle, host-rate,
-seed, density (default: all).  --quick: one run, rates 300 and 1000, N = 2
-and 3, setups fork-auto, upstream and pve-1s (seed adds fork-auto+doo and
-pve-1s+doo), 5 reaction samples, 20 s idle.  Results go to OUT/results.json
-and OUT/bench.png (default OUT: build/bench).  A full run (all setups, 3
-runs) takes about 5 hours on a 2-core machine under TCG.
+seed, density (default: all).  --setups picks setups for the peer
+scenarios, --runs repeats each measurement (default 3).  --quick: one run,
+rates 300 and 1000, N = 2 and 3, setups fork-auto, upstream and pve-1s
+(seed adds fork-auto+doo and pve-1s+doo), 5 reaction samples, 20 s idle.
+Results go to OUT/results.json and OUT/bench.png (default OUT:
+build/bench); -v prints progress, --keep keeps console logs.  On a 2-core
+machine under TCG a full run takes about 1.5 hours (about 30 minutes per
+run of the peer scenarios), --quick about 12 minutes.
 """
 
 import argparse
@@ -177,6 +185,9 @@ def main():
                     'measurement (default 3, --quick 1)')
     ap.add_argument('--rates', help='host-rate nominal MiB/s (default '
                     '100,300,500,1000,2000)')
+    ap.add_argument('--seed-steps', default='0,32',
+                    help='seed: bgt alloc --step values, 0 = one mapping '
+                    '(default 0,32: both)')
     ap.add_argument('--guests', help='density guest counts (default 2,3,4)')
     ap.add_argument('--quick', action='store_true',
                     help='a short run: see the description')
@@ -213,6 +224,7 @@ def main():
         [300, 1000] if q else [100, 300, 500, 1000, 2000])
     guests = csv(args.guests, int) if args.guests else (
         [2, 3] if q else [2, 3, 4])
+    seed_steps = csv(args.seed_steps, int)
     samples = args.samples or (5 if q else 10)
     idle_seconds = args.idle_seconds or (20 if q else 60)
     for binary in [args.pristine] + ([args.fork] if args.fork else []):
@@ -273,10 +285,12 @@ def main():
             print('seed: setups %s, %d run(s)' % (','.join(sset), runs),
                   flush=True)
             for _ in range(runs):
-                record(scenarios_mod.seed(env, peers.Setup('upstream'),
-                                          baseline=True))
-                for s in sset:
-                    record(scenarios_mod.seed(env, peers.Setup(s)))
+                for step in seed_steps:
+                    record(scenarios_mod.seed(env, peers.Setup('upstream'),
+                                              baseline=True, step=step))
+                    for s in sset:
+                        record(scenarios_mod.seed(env, peers.Setup(s),
+                                                  step=step))
         if 'density' in scenarios:
             print('density: setups %s, N %s, %d run(s)' % (
                 ','.join(setups), guests, runs), flush=True)
@@ -296,7 +310,7 @@ def main():
     if text:
         print(text)
     png = os.path.join(args.out, 'bench.png')
-    report.plot(results, png, summary)
+    report.plot(results, png, summary + [''] + report.headline(results))
     print('results: %s, plot: %s (%.0f min)' % (
         os.path.join(args.out, 'results.json'), png,
         (time.monotonic() - started) / 60))
@@ -306,7 +320,8 @@ def main():
 def short(res):
     """One progress line per measurement."""
     what = {'host-rate': lambda r: '%s MiB/s' % r['rate'],
-            'seed': lambda r: '%s s' % r.get('seconds', '-'),
+            'seed': lambda r: '%s: %s s' % (r['alloc'],
+                                            r.get('seconds', '-')),
             'density': lambda r: 'N=%d' % r['n']}[res['scenario']](res)
     return '%s %s %s: %s' % (res['scenario'], res['setup'], what,
                              res['verdict'])

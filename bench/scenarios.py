@@ -206,15 +206,17 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
 
 # --------------------------------------------------------------------- seed
 
-def seed(env, setup, baseline=False, mem='3G', start=1024, alloc=1536,
-         limit=4096):
+def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
+         alloc=1536, limit=4096):
     """A @mem guest set to @start MiB (`balloon`) allocates @alloc MiB as
-    fast as it can (`bgt alloc`, no step or delay).  @baseline: a plain
-    guest of the pristine build with nothing ballooned.  With a daemon
-    setup the daemon (minimum = @start) starts with the allocation, as a
-    PVE VM configured with balloon=@start would be grown back."""
+    fast as it can: `bgt alloc`, no delay, in one mapping or in @step MiB
+    mappings.  @baseline: a plain guest of the pristine build with nothing
+    ballooned.  With a daemon setup the daemon (minimum = @start) starts
+    with the allocation, as a PVE VM configured with balloon=@start would
+    be grown back."""
+    command = 'bgt alloc %d' % alloc + (' --step %d' % step if step else '')
     res = {'scenario': 'seed', 'setup': 'baseline' if baseline else
-           setup.name}
+           setup.name, 'alloc': command}
     if baseline:
         setup = Setup('upstream')
     with harness.Cgroup(limit=limit * MiB) as cg:
@@ -241,7 +243,7 @@ def seed(env, setup, baseline=False, mem='3G', start=1024, alloc=1536,
                                   mins={vm: start})
             t0 = time.monotonic()
             try:
-                rc, out = vm.console.run('bgt alloc %d' % alloc, timeout=600)
+                rc, out = vm.console.run(command, timeout=600)
             except TimeoutError:
                 rc, out = None, ['timeout']
             res['seconds'] = round(time.monotonic() - t0, 2)
@@ -276,9 +278,12 @@ def seed(env, setup, baseline=False, mem='3G', start=1024, alloc=1536,
                 if guest_oom:
                     why.append('guest OOM killer ran %d time(s)' % guest_oom)
                 if rc not in (0, None):
+                    said = [line for line in out
+                            if re.match(r'alloc (failed|stopped)', line)]
                     why.append('bgt alloc rc %d%s' % (
-                        rc, ' (killed)' if rc >= 128 else ''))
-                if rc is None:
+                        rc, ' (killed)' if rc >= 128 else
+                        ': ' + said[0] if said else ''))
+                if rc is None and qemu_alive:
                     why.append('bgt alloc timed out')
                 if cg_oom:
                     why.append('memcg oom_kill %d' % cg_oom)
@@ -294,13 +299,18 @@ def seed(env, setup, baseline=False, mem='3G', start=1024, alloc=1536,
 
 # ------------------------------------------------------------------ density
 
-def density(env, setup, n, limit=2000, cache=700, alloc=600, hold=5,
-            stall_limit=3.0):
+def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
+            hold=5, stall_limit=3.0):
     """@n guests of 1 GiB in a @limit MiB memcg: each fills @cache MiB of
-    page cache, then one after another each allocates @alloc MiB (held
-    @hold s, then freed).  A guest is stalled while its allocation runs,
+    page cache, then one after another each allocates @alloc MiB in @step
+    MiB mappings with no delay (held @hold s, then freed; one mapping
+    larger than a ballooned guest's MemTotal would be refused by the
+    guest's overcommit heuristic before any pressure).  A guest is stalled while its allocation runs,
     its balloon is inflated (actual more than 32 MiB below its size) and
-    another guest holds at least 128 MiB of page cache it is not using."""
+    another guest holds at least 128 MiB of page cache it is not using;
+    idle-stalled: the same with page cache plus free memory.  Sampled
+    about once a second, so a guest OOM-killed within a second shows as a
+    failure, not as a stall."""
     res = {'scenario': 'density', 'setup': setup.name, 'n': n}
     with harness.Cgroup(limit=limit * MiB) as cg:
         disks, vms = [], []
@@ -332,7 +342,7 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, hold=5,
                 if _alive(vm):
                     _wait_stats(vm, setup, timeout=10)
             for i, vm in enumerate(vms):
-                turns.append(_turn(vm, vms, i, alloc, hold, env, cg))
+                turns.append(_turn(vm, vms, i, alloc, step, hold, cg))
                 env.log('%s n=%d: guest %d alloc %s, stall %.1f s' % (
                     setup, n, i, turns[-1]['result'],
                     turns[-1]['max_stall']))
@@ -359,13 +369,16 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, hold=5,
             res.update(turns=turns, alive=alive, guest_oom_kill=guest_oom,
                        oom_kill=cg_oom, killed=kills['killed'],
                        completed=completed, max_stall=max_stall,
+                       max_idle_stall=max([t['max_idle_stall']
+                                           for t in turns] or [0]),
                        stalled=max_stall > stall_limit,
                        ok=completed == n and cg_oom == 0)
             if setup.fork:
                 res['fork'] = [_fork_info(vm) for vm in vms]
             extra = []
             if any(g for g in guest_oom):
-                extra.append('guest OOM kills %s' % guest_oom)
+                extra.append('guest OOM killer ran in guest %s' % ','.join(
+                    str(j) for j, g in enumerate(guest_oom) if g))
             failed = [str(i) for i, t in enumerate(turns)
                       if t['result'] != 'ok']
             if failed:
@@ -386,9 +399,10 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, hold=5,
     return res
 
 
-def _turn(vm, vms, i, alloc, hold, env, cg):
+def _turn(vm, vms, i, alloc, step, hold, cg):
     """Guest @i allocates; the others are sampled meanwhile."""
-    turn = {'guest': i, 'samples': [], 'max_stall': 0.0}
+    turn = {'guest': i, 'samples': [], 'max_stall': 0.0,
+            'max_idle_stall': 0.0}
     if not _alive(vm):
         turn['result'] = 'dead'
         return turn
@@ -397,14 +411,15 @@ def _turn(vm, vms, i, alloc, hold, env, cg):
     def work():
         try:
             result['rc'], result['out'] = vm.console.run(
-                'bgt alloc %d --hold %d' % (alloc, hold), timeout=300)
+                'bgt alloc %d --step %d --hold %d' % (alloc, step, hold),
+                timeout=300)
         except Exception as e:  # pylint: disable=broad-except
             result['error'] = repr(e)
     t = threading.Thread(target=work)
     mark = vm.console.mark()
     t0 = time.monotonic()
     t.start()
-    stall = 0.0
+    run = {'stall': 0.0, 'idle_stall': 0.0}
     last = None
     while t.is_alive():
         now = time.monotonic()
@@ -414,36 +429,49 @@ def _turn(vm, vms, i, alloc, hold, env, cg):
         except TimeoutError:
             running = True
         actual = [_actual_mib(v) for v in vms]
-        cached = []
+        cached, free = [], []
         for j, other in enumerate(vms):
-            c = None
+            c = f = None
             if j != i and _alive(other):
                 try:
-                    c = other.console.meminfo().get('Cached', 0) // MiB
+                    info = other.console.meminfo()
+                    c = info.get('Cached', 0) // MiB
+                    f = info.get('MemFree', 0) // MiB
                 except Exception:  # pylint: disable=broad-except
-                    c = None
+                    pass
             cached.append(c)
+            free.append(f)
         me = actual[i]
-        stalled = (running and me is not None and
-                   me < vm.mem_mib - 32 and
-                   max([c or 0 for c in cached] or [0]) >= 128)
-        if last is not None and stalled:
-            stall += now - last
-            turn['max_stall'] = max(turn['max_stall'], stall)
-        elif not stalled:
-            stall = 0.0
+        inflated = running and me is not None and me < vm.mem_mib - 32
+        stalled = inflated and max([c or 0 for c in cached]) >= 128
+        idle = inflated and max([(c or 0) + (f or 0) for c, f in
+                                 zip(cached, free)]) >= 128
+        for key, flag in (('stall', stalled), ('idle_stall', idle)):
+            if last is not None and flag:
+                run[key] += now - last
+                turn['max_' + key] = max(turn['max_' + key], run[key])
+            elif not flag:
+                run[key] = 0.0
         last = now
         turn['samples'].append({'t': round(now - t0, 2), 'actual': actual,
-                                'cached': cached, 'stalled': stalled,
+                                'cached': cached, 'free': free,
+                                'stalled': stalled, 'idle_stalled': idle,
                                 'usage': cg.usage() // MiB})
         t.join(1.0)
     turn['max_stall'] = round(turn['max_stall'], 1)
+    turn['max_idle_stall'] = round(turn['max_idle_stall'], 1)
     turn['seconds'] = round(time.monotonic() - t0, 2)
-    if 'error' in result:
+    if 'error' in result and not _alive(vm):
+        # the harness reports a closed console as a timeout
+        turn['result'] = 'QEMU died'
+    elif 'error' in result:
         turn['result'] = 'error: ' + result['error']
     elif result.get('rc') == 0 and any(line.startswith('alloc ok')
                                        for line in result['out']):
         turn['result'] = 'ok'
     else:
-        turn['result'] = 'rc %s' % result.get('rc')
+        said = [line for line in result.get('out', [])
+                if re.match(r'alloc (failed|stopped)', line)]
+        turn['result'] = 'rc %s%s' % (result.get('rc'),
+                                      ' (%s)' % said[0] if said else '')
     return turn

@@ -6,8 +6,9 @@
 # A test guest that is a cgroup v2 host: the bundled backports (6.12) test
 # guest, plus an initramfs layer holding the fork built in BUILDDIR (its
 # qemu-system-x86_64 with the shared libraries it needs, the firmware for
-# -kernel boots, and its test-balloon-pressure unit test) and the stable
-# test guest to run nested.  The machines here bind the memory controller
+# -kernel boots, and its test-balloon-pressure unit test), the stable test
+# guest to run nested, and Python with the fork's management helper
+# qemu-balloon-auto-pressure.  The machines here bind the memory controller
 # to cgroup v1; booted with cgroup_no_v1=all this guest has it on v2, so
 # the v2 code runs against a real kernel.
 #
@@ -49,7 +50,8 @@ out="$(cache_dir)/guest/v2host"
 mkdir -p "$out"
 inputs=$(
     for f in "$qemu" "$unit" "$outer_initrd" "$nested_kernel" "$nested_initrd" \
-             "$bios" "$roms"/*.bin "$0"; do
+             "$bios" "$roms"/*.bin "$0" "$srcdir/scripts/qemu-balloon-auto-pressure" \
+             /usr/bin/python3.11; do
         sha256sum < "$f"
     done | sha256sum | cut -d' ' -f1
 )
@@ -79,8 +81,22 @@ cp "$bios" "$roms"/*.bin "$root/opt/qemu/share/"
 cp "$nested_kernel" "$root/opt/nested/vmlinuz"
 cp "$nested_initrd" "$root/opt/nested/initrd.img"
 
+# Python and the management helper, to hand descriptors over as root to an
+# unprivileged QEMU (the standard library without what the helper never
+# imports)
+python=/usr/bin/python3.11
+[ -x "$python" ] || die "no $python"
+mkdir -p "$root/usr/bin" "$root/usr/lib"
+cp "$python" "$root/usr/bin/python3"
+(cd /usr/lib && tar -cf - --exclude=__pycache__ --exclude=test \
+    --exclude=idlelib --exclude=tkinter --exclude=lib2to3 --exclude=ensurepip \
+    --exclude=pydoc_data --exclude=dist-packages --exclude=site-packages \
+    --exclude='config-3.11-*' --exclude=distutils --exclude=turtledemo \
+    --exclude=sqlite3 python3.11) | tar -xf - -C "$root/usr/lib"
+cp "$srcdir/scripts/qemu-balloon-auto-pressure" "$root/usr/bin/"
+
 # The shared libraries (and the loader) at the paths the binaries expect.
-for lib in $( (ldd "$qemu"; ldd "$unit") |
+for lib in $( (ldd "$qemu"; ldd "$unit"; ldd "$python") |
               awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
               sort -u); do
     mkdir -p "$root$(dirname "$lib")"
