@@ -96,7 +96,7 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->setpoint_permille = 800;
     p->return_permille = 750;
     p->lead = 1 * SEC_NS;
-    p->deficit_interval = SEC_NS / 4;
+    p->guest_fast_rate = 512 * MiB_BYTES;
 }
 
 const char *balloon_policy_params_check(const BalloonPolicyParams *p)
@@ -341,9 +341,13 @@ static uint64_t guest_wants(BalloonPolicyState *s,
         return 0;
     }
     used = actual - avail;
+    /*
+     * Growth seen over a sampling interval may all have happened in its
+     * last part (a burst that just started): count it over half of it.
+     */
     if (new_sample && s->prev_used != UINT64_MAX) {
         s->guest_rate = follow_rate(s->guest_rate, s->prev_used, used,
-                                    st->time - prev->time);
+                                    (st->time - prev->time) / 2);
     }
     s->prev_used = used;
     horizon_ns = 2 * p->stats_interval + SEC_NS / 2;
@@ -512,8 +516,9 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         /* Aim at the host's deficit, as fast as the driver follows. */
         uint64_t spare, step;
 
+        /* once per host reading: a newer one shows what the last did */
         if (!guest_available(st, actual, &avail) || !guest_quiet ||
-            now - s->last_inflate < p->deficit_interval || target <= floor) {
+            s->last_inflate >= s->host.time || target <= floor) {
             goto out;
         }
         spare = MIN(target - floor,
@@ -614,7 +619,8 @@ int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
     uint64_t avail = s->prev.available;
 
     if (now - s->last_guest_pressure < p->pingpong_window ||
-        (avail != UINT64_MAX && avail < 2 * p->reserve) ||
+        /* what an allocator at the fastest plausible rate eats in 2 s */
+        (avail != UINT64_MAX && avail < p->reserve + 2 * p->guest_fast_rate) ||
         /* growth that would eat the reserve within two seconds */
         s->guest_rate * 2 > p->reserve) {
         return 1;
@@ -633,11 +639,6 @@ int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
     /* Waiting for the driver: the stuck timeout. */
     if (s->target != actual && !s->driver_stuck) {
         next = earliest(next, MAX(now, s->last_progress + p->stuck_timeout));
-    }
-    /* A host deficit waiting for the spacing of deficit inflations. */
-    if (host_known(s, p, now) && s->last_inflate + p->deficit_interval > now &&
-        host_deficit(s, p, actual)) {
-        next = earliest(next, s->last_inflate + p->deficit_interval);
     }
     /* Pressure not acted upon because of the cooldown. */
     if (level != BALLOON_POLICY_LEVEL_NONE &&

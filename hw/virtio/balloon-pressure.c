@@ -68,10 +68,10 @@ typedef struct PressureWatch {
  * registers usage thresholds (an eventfd); v2 has no such thing, so it
  * polls memory.current, the sooner the nearer the limit, and watches
  * memory.events, which the kernel signals when the cgroup hits memory.high
- * or memory.max or OOMs.  While usage stays above a threshold its level is
- * reported again every HEADROOM_REPEAT_MS.
+ * or memory.max or OOMs.  While usage stays above the first threshold it
+ * is read every BALLOON_HEADROOM_BUSY_MS and each reading is reported: the
+ * controller aims at the deficit it shows.
  */
-#define HEADROOM_REPEAT_MS 1000
 /* limits along the path change rarely: read them again this often */
 #define LIMITS_MAX_AGE_MS 10000
 
@@ -86,8 +86,6 @@ typedef struct Headroom {
     uint64_t limit;
     int64_t limit_time;         /* v2: when the limit was read */
     uint64_t usage;             /* the last reading */
-    BalloonPolicyLevel reported;
-    int64_t reported_time;
     QEMUTimer *timer;           /* QEMU_CLOCK_REALTIME, milliseconds */
 } Headroom;
 
@@ -541,20 +539,15 @@ static void headroom_check(BalloonPressure *bp)
     }
     hr->usage = usage;
     level = balloon_headroom_level(usage, hr->limit);
-    if (level != BALLOON_POLICY_LEVEL_NONE &&
-        (level > hr->reported || now - hr->reported_time >=
-                                 HEADROOM_REPEAT_MS)) {
-        hr->reported = level;
-        hr->reported_time = now;
+    if (level != BALLOON_POLICY_LEVEL_NONE) {
+        /* each reading above a threshold: the deficit it shows counts */
         notify(bp, level);
-    } else if (level == BALLOON_POLICY_LEVEL_NONE) {
-        hr->reported = BALLOON_POLICY_LEVEL_NONE;
     }
     if (hr->v2) {
         headroom_schedule(bp, balloon_headroom_interval_ms(usage, hr->limit));
     } else if (level != BALLOON_POLICY_LEVEL_NONE) {
-        /* v1: the thresholds' eventfd says when usage crosses them */
-        headroom_schedule(bp, HEADROOM_REPEAT_MS);
+        /* v1 below the thresholds: their eventfd says when usage crosses */
+        headroom_schedule(bp, BALLOON_HEADROOM_BUSY_MS);
     } else {
         timer_del(hr->timer);     /* calm: no wake-ups */
     }
@@ -596,8 +589,6 @@ static gboolean events_cb(gint fd, GIOCondition cond, gpointer opaque)
     if (ev.high > hr->events.high || ev.max > hr->events.max ||
         ev.oom > hr->events.oom || ev.oom_kill > hr->events.oom_kill) {
         /* at the limit: as critical as it gets */
-        hr->reported = BALLOON_POLICY_LEVEL_CRITICAL;
-        hr->reported_time = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
         notify(bp, BALLOON_POLICY_LEVEL_CRITICAL);
     }
     hr->events = ev;

@@ -88,7 +88,7 @@ typedef struct BalloonPolicyParams {
     uint32_t setpoint_permille; /* host usage to keep below, of the limit */
     uint32_t return_permille;   /* give memory back only below this */
     int64_t lead;               /* host growth foreseen, time */
-    int64_t deficit_interval;   /* min time between two deficit inflations */
+    uint64_t guest_fast_rate;   /* fastest plausible guest allocation, B/s */
 } BalloonPolicyParams;
 
 typedef struct BalloonPolicyCounters {
@@ -137,8 +137,9 @@ void balloon_policy_note_host(BalloonPolicyState *s,
 
 /*
  * How often guest statistics should come, in seconds: every second while
- * the guest is short of memory, its use grows fast or it was under
- * pressure lately; every two seconds otherwise.
+ * an allocator at the fastest plausible rate could eat the guest's
+ * available memory before the sample after next, its use grows fast or it
+ * was under pressure lately; every two seconds otherwise.
  */
 int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
                                         const BalloonPolicyParams *p,
