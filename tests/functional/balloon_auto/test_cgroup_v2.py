@@ -137,7 +137,8 @@ class CgroupV2Test(unittest.TestCase):
                 '-append "console=ttyS0 panic=-1 loglevel=4" '
                 '-chardev socket,id=con,path=%s,server=on,wait=off '
                 '-serial chardev:con -qmp unix:%s,server=on,wait=off '
-                '-device virtio-balloon-pci,id=balloon0,%s' % (
+                '-device virtio-balloon-pci,id=balloon0,%s '
+                '-trace enable=virtio_balloon_auto_decision' % (
                     NESTED_MEM, con, qmp, balloon))
         if user is not None:
             qemu = ('setpriv --reuid=%d --regid=%d --clear-groups %s' %
@@ -197,8 +198,11 @@ class CgroupV2Test(unittest.TestCase):
                                h.pid_of('qemu-system-x86_64') is None, 600,
                                interval=3, what='the hog')
             elapsed = time.monotonic() - start
-            self.assertIsNotNone(h.pid_of('qemu-system-x86_64'),
-                                 'QEMU was killed: %s' % h.read(log))
+            if h.pid_of('qemu-system-x86_64') is None:
+                self.fail('QEMU was killed; hog: %s; memory.events: %s; '
+                          'decisions: %s' % (
+                              h.read(log), h.events(VMCG),
+                              h.sh('tail -n 30 /tmp/auto.log')))
             self.assertTrue(self.hog_done(log), h.read(log))
             events = h.events(VMCG)
             self.assertEqual(events['oom_kill'], 0)
