@@ -97,6 +97,7 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->return_permille = 750;
     p->lead = 1 * SEC_NS;
     p->guest_fast_rate = 512 * MiB_BYTES;
+    p->balloon_in_total = false;
 }
 
 const char *balloon_policy_params_check(const BalloonPolicyParams *p)
@@ -316,16 +317,39 @@ static bool guest_available(const BalloonPolicyGuestStats *st,
 }
 
 /*
+ * Memory the guest uses, from one sample: its total memory minus its
+ * available memory, both as the guest saw them at the same instant.  (The
+ * driver's actual size lags behind an inflation in progress: the guest has
+ * given pages it has not reported yet, which would read as growth.)  With
+ * deflate-on-oom the guest counts balloon pages in its total: take them
+ * out.  Without a total, the guest's size stands in for it.
+ */
+static uint64_t guest_used(const BalloonPolicyParams *p,
+                           const BalloonPolicyGuestStats *st,
+                           uint64_t actual, uint64_t avail)
+{
+    uint64_t total;
+
+    if (!stat_known(st->total)) {
+        return actual - avail;
+    }
+    total = MIN(st->total, p->max);
+    if (p->balloon_in_total) {
+        total -= MIN(total, p->max - actual);
+    }
+    return total > avail ? total - avail : 0;
+}
+
+/*
  * The guest size guest pressure asks for, or 0 for none.  Stats are only
  * compared with the previous sample when both are fresh, so a long pause
  * does not read as a burst.  A sample acts once: re-evaluating it must not
  * deflate again.
  *
  * Beyond the level (available memory under the reserve) it anticipates:
- * memory in use (the guest's size minus its available memory; balloon
- * pages excluded, with or without deflate-on-oom) grows at some rate, and
- * the guest must still have its reserve when the sample after next
- * arrives and the driver has acted on it.
+ * memory in use (guest_used()) grows at some rate, and the guest must
+ * still have its reserve when the sample after next arrives and the
+ * driver has acted on it.
  */
 static uint64_t guest_wants(BalloonPolicyState *s,
                             const BalloonPolicyParams *p,
@@ -333,29 +357,33 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                             uint64_t actual)
 {
     const BalloonPolicyGuestStats *prev = &s->prev;
-    uint64_t avail = 0, used, horizon_ns, want = 0;
+    uint64_t avail = 0, used, growth, horizon_ms, want = 0;
     bool unseen = st->time > prev->time;
     bool new_sample = prev->time != BALLOON_POLICY_NEVER && unseen;
 
     if (!unseen || !guest_available(st, actual, &avail)) {
         return 0;
     }
-    used = actual - avail;
+    used = guest_used(p, st, actual, avail);
     /*
      * Growth seen over a sampling interval may all have happened in its
      * last part (a burst that just started): count it over half of it.
+     * Use that shrank means the burst is over.
      */
     if (new_sample && s->prev_used != UINT64_MAX) {
-        s->guest_rate = follow_rate(s->guest_rate, s->prev_used, used,
+        s->guest_rate = used < s->prev_used ? 0 :
+                        follow_rate(s->guest_rate, s->prev_used, used,
                                     (st->time - prev->time) / 2);
     }
     s->prev_used = used;
-    horizon_ns = 2 * p->stats_interval + SEC_NS / 2;
-    if (avail < p->reserve ||
-        used + s->guest_rate * (horizon_ns / 1000000) / 1000 + p->reserve >
-        actual) {
-        want = used + s->guest_rate * (horizon_ns / 1000000) / 1000 +
-               p->reserve + p->reserve / 2;
+    horizon_ms = (2 * p->stats_interval + SEC_NS / 2) / 1000000;
+    growth = s->guest_rate * horizon_ms / 1000;
+    /*
+     * Short now, or will be before the driver acts on the sample after
+     * next: enough for the growth on top of what it has, and the reserve.
+     */
+    if (avail < p->reserve || avail < growth + p->reserve) {
+        want = actual - avail + growth + p->reserve + p->reserve / 2;
     }
     if (new_sample &&
         (rose(st->oom_kills, prev->oom_kills) ||

@@ -86,6 +86,7 @@ typedef struct Headroom {
     uint64_t limit;
     int64_t limit_time;         /* v2: when the limit was read */
     uint64_t usage;             /* the last reading */
+    uint64_t readings;          /* how many so far */
     QEMUTimer *timer;           /* QEMU_CLOCK_REALTIME, milliseconds */
 } Headroom;
 
@@ -187,13 +188,14 @@ bool balloon_pressure_lost(const BalloonPressure *bp)
 }
 
 bool balloon_pressure_headroom(const BalloonPressure *bp, uint64_t *usage,
-                               uint64_t *limit)
+                               uint64_t *limit, uint64_t *reading)
 {
-    if (!bp->hr.limit || bp->lost) {
+    if (!bp->hr.limit || !bp->hr.readings || bp->lost) {
         return false;
     }
     *usage = bp->hr.usage;
     *limit = bp->hr.limit;
+    *reading = bp->hr.readings;
     return true;
 }
 
@@ -538,6 +540,7 @@ static void headroom_check(BalloonPressure *bp)
         return;
     }
     hr->usage = usage;
+    hr->readings++;
     level = balloon_headroom_level(usage, hr->limit);
     if (level != BALLOON_POLICY_LEVEL_NONE) {
         /* each reading above a threshold: the deficit it shows counts */

@@ -299,14 +299,18 @@ static uint64_t own_rss(void)
     return (uint64_t)resident * qemu_real_host_page_size();
 }
 
-/* Hand the policy what the source last read of the host's headroom. */
+/* Hand the policy a new reading of the host's headroom, once. */
 static void auto_note_host(VirtIOBalloon *s, int64_t now)
 {
     VirtIOBalloonAuto *a = &s->autob;
     BalloonPolicyHost h = { .time = now };
+    uint64_t reading;
 
     if (a->pressure &&
-        balloon_pressure_headroom(a->pressure, &h.usage, &h.limit)) {
+        balloon_pressure_headroom(a->pressure, &h.usage, &h.limit,
+                                  &reading) &&
+        reading != a->host_reading) {
+        a->host_reading = reading;
         h.footprint = own_rss();
         balloon_policy_note_host(&a->state, &h);
     }
@@ -371,6 +375,10 @@ static void auto_evaluate(VirtIOBalloon *s)
 
     /* DIMMs come and go: the maximum is what the balloon works on now. */
     a->params.max = QEMU_ALIGN_DOWN(ram_size_bytes(), BALLOON_POLICY_PAGE);
+    /* with deflate-on-oom a Linux guest keeps balloon pages in its total */
+    a->params.balloon_in_total =
+        virtio_vdev_has_feature(VIRTIO_DEVICE(s),
+                                VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
     actual = guest_actual(s);
     auto_note_host(s, now);
     stats = a->stats;
@@ -393,6 +401,9 @@ static void auto_evaluate(VirtIOBalloon *s)
         trace_virtio_balloon_auto_decision(
             balloon_policy_reason_name(d.reason), d.old_target, d.new_target,
             actual, apply);
+        trace_virtio_balloon_auto_inputs(
+            stats.available, a->state.guest_rate, a->state.host.usage,
+            a->state.host.limit, a->state.host_rate);
         if (apply) {
             set_guest_target(s, d.new_target);
         } else {
@@ -592,6 +603,7 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     a->stats.time = BALLOON_POLICY_NEVER;
     a->last_stats_time = BALLOON_POLICY_NEVER;
     a->driver_was_ready = driver_ready(s);
+    a->host_reading = 0;
     a->pressure = balloon_pressure_open(&cfg, auto_pressure_cb, s, errp);
     if (!a->pressure) {
         error_prepend(errp, "'pressure-source=%s': ",

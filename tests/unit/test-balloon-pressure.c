@@ -355,7 +355,7 @@ static void test_v2_source(void)
     };
     BalloonPressure *bp;
     Seen seen = { 0 };
-    uint64_t usage, limit;
+    uint64_t usage, limit, reading;
     pid_t hog;
     int l;
 
@@ -375,7 +375,7 @@ static void test_v2_source(void)
     g_assert_cmpint(balloon_pressure_kind(bp), ==, BALLOON_PRESSURE_CGROUP_V2);
     g_assert_cmpstr(path, ==, dir);
     g_assert_nonnull(strstr(detail, "64 MiB limit"));
-    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit));
+    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit, &reading));
     g_assert_cmpuint(limit, ==, 64 * MiB);
     g_assert_cmpuint(usage, <, 8 * MiB);
 
@@ -388,7 +388,7 @@ static void test_v2_source(void)
     }
     g_assert_cmpuint(seen.events[BALLOON_POLICY_LEVEL_LOW], >, 0);
     g_assert_cmpuint(seen.events[BALLOON_POLICY_LEVEL_CRITICAL], >, 0);
-    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit));
+    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit, &reading));
     g_test_message("usage %" PRIu64 " MiB of %" PRIu64 " MiB", usage / MiB,
                    limit / MiB);
     g_assert_cmpuint(usage, >=, 48 * MiB);
@@ -402,7 +402,7 @@ static void test_v2_source(void)
     run_main_loop_until(saw_lost, &seen, 15000);
     g_assert_true(seen.lost);
     g_assert_true(balloon_pressure_lost(bp));
-    g_assert_false(balloon_pressure_headroom(bp, &usage, &limit));
+    g_assert_false(balloon_pressure_headroom(bp, &usage, &limit, &reading));
     balloon_pressure_close(bp);
 }
 

@@ -89,6 +89,7 @@ typedef struct BalloonPolicyParams {
     uint32_t return_permille;   /* give memory back only below this */
     int64_t lead;               /* host growth foreseen, time */
     uint64_t guest_fast_rate;   /* fastest plausible guest allocation, B/s */
+    bool balloon_in_total;      /* deflate-on-oom: guest total keeps them */
 } BalloonPolicyParams;
 
 typedef struct BalloonPolicyCounters {

@@ -73,10 +73,11 @@ char *balloon_pressure_detail(const BalloonPressure *bp);
 bool balloon_pressure_lost(const BalloonPressure *bp);
 /*
  * The memory usage of the watched cgroup and the limit in force, as last
- * read; false if the source knows no limit.
+ * read, and the number of that reading (it changes with each new one);
+ * false if the source knows no limit.
  */
 bool balloon_pressure_headroom(const BalloonPressure *bp, uint64_t *usage,
-                               uint64_t *limit);
+                               uint64_t *limit, uint64_t *reading);
 
 /*
  * A descriptor from management (a getfd name, /dev/fdset/N, or a number

@@ -78,6 +78,7 @@ typedef struct VirtIOBalloonAuto {
     bool inhibit_warned;
     bool polls_stats;           /* stats polling was turned on for us */
     int64_t polls_every;        /* the interval we set, seconds */
+    uint64_t host_reading;      /* the source's last reading we noted */
     bool driver_was_ready;      /* DRIVER_OK seen by set_status */
     bool fd_spent;              /* pressure-fd was taken over and closed */
     int64_t last_stats_time;    /* last statistics the policy used */

@@ -138,7 +138,7 @@ class CgroupV2Test(unittest.TestCase):
                 '-chardev socket,id=con,path=%s,server=on,wait=off '
                 '-serial chardev:con -qmp unix:%s,server=on,wait=off '
                 '-device virtio-balloon-pci,id=balloon0,%s '
-                '-trace enable=virtio_balloon_auto_decision' % (
+                '-trace enable=virtio_balloon_auto_*' % (
                     NESTED_MEM, con, qmp, balloon))
         if user is not None:
             qemu = ('setpriv --reuid=%d --regid=%d --clear-groups %s' %
@@ -146,8 +146,16 @@ class CgroupV2Test(unittest.TestCase):
         self.host.sh("sh -c 'echo $$ > %s/cgroup.procs && echo $$ > "
                      "%s/emulator/cgroup.threads && exec %s' "
                      "> /tmp/%s.log 2>&1 &" % (VMCG, VMCG, qemu, name))
-        harness.wait_until(lambda: self.host.nested(con, 'true', 10)[0] == 0,
-                           600, interval=2, what='the nested guest')
+
+        def up():
+            if self.host.nested(con, 'true', 10)[0] == 0:
+                return True
+            if self.host.pid_of('qemu-system-x86_64') is None:
+                self.fail('the nested QEMU exited: %s' %
+                          self.host.read('/tmp/%s.log' % name))
+            return False
+
+        harness.wait_until(up, 600, interval=2, what='the nested guest')
         return qmp, con, self.host.pid_of('qemu-system-x86_64')
 
     def hog(self, mib):
