@@ -143,6 +143,7 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     s->prev.time = BALLOON_POLICY_NEVER;
     s->prev_used = UINT64_MAX;
     s->host.time = BALLOON_POLICY_NEVER;
+    s->host_from.time = BALLOON_POLICY_NEVER;
 }
 
 void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
@@ -166,6 +167,7 @@ void balloon_policy_forget_pressure(BalloonPolicyState *s)
     }
     s->pending = BALLOON_POLICY_LEVEL_NONE;
     s->host.time = BALLOON_POLICY_NEVER;
+    s->host_from.time = BALLOON_POLICY_NEVER;
     s->host_rate = 0;
 }
 
@@ -191,14 +193,25 @@ static uint64_t follow_rate(uint64_t old_rate, uint64_t from, uint64_t to,
     return MAX(now_rate, old_rate / 2);
 }
 
+/*
+ * Host usage grows in steps (an allocator faults in a chunk, then works on
+ * it): two readings a few milliseconds apart across one step would read as
+ * gigabytes per second.  The rate is measured over at least this long.
+ */
+#define HOST_RATE_WINDOW (SEC_NS / 2)
+
 void balloon_policy_note_host(BalloonPolicyState *s,
                               const BalloonPolicyHost *h)
 {
-    if (s->host.time != BALLOON_POLICY_NEVER && h->time > s->host.time) {
-        s->host_rate = follow_rate(s->host_rate, s->host.usage, h->usage,
-                                   h->time - s->host.time);
-    } else if (h->time <= s->host.time) {
+    if (s->host.time != BALLOON_POLICY_NEVER && h->time <= s->host.time) {
         return;
+    }
+    if (s->host_from.time == BALLOON_POLICY_NEVER) {
+        s->host_from = *h;
+    } else if (h->time - s->host_from.time >= HOST_RATE_WINDOW) {
+        s->host_rate = follow_rate(s->host_rate, s->host_from.usage, h->usage,
+                                   h->time - s->host_from.time);
+        s->host_from = *h;
     }
     s->host = *h;
 }

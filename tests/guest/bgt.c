@@ -12,13 +12,15 @@
  *   bgt vmstat KEY...
  *   bgt qmp SOCKET COMMAND-JSON...
  *   bgt console SOCKET LINE [TIMEOUT-SECS]
+ *   bgt as UID COMMAND [ARG...]
  *
  * qmp and console drive a QEMU running inside this guest (a nested guest,
  * for tests on a cgroup v2 host): qmp connects to a QMP unix socket,
  * negotiates, sends each command and prints each reply on a line of its own
  * (events are skipped); console sends LINE to the bundled guest's command
  * loop on a serial unix socket, prints what comes back until the loop's
- * "@@DONE <rc>@@" and exits with that rc.
+ * "@@DONE <rc>@@" and exits with that rc.  as runs COMMAND with user and
+ * group UID and no supplementary groups (busybox's setpriv cannot).
  *
  * Output is one "key value" pair or status line per line, meant to be parsed
  * by the host-side test harness.  Exit status: 0 success, 1 failure, 2 usage.
@@ -27,6 +29,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -52,6 +55,7 @@ static void usage(void)
             "       bgt meminfo\n"
             "       bgt qmp SOCKET COMMAND-JSON...\n"
             "       bgt console SOCKET LINE [TIMEOUT-SECS]\n"
+            "       bgt as UID COMMAND [ARG...]\n"
             "       bgt vmstat KEY...\n");
     exit(2);
 }
@@ -476,6 +480,23 @@ static int cmd_console(int argc, char **argv)
     return 1;
 }
 
+static int cmd_as(int argc, char **argv)
+{
+    long id;
+
+    if (argc < 3) {
+        usage();
+    }
+    id = parse_num("UID", argv[1], 1, 65535);
+    if (setgroups(0, NULL) || setgid(id) || setuid(id)) {
+        perror("bgt: dropping privileges");
+        return 1;
+    }
+    execvp(argv[2], argv + 2);
+    perror(argv[2]);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     /* Lines must reach the console as they happen, even through a pipe. */
@@ -496,6 +517,8 @@ int main(int argc, char **argv)
         return cmd_qmp(argc - 1, argv + 1);
     } else if (!strcmp(argv[1], "console")) {
         return cmd_console(argc - 1, argv + 1);
+    } else if (!strcmp(argv[1], "as")) {
+        return cmd_as(argc - 1, argv + 1);
     }
     usage();
     return 2;

@@ -896,6 +896,49 @@ static void test_inflation_skew(void)
     run_inflation_skew(true, 0);
 }
 
+/*
+ * A host process that faults in 20 MiB a second in one go, read every
+ * 250 ms and, around each step, twice within 5 ms (memory.events and the
+ * poll): the growth it foresees is that of 20 MiB a second, not of a
+ * step over 5 ms, so a 1 GiB guest is not asked for a quarter of itself.
+ */
+static void test_host_steps(void)
+{
+    Fixture f;
+    const uint64_t limit = 1000 * MiB;
+    uint64_t hog = 0, given = 0;
+    int64_t t;
+
+    fixture_init(&f, GiB, GiB);
+    for (t = 0; t < 5 * SEC; t += SEC / 4) {
+        /* the guest's pages given to the balloon leave the host at once */
+        BalloonPolicyHost h = {
+            .time = f.now + t, .limit = limit,
+            .footprint = 700 * MiB - given,
+        };
+        BalloonPolicyDecision d;
+
+        if (t % SEC == 0) {
+            h.usage = 780 * MiB + hog - given;
+            balloon_policy_note_host(&f.s, &h);
+            hog += 20 * MiB;
+            h.time += 5 * 1000000;
+        }
+        h.usage = 780 * MiB + hog - given;
+        balloon_policy_note_host(&f.s, &h);
+        set_stats(&f, 500 * MiB - given);
+        f.st.time = h.time;
+        d = balloon_policy_decide(&f.s, &f.p, &f.st, GiB - given, h.time);
+        given += d.old_target > d.new_target ? d.old_target - d.new_target : 0;
+        g_assert_cmpuint(f.s.host_rate, <=, 40 * MiB);
+    }
+    g_test_message("host grew 100 MiB in 5 s: rate %" PRIu64 " MiB/s, the "
+                   "guest gave %" PRIu64 " MiB", f.s.host_rate / MiB,
+                   given / MiB);
+    /* the usage above 80% and a second of growth, not more */
+    g_assert_cmpuint(given, <=, (100 + 40 + 8) * MiB);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -924,6 +967,7 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/return-hysteresis",
                     test_return_hysteresis);
     g_test_add_func("/balloon-auto-policy/inflation-skew", test_inflation_skew);
+    g_test_add_func("/balloon-auto-policy/host-steps", test_host_steps);
     g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
                     test_guest_deflated_and_pingpong);
     g_test_add_func("/balloon-auto-policy/stall-counters",

@@ -117,6 +117,7 @@ typedef struct BalloonPolicyState {
     uint64_t prev_used;         /* guest memory in use at @prev */
     uint64_t guest_rate;        /* growth of guest memory in use, bytes/s */
     BalloonPolicyHost host;     /* the last host reading */
+    BalloonPolicyHost host_from; /* the reading host_rate is measured from */
     uint64_t host_rate;         /* growth of host usage, bytes/s */
     bool driver_stuck;
     BalloonPolicyCounters counters;

@@ -141,8 +141,7 @@ class CgroupV2Test(unittest.TestCase):
                 '-trace enable=virtio_balloon_auto_*' % (
                     NESTED_MEM, con, qmp, balloon))
         if user is not None:
-            qemu = ('setpriv --reuid=%d --regid=%d --clear-groups %s' %
-                    (user, user, qemu))
+            qemu = 'bgt as %d %s' % (user, qemu)
         self.host.sh("sh -c 'echo $$ > %s/cgroup.procs && echo $$ > "
                      "%s/emulator/cgroup.threads && exec %s' "
                      "> /tmp/%s.log 2>&1 &" % (VMCG, VMCG, qemu, name))
