@@ -11,6 +11,7 @@
 #   make deb             a Debian package of the fork (build/*.deb)
 #   make sanitize        ASan+UBSan build of the device and its tests
 #   make fuzz            libFuzzer on the automatic balloon (FUZZ_TIME s)
+#   make bench           benchmarks against upstream and peers (BENCH_ARGS)
 #   make install         install into $(PREFIX) (default /usr/local)
 #   make export-patches  turn the commits in build/qemu into patches/
 #   make clean           remove build/ (the source cache is kept)
@@ -28,6 +29,7 @@ MIN := $(TREE)/build-min
 SAN := $(TREE)/build-san
 FUZZ := $(TREE)/build-fuzz
 FUZZ_TIME ?= 1800
+BENCH_ARGS ?=
 SAN_TARGETS := tests/unit/test-balloon-auto-policy \
 	tests/qtest/virtio-balloon-auto-test tests/qtest/virtio-balloon-test \
 	tests/qtest/qos-test
@@ -115,7 +117,7 @@ demo: setup
 	$(PYTHON) scripts/fork/demo.py --qemu $(QEMU)
 
 bench: build pristine guest
-	$(PYTHON) bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64
+	$(PYTHON) bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64 $(BENCH_ARGS)
 
 install: build
 	cd $(BLD) && meson configure -Dprefix=$(PREFIX) >/dev/null && \
