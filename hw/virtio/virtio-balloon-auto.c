@@ -456,6 +456,8 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
     st->oom_kills = s->stats[VIRTIO_BALLOON_S_OOM_KILL];
     st->alloc_stalls = s->stats[VIRTIO_BALLOON_S_ALLOC_STALL];
     st->direct_reclaim = s->stats[VIRTIO_BALLOON_S_DIRECT_RECLAIM];
+    trace_virtio_balloon_auto_stats(st->total, st->available,
+                                    guest_actual(s));
     auto_evaluate(s);
 }
 

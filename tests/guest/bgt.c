@@ -19,7 +19,8 @@
  * negotiates, sends each command and prints each reply on a line of its own
  * (events are skipped); console sends LINE to the bundled guest's command
  * loop on a serial unix socket, prints what comes back until the loop's
- * "@@DONE <rc>@@" and exits with that rc.  as runs COMMAND with user and
+ * "@@DONE <rc>@@" and exits with that rc (LINE runs after an echo of a
+ * marker of its own, so a late answer to an earlier LINE is skipped).  as runs COMMAND with user and
  * group UID and no supplementary groups (busybox's setpriv cannot).
  *
  * Output is one "key value" pair or status line per line, meant to be parsed
@@ -451,7 +452,9 @@ static int cmd_qmp(int argc, char **argv)
 static int cmd_console(int argc, char **argv)
 {
     static char line[4096];
+    char begin[64];
     long timeout = 600;
+    bool begun = false;
     time_t end;
     int fd;
 
@@ -463,12 +466,25 @@ static int cmd_console(int argc, char **argv)
     }
     end = time(NULL) + timeout;
     fd = connect_unix(argv[1]);
+    /*
+     * A command an earlier caller gave up on may still answer: its
+     * "@@DONE" is not ours.  Ours comes after our own marker.
+     */
+    snprintf(begin, sizeof(begin), "@@BEGIN %ld.%ld@@", (long)getpid(),
+             (long)time(NULL));
+    write_all(fd, "echo '");
+    write_all(fd, begin);
+    write_all(fd, "'; ");
     write_all(fd, argv[2]);
     write_all(fd, "\n");
     while (time(NULL) < end) {
         int rc;
 
         if (!read_line(fd, line, sizeof(line), 1000)) {
+            continue;
+        }
+        if (!begun) {
+            begun = !strcmp(line, begin);
             continue;
         }
         if (sscanf(line, "@@DONE %d@@", &rc) == 1) {

@@ -138,7 +138,7 @@ class CgroupV2Test(unittest.TestCase):
                 '-chardev socket,id=con,path=%s,server=on,wait=off '
                 '-serial chardev:con -qmp unix:%s,server=on,wait=off '
                 '-device virtio-balloon-pci,id=balloon0,%s '
-                '-trace enable=virtio_balloon_auto_*' % (
+                '-msg timestamp=on -trace enable=virtio_balloon_auto_*' % (
                     NESTED_MEM, con, qmp, balloon))
         if user is not None:
             qemu = 'bgt as %d %s' % (user, qemu)
