@@ -605,6 +605,9 @@ class LibvirtTest(unittest.TestCase):
              '--pid', str(pid)], check=True, stdout=subprocess.PIPE,
             text=True, timeout=120).stdout
         print('# helper: ' + out.strip())
+        # v1 signals pressure where the limit is, the partition above the
+        # VM's cgroup
+        self.assertTrue(out.startswith('v1 cgroup %s:' % PARTITION_DIR), out)
         handed = eventfd_ids(pid) - efds_before
         self.assertEqual(len(handed), 3)
         info = self.query()
