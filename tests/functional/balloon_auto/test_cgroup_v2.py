@@ -12,6 +12,7 @@ while a host process allocates next to it.
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -142,20 +143,24 @@ class CgroupV2Test(unittest.TestCase):
                     NESTED_MEM, con, qmp, balloon))
         if user is not None:
             qemu = 'bgt as %d %s' % (user, qemu)
-        self.host.sh("sh -c 'echo $$ > %s/cgroup.procs && echo $$ > "
-                     "%s/emulator/cgroup.threads && exec %s' "
-                     "> /tmp/%s.log 2>&1 &" % (VMCG, VMCG, qemu, name))
+        # the shell's pid is QEMU's once it execs (bgt as execs too)
+        pid = int(self.host.sh(
+            "sh -c 'echo $$ > %s/cgroup.procs && echo $$ > "
+            "%s/emulator/cgroup.threads && exec %s' "
+            "> /tmp/%s.log 2>&1 & echo $!" % (VMCG, VMCG, qemu, name))[-1])
 
         def up():
             if self.host.nested(con, 'true', 10)[0] == 0:
                 return True
-            if self.host.pid_of('qemu-system-x86_64') is None:
+            state = self.host.sh('grep -s State: /proc/%d/status || true' %
+                                 pid)
+            if not state or re.match(r'State:\s+Z', state[-1]):
                 self.fail('the nested QEMU exited: %s' %
                           self.host.read('/tmp/%s.log' % name))
             return False
 
         harness.wait_until(up, 600, interval=2, what='the nested guest')
-        return qmp, con, self.host.pid_of('qemu-system-x86_64')
+        return qmp, con, pid
 
     def hog(self, mib):
         """A host process in the VM's cgroup, 20 MiB/s; returns its log."""
