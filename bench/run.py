@@ -69,7 +69,7 @@ rates 300 and 1000, N = 2 and 3, setups fork-auto, upstream and pve-1s
 Results go to OUT/results.json and OUT/bench.png (default OUT:
 build/bench); -v prints progress, --keep keeps console logs.  On a 2-core
 machine under TCG a full run takes about 1.5 hours (about 30 minutes per
-run of the peer scenarios), --quick about 12 minutes.
+run of the peer scenarios), --quick about 8 minutes.
 """
 
 import argparse
