@@ -199,14 +199,15 @@ def plot(results, path, extra_lines=()):
             rs = [r for r in rows if r['setup'] == s and r['n'] == n]
             if not rs:
                 continue
-            comp = statistics.mean(r.get('completed', 0) for r in rs)
+            share = statistics.mean(r.get('completed', 0) / n for r in rs)
             ok = all(r['ok'] for r in rs)
-            ax.bar(j + k * width, comp, width,
+            ax.bar(j + k * width, share, width,
                    color='C%d' % k, hatch='' if ok else '//',
                    edgecolor='black', label=s if j == 0 else None)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(ns))])
     ax.set_xticklabels(['N=%d' % n for n in ns])
-    ax.set_ylabel('guests completing their allocation')
+    ax.set_ylabel('share of guests completing their allocation')
+    ax.set_ylim(0, 1.05)
     ax.set_title('density: hatched = OOM kill or failure')
     if setups:
         ax.legend(fontsize=8)
