@@ -385,13 +385,25 @@ class LibvirtTest(unittest.TestCase):
         self.addCleanup(console.close)
         return console
 
-    def wait_settled(self):
-        """Wait until the driver has reached the target; return the
-        state."""
+    def wait_settled(self, quiet=3):
+        """Wait until the driver has reached the target and no decision
+        came for @quiet seconds; return the state.  The controller steps
+        at each usage reading (every 250 ms near the limit): reaching one
+        target does not mean the balloon stays there, and libvirt follows
+        the size the balloon ends at."""
+        seen = {}
+
         def settled():
             info = self.query()
-            return info if info['actual'] == info['target'] else None
-        return harness.wait_until(settled, 60, what='balloon at target')
+            key = (info['actual'], info['target'],
+                   sum(harness.decision_counts(info).values()))
+            if key != seen.get('key'):
+                seen['key'], seen['since'] = key, time.monotonic()
+            if info['actual'] != info['target'] or \
+                    time.monotonic() - seen['since'] < quiet:
+                return None
+            return info
+        return harness.wait_until(settled, 60, what='balloon settled')
 
     def pressure(self, mib, what, step=8):
         """A host process takes @mib MiB in the partition, @step MiB every
@@ -490,9 +502,20 @@ class LibvirtTest(unittest.TestCase):
         self.assertLess(rss, rss_before - 150 * MiB)
         # dominfo's "Used memory" comes from BALLOON_CHANGE events, which
         # QEMU throttles to one a second
-        harness.wait_until(lambda: virsh_fields(lv.virsh(
-            'dominfo', DOMAIN))['Used memory'] == '%d KiB' % (actual // KiB),
-            10, what='dominfo Used memory at the balloon size')
+        seen = {}
+
+        def dominfo_follows():
+            seen['used'] = virsh_fields(lv.virsh('dominfo',
+                                                 DOMAIN))['Used memory']
+            seen['now'] = self.query()['actual'] // KiB
+            return seen['used'] == '%d KiB' % (actual // KiB)
+        try:
+            harness.wait_until(dominfo_follows, 10,
+                               what='dominfo Used memory at the balloon size')
+        except TimeoutError:
+            self.fail('dominfo Used memory %s; the balloon settled at %d KiB'
+                      ' and is at %d KiB now' % (seen['used'], actual // KiB,
+                                                 seen['now']))
         # the host-side view reads the same through libvirt
         snap = json.loads(subprocess.run(
             [sys.executable, balloon_auto_top.__file__, '--libvirt', lv.uri,
