@@ -395,7 +395,7 @@ static uint64_t guest_wants(BalloonPolicyState *s,
      * Short now, or will be before the driver acts on the sample after
      * next: enough for the growth on top of what it has, and the reserve.
      */
-    if (avail < p->reserve || avail < growth + p->reserve) {
+    if (avail < growth + p->reserve) {
         want = actual - avail + growth + p->reserve + p->reserve / 2;
     }
     if (new_sample &&
