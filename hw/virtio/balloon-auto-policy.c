@@ -51,6 +51,15 @@ static uint64_t round_down_to(uint64_t v, uint64_t g)
     return v - v % g;
 }
 
+/* @a * @b / @c, saturating: rates and horizons come from the guest. */
+static uint64_t mul_div_sat(uint64_t a, uint64_t b, uint64_t c)
+{
+    if (b && a > UINT64_MAX / b) {
+        return UINT64_MAX;
+    }
+    return a * b / c;
+}
+
 const char *balloon_policy_level_name(BalloonPolicyLevel level)
 {
     return level < BALLOON_POLICY_LEVEL__MAX ? level_names[level] : "?";
@@ -157,8 +166,23 @@ void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
     s->guest_rate = 0;
 }
 
+uint64_t balloon_policy_device_reset(BalloonPolicyState *s,
+                                     const BalloonPolicyParams *p,
+                                     int64_t now)
+{
+    s->target = MIN(s->baseline, p->max);
+    balloon_policy_driver_reset(s, p->max, now);
+    return s->target;
+}
+
+void balloon_policy_forget_host_growth(BalloonPolicyState *s)
+{
+    s->host_from.time = BALLOON_POLICY_NEVER;
+    s->host_rate = 0;
+}
+
 /* The calm clock (last_pressure) keeps running: memory is not rushed back. */
-void balloon_policy_forget_pressure(BalloonPolicyState *s)
+void balloon_policy_arrived(BalloonPolicyState *s)
 {
     int l;
 
@@ -167,15 +191,26 @@ void balloon_policy_forget_pressure(BalloonPolicyState *s)
     }
     s->pending = BALLOON_POLICY_LEVEL_NONE;
     s->host.time = BALLOON_POLICY_NEVER;
-    s->host_from.time = BALLOON_POLICY_NEVER;
-    s->host_rate = 0;
+    balloon_policy_forget_host_growth(s);
+    s->prev_used = UINT64_MAX;
+    s->guest_rate = 0;
+}
+
+void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
+                            uint64_t ram_size)
+{
+    p->max = round_down_to(ram_size, BALLOON_POLICY_PAGE);
+    s->baseline = MIN(s->baseline, p->max);
+    s->target = MIN(s->target, p->max);
+    s->last_actual = MIN(s->last_actual, p->max);
+    s->pingpong_floor = MIN(s->pingpong_floor, p->max);
 }
 
 /* Growth from @from to @to over @dt ns, in bytes/s (0 if it shrank). */
 static uint64_t growth_rate(uint64_t from, uint64_t to, int64_t dt)
 {
     return to > from && dt >= 1000000 ?
-           (to - from) * (uint64_t)1000 / (uint64_t)(dt / 1000000) : 0;
+           mul_div_sat(to - from, 1000, dt / 1000000) : 0;
 }
 
 /*
@@ -206,23 +241,40 @@ void balloon_policy_note_host(BalloonPolicyState *s,
     if (s->host.time != BALLOON_POLICY_NEVER && h->time <= s->host.time) {
         return;
     }
-    if (s->host_from.time == BALLOON_POLICY_NEVER) {
+    if (s->host_from.time == BALLOON_POLICY_NEVER ||
+        h->read_time < s->host_from.read_time) {
         s->host_from = *h;
-    } else if (h->time - s->host_from.time >= HOST_RATE_WINDOW) {
+    } else if (h->read_time - s->host_from.read_time >= HOST_RATE_WINDOW) {
         s->host_rate = follow_rate(s->host_rate, s->host_from.usage, h->usage,
-                                   h->time - s->host_from.time);
+                                   h->read_time - s->host_from.read_time);
         s->host_from = *h;
     }
     s->host = *h;
 }
 
+/* A past event at @now: a time no later than @now, or NEVER. */
+static bool past(int64_t t, int64_t now)
+{
+    return t >= BALLOON_POLICY_NEVER && t <= now;
+}
+
 const char *balloon_policy_state_check(const BalloonPolicyState *s,
-                                       const BalloonPolicyParams *p)
+                                       const BalloonPolicyParams *p,
+                                       int64_t now)
 {
     int r;
 
     if (s->pending >= BALLOON_POLICY_LEVEL__MAX) {
         return "pending pressure level out of range";
+    }
+    if (!past(s->last_pressure, now) || !past(s->last_inflate, now) ||
+        !past(s->last_guest_pressure, now) || !past(s->last_return, now) ||
+        !past(s->last_progress, now) || !past(s->prev.time, now)) {
+        return "time of an event in the future";
+    }
+    if (s->pingpong_until < BALLOON_POLICY_NEVER ||
+        s->pingpong_until > now + p->pingpong_hold) {
+        return "raised floor beyond its hold time";
     }
     if (s->baseline > p->max || s->target > p->max ||
         s->last_actual > p->max || s->pingpong_floor > p->max) {
@@ -390,7 +442,8 @@ static uint64_t guest_wants(BalloonPolicyState *s,
     }
     s->prev_used = used;
     horizon_ms = (2 * p->stats_interval + SEC_NS / 2) / 1000000;
-    growth = s->guest_rate * horizon_ms / 1000;
+    /* more than the whole VM is no more than the whole VM */
+    growth = MIN(mul_div_sat(s->guest_rate, horizon_ms, 1000), p->max);
     /*
      * Short now, or will be before the driver acts on the sample after
      * next: enough for the growth on top of what it has, and the reserve.
@@ -428,12 +481,18 @@ static bool host_known(const BalloonPolicyState *s,
            now - s->host.time <= p->host_max_age;
 }
 
+uint64_t balloon_policy_host_setpoint(const BalloonPolicyState *s,
+                                      const BalloonPolicyParams *p)
+{
+    return s->host.limit / 1000 * p->setpoint_permille;
+}
+
 static uint64_t host_deficit(const BalloonPolicyState *s,
                              const BalloonPolicyParams *p, uint64_t actual)
 {
-    uint64_t setpoint = s->host.limit / 1000 * p->setpoint_permille;
-    uint64_t foreseen = s->host.usage +
-                        s->host_rate * (p->lead / 1000000) / 1000;
+    uint64_t setpoint = balloon_policy_host_setpoint(s, p);
+    uint64_t growth = mul_div_sat(s->host_rate, p->lead / 1000000, 1000);
+    uint64_t foreseen = s->host.usage + MIN(growth, s->host.limit);
     uint64_t deficit, share, pending;
 
     if (foreseen <= setpoint) {
@@ -484,8 +543,7 @@ static BalloonPolicyDecision finish(BalloonPolicyState *s, uint64_t max,
 
 BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
                                             const BalloonPolicyParams *p,
-                                            const BalloonPolicyGuestStats *st,
-                                            uint64_t actual, int64_t now)
+                                            const BalloonPolicyInput *in)
 {
     static const BalloonPolicyGuestStats no_stats = {
         .time = BALLOON_POLICY_NEVER, .total = UINT64_MAX,
@@ -494,6 +552,9 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         .swap_in = UINT64_MAX, .oom_kills = UINT64_MAX,
         .alloc_stalls = UINT64_MAX, .direct_reclaim = UINT64_MAX,
     };
+    const BalloonPolicyGuestStats *st = in->stats;
+    int64_t now = in->now;
+    uint64_t actual = in->actual;
     BalloonPolicyLevel level = s->pending;
     uint64_t floor = balloon_policy_floor(s, p, now);
     BalloonPolicyReason reason = BALLOON_POLICY_REASON_NONE;
@@ -544,6 +605,8 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
         }
         s->last_guest_pressure = now;
         s->pending = BALLOON_POLICY_LEVEL_NONE;     /* the guest wins */
+    } else if (in->guest_only) {
+        /* nothing else moves the target now */
     } else if (s->target != actual && !s->driver_stuck &&
                now - s->last_progress >= p->stuck_timeout) {
         /*

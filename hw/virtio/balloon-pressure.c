@@ -86,7 +86,9 @@ typedef struct Headroom {
     uint64_t limit;
     int64_t limit_time;         /* v2: when the limit was read */
     uint64_t usage;             /* the last reading */
+    int64_t usage_time;         /* when it was read, realtime ns */
     uint64_t readings;          /* how many so far */
+    int garbled;                /* unreadable readings in a row */
     QEMUTimer *timer;           /* QEMU_CLOCK_REALTIME, milliseconds */
 } Headroom;
 
@@ -95,6 +97,7 @@ struct BalloonPressure {
     char *path;
     char *detail;
     bool lost;
+    bool running;               /* not stopped: watching */
     PressureWatch watch[BALLOON_POLICY_LEVEL__MAX];
     int nwatch;
     /* descriptors handed over by management, one per level */
@@ -187,15 +190,16 @@ bool balloon_pressure_lost(const BalloonPressure *bp)
     return bp->lost;
 }
 
-bool balloon_pressure_headroom(const BalloonPressure *bp, uint64_t *usage,
-                               uint64_t *limit, uint64_t *reading)
+bool balloon_pressure_headroom(const BalloonPressure *bp,
+                               BalloonPressureReading *r)
 {
     if (!bp->hr.limit || !bp->hr.readings || bp->lost) {
         return false;
     }
-    *usage = bp->hr.usage;
-    *limit = bp->hr.limit;
-    *reading = bp->hr.readings;
+    r->usage = bp->hr.usage;
+    r->limit = bp->hr.limit;
+    r->count = bp->hr.readings;
+    r->time = bp->hr.usage_time;
     return true;
 }
 
@@ -402,6 +406,7 @@ static void pressure_lost(BalloonPressure *bp, const char *why)
     warn_report("virtio-balloon: pressure source %s lost: %s; automatic "
                 "ballooning continues on guest pressure only",
                 bp->path, why);
+    append_detail(bp, "lost: %s", why);
     for (i = 0; i < bp->nwatch; i++) {
         stop_watch(&bp->watch[i]);
     }
@@ -462,6 +467,16 @@ static void watch_psi_fd(PressureWatch *w)
                                    psi_cb, w, NULL);
 }
 
+/* Watch a descriptor handed over: an eventfd is read, PSI is polled. */
+static void watch_handed(PressureWatch *w)
+{
+    if (w->is_eventfd) {
+        qemu_set_fd_handler(w->fd, eventfd_read_cb, NULL, w);
+    } else {
+        watch_psi_fd(w);
+    }
+}
+
 static void init_watch(PressureWatch *w, BalloonPressure *bp,
                        BalloonPolicyLevel level)
 {
@@ -513,6 +528,41 @@ static void headroom_schedule(BalloonPressure *bp, int64_t delay_ms)
               qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + delay_ms);
 }
 
+/*
+ * The limit in force on the path, read again when it matters (usage
+ * above the first threshold) or has not been read for a while: management
+ * may change or remove a limit at any time.
+ */
+static void headroom_v2_limit(BalloonPressure *bp, int64_t now)
+{
+    Headroom *hr = &bp->hr;
+    g_autofree char *origin = NULL;
+    uint64_t limit;
+
+    if (hr->limit &&
+        hr->usage < balloon_headroom_threshold(BALLOON_POLICY_LEVEL_LOW,
+                                               hr->limit) &&
+        now - hr->limit_time < LIMITS_MAX_AGE_MS) {
+        return;
+    }
+    hr->limit_time = now;
+    if (!balloon_cgroup_v2_limit(hr->mnt, bp->path, &limit, &origin)) {
+        limit = 0;
+    }
+    if (limit != hr->limit) {
+        if (limit) {
+            append_detail(bp, "limit now %" PRIu64 " MiB (%s)", limit / MiB,
+                          origin);
+        } else {
+            append_detail(bp, "limit removed: no headroom until one is set");
+        }
+        hr->limit = limit;
+    }
+}
+
+/* Unreadable usage this many times in a row: the source is unusable. */
+#define HEADROOM_MAX_GARBLED 3
+
 static void headroom_check(BalloonPressure *bp)
 {
     Headroom *hr = &bp->hr;
@@ -521,33 +571,41 @@ static void headroom_check(BalloonPressure *bp)
     char buf[32];
     uint64_t usage;
 
-    if (hr->v2 && now - hr->limit_time >= LIMITS_MAX_AGE_MS) {
-        g_autofree char *origin = NULL;
-        uint64_t limit;
-
-        /* management may change a limit at any time */
-        if (balloon_cgroup_v2_limit(hr->mnt, bp->path, &limit, &origin)) {
-            hr->limit = limit;
-        }
-        hr->limit_time = now;
-    }
     if (!pread_text(hr->usage_fd, buf, sizeof(buf))) {
         pressure_lost(bp, "cannot read the cgroup's memory usage (cgroup "
                       "removed?)");
         return;
     }
     if (qemu_strtou64(g_strstrip(buf), NULL, 10, &usage) < 0) {
+        if (++hr->garbled >= HEADROOM_MAX_GARBLED) {
+            g_autofree char *why = g_strdup_printf(
+                "the cgroup's memory usage reads '%.16s', not a number",
+                buf);
+
+            pressure_lost(bp, why);
+            return;
+        }
+        /* look again as soon as a reading near the limit would */
+        headroom_schedule(bp, BALLOON_HEADROOM_BUSY_MS);
         return;
     }
+    hr->garbled = 0;
     hr->usage = usage;
+    hr->usage_time = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     hr->readings++;
+    if (hr->v2) {
+        headroom_v2_limit(bp, now);
+    }
     level = balloon_headroom_level(usage, hr->limit);
     if (level != BALLOON_POLICY_LEVEL_NONE) {
         /* each reading above a threshold: the deficit it shows counts */
         notify(bp, level);
     }
     if (hr->v2) {
-        headroom_schedule(bp, balloon_headroom_interval_ms(usage, hr->limit));
+        /* without a limit: only to notice a new one */
+        headroom_schedule(bp, hr->limit ?
+                          balloon_headroom_interval_ms(usage, hr->limit) :
+                          LIMITS_MAX_AGE_MS);
     } else if (level != BALLOON_POLICY_LEVEL_NONE) {
         /* v1 below the thresholds: their eventfd says when usage crosses */
         headroom_schedule(bp, BALLOON_HEADROOM_BUSY_MS);
@@ -839,7 +897,8 @@ static bool open_handed(PressureWatch *w, const char *name, Error **errp)
     link = g_strdup_printf("/proc/self/fd/%d", w->fd);
     target = g_file_read_link(link, NULL);
     w->name = g_strdup_printf("%s (%s)", name, target ? target : "?");
-    w->is_eventfd = target && strstr(target, "eventfd");
+    /* exactly: a cgroup path may contain the word */
+    w->is_eventfd = !g_strcmp0(target, "anon_inode:[eventfd]");
     return true;
 }
 
@@ -860,9 +919,9 @@ bool balloon_pressure_take_fd(BalloonPressure *bp, const char *name,
     *slot = w;
     if (slot->is_eventfd) {
         g_unix_set_fd_nonblocking(slot->fd, true, NULL);
-        qemu_set_fd_handler(slot->fd, eventfd_read_cb, NULL, slot);
-    } else {
-        watch_psi_fd(slot);
+    }
+    if (bp->running) {
+        watch_handed(slot);
     }
     return true;
 }
@@ -969,41 +1028,27 @@ static void close_own(BalloonPressure *bp)
     g_clear_pointer(&bp->detail, g_free);
 }
 
-BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
-                                       BalloonPressureHandler *handler,
-                                       void *opaque, Error **errp)
+/* Open the source's own part as @cfg says; false and @errp if it fails. */
+static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
+                     Error **errp)
 {
     static const BalloonPressureKind order[] = {
         BALLOON_PRESSURE_CGROUP_V2, BALLOON_PRESSURE_CGROUP_V1,
         BALLOON_PRESSURE_SYSTEM,
     };
-    BalloonPressure *bp = g_new0(BalloonPressure, 1);
     g_autoptr(GString) tried = g_string_new("");
     Error *err = NULL;
     size_t i;
-    int l;
 
-    bp->handler = handler;
-    bp->opaque = opaque;
-    init_headroom(&bp->hr);
-    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
-        init_watch(&bp->handed[l], bp, l);
-    }
-    /* a descriptor given with the source comes first: it may be all */
-    if (cfg->fd && !balloon_pressure_take_fd(bp, cfg->fd, cfg->fd_level,
-                                             errp)) {
-        balloon_pressure_close(bp);
-        return NULL;
-    }
-
+    bp->lost = false;
     if (cfg->kind != BALLOON_PRESSURE_AUTO) {
         if (open_kind(bp, cfg->kind, cfg, false, &err)) {
-            return bp;
+            return true;
         }
         if (!cfg->fall_back_to_none) {
             error_propagate(errp, err);
-            balloon_pressure_close(bp);
-            return NULL;
+            close_own(bp);
+            return false;
         }
         close_own(bp);
         warn_report("virtio-balloon: cannot open the host memory-pressure "
@@ -1016,7 +1061,7 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
                                      balloon_pressure_kind_name(cfg->kind),
                                      error_get_pretty(err));
         error_free(err);
-        return bp;
+        return true;
     }
 
     for (i = 0; i < ARRAY_SIZE(order); i++) {
@@ -1026,7 +1071,7 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
             bp->detail = g_strdup_printf("auto-detected: %s%s%s", old,
                                          tried->len ? "; skipped: " : "",
                                          tried->str);
-            return bp;
+            return true;
         }
         g_string_append_printf(tried, "%s%s (%s)", tried->len ? ", " : "",
                                balloon_pressure_kind_name(order[i]),
@@ -1041,7 +1086,61 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
     bp->kind = BALLOON_PRESSURE_NONE;
     bp->detail = g_strdup_printf("auto-detection found no source: %s",
                                  tried->str);
+    return true;
+}
+
+BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
+                                       BalloonPressureHandler *handler,
+                                       void *opaque, Error **errp)
+{
+    BalloonPressure *bp = g_new0(BalloonPressure, 1);
+    int l;
+
+    bp->handler = handler;
+    bp->opaque = opaque;
+    bp->running = true;
+    init_headroom(&bp->hr);
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        init_watch(&bp->handed[l], bp, l);
+    }
+    /* a descriptor given with the source comes first: it may be all */
+    if ((cfg->fd && !balloon_pressure_take_fd(bp, cfg->fd, cfg->fd_level,
+                                              errp)) ||
+        !open_own(bp, cfg, errp)) {
+        balloon_pressure_close(bp);
+        return NULL;
+    }
     return bp;
+}
+
+void balloon_pressure_stop(BalloonPressure *bp)
+{
+    int l;
+
+    close_own(bp);
+    bp->kind = BALLOON_PRESSURE_NONE;
+    bp->running = false;
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        stop_watch(&bp->handed[l]);
+    }
+}
+
+bool balloon_pressure_restart(BalloonPressure *bp,
+                              const BalloonPressureConfig *cfg, Error **errp)
+{
+    int l;
+
+    assert(!cfg->fd && !bp->running);
+    if (!open_own(bp, cfg, errp)) {
+        return false;
+    }
+    bp->running = true;
+    for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
+        if (bp->handed[l].fd >= 0) {
+            watch_handed(&bp->handed[l]);
+        }
+    }
+    return true;
 }
 
 void balloon_pressure_close(BalloonPressure *bp)

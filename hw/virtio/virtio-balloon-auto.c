@@ -142,83 +142,115 @@ static BalloonAutoStatus auto_status(VirtIOBalloon *s,
                         BALLOON_AUTO_STATUS_ACTIVE;
 }
 
+/* Each tunable as a property, and as a balloon-auto-set argument. */
+typedef enum TunableName {
+    TUNABLE_FLOOR,
+    TUNABLE_RESERVE,
+    TUNABLE_INFLATE_LOW,
+    TUNABLE_INFLATE_MEDIUM,
+    TUNABLE_INFLATE_CRITICAL,
+    TUNABLE_MAX_STEP,
+    TUNABLE_RETURN_STEP,
+    TUNABLE_CALM_TIME,
+    TUNABLE_COOLDOWN,
+    TUNABLE__MAX,
+} TunableName;
+
+static const char *const tunable_names[TUNABLE__MAX][2] = {
+    [TUNABLE_FLOOR] = { "auto-floor", "floor" },
+    [TUNABLE_RESERVE] = { "auto-reserve", "reserve" },
+    [TUNABLE_INFLATE_LOW] = { "inflate-low", "inflate-low" },
+    [TUNABLE_INFLATE_MEDIUM] = { "inflate-medium", "inflate-medium" },
+    [TUNABLE_INFLATE_CRITICAL] = { "inflate-critical", "inflate-critical" },
+    [TUNABLE_MAX_STEP] = { "auto-max-step", "max-step" },
+    [TUNABLE_RETURN_STEP] = { "auto-return-step", "return-step" },
+    [TUNABLE_CALM_TIME] = { "auto-calm-time-ms", "calm-time-ms" },
+    [TUNABLE_COOLDOWN] = { "auto-cooldown-ms", "cooldown-ms" },
+};
+
+#define MAX_CALM_TIME_MS (24 * 3600 * 1000)
+#define MAX_COOLDOWN_MS (3600 * 1000)
+
 /*
- * Validate the tunables and turn them into policy parameters.  Errors name
- * the property (and the balloon-auto-set argument of the same meaning).
+ * A step size: 0 for the default, else between the granularity and the
+ * VM's memory size; rounded up to whole pages.
  */
-static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
-                        char **floor_origin, Error **errp)
+static bool tunable_step(uint64_t value, const char *name,
+                         const BalloonPolicyParams *p, uint64_t *step,
+                         Error **errp)
 {
-    static const char *const pct_names[BALLOON_POLICY_LEVEL__MAX] = {
-        [BALLOON_POLICY_LEVEL_LOW] = "inflate-low",
-        [BALLOON_POLICY_LEVEL_MEDIUM] = "inflate-medium",
-        [BALLOON_POLICY_LEVEL_CRITICAL] = "inflate-critical",
-    };
-    uint64_t ram = ram_size_bytes();
+    if (!value) {
+        return true;
+    }
+    if (value < p->granularity || value > p->max) {
+        error_setg(errp, "'%s' must be 0 (default) or between %" PRIu64
+                   " and the VM's memory size (%" PRIu64 ")", name,
+                   p->granularity, p->max);
+        return false;
+    }
+    *step = QEMU_ALIGN_UP(value, BALLOON_POLICY_PAGE);
+    return true;
+}
+
+/*
+ * Validate @t and turn it into policy parameters for a VM of @ram bytes.
+ * Errors name the property, or with @as_arguments the balloon-auto-set
+ * argument.  *@floor_origin says where the floor comes from.
+ */
+static bool tunables_apply(const BalloonAutoTunables *t, bool as_arguments,
+                           uint64_t ram, BalloonPolicyParams *p,
+                           char **floor_origin, Error **errp)
+{
+#define NAME(n) tunable_names[n][as_arguments]
     int l;
 
     balloon_policy_params_init(p, ram);
     for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
-        if (a->inflate_pct[l] > 100) {
+        if (t->inflate_pct[l] > 100) {
             error_setg(errp, "'%s' must be a percentage from 0 to 100, "
-                       "not %u", pct_names[l], a->inflate_pct[l]);
+                       "not %u", NAME(TUNABLE_INFLATE_LOW + l - 1),
+                       t->inflate_pct[l]);
             return false;
         }
-        p->step_pct[l] = a->inflate_pct[l];
+        p->step_pct[l] = t->inflate_pct[l];
     }
-    if (a->floor > ram) {
-        error_setg(errp, "'auto-floor' (%" PRIu64 ") exceeds the VM's "
-                   "memory size (%" PRIu64 ")", a->floor, ram);
+    if (t->floor > ram) {
+        error_setg(errp, "'%s' (%" PRIu64 ") exceeds the VM's memory size "
+                   "(%" PRIu64 ")", NAME(TUNABLE_FLOOR), t->floor, ram);
         return false;
     }
-    if (a->reserve >= ram) {
-        error_setg(errp, "'auto-reserve' (%" PRIu64 ") must be smaller than "
-                   "the VM's memory size (%" PRIu64 ")", a->reserve, ram);
+    if (t->reserve >= ram) {
+        error_setg(errp, "'%s' (%" PRIu64 ") must be smaller than the VM's "
+                   "memory size (%" PRIu64 ")", NAME(TUNABLE_RESERVE),
+                   t->reserve, ram);
         return false;
     }
-    if (a->reserve) {
-        p->reserve = a->reserve;
+    if (t->reserve) {
+        p->reserve = t->reserve;
     }
-    /* 0: the default, scaled to the VM; only explicit values are checked */
-    if (a->max_step &&
-        (a->max_step < p->granularity || a->max_step > p->max)) {
-        error_setg(errp, "'auto-max-step' must be 0 (default) or between %"
-                   PRIu64 " and the VM's memory size (%" PRIu64 ")",
-                   p->granularity, p->max);
+    if (!tunable_step(t->max_step, NAME(TUNABLE_MAX_STEP), p, &p->max_step,
+                      errp) ||
+        !tunable_step(t->return_step, NAME(TUNABLE_RETURN_STEP), p,
+                      &p->return_step, errp)) {
         return false;
     }
-    if (a->max_step) {
-        p->max_step = QEMU_ALIGN_UP(a->max_step, BALLOON_POLICY_PAGE);
-    }
-    if (a->return_step &&
-        (a->return_step < p->granularity || a->return_step > p->max)) {
-        error_setg(errp, "'auto-return-step' must be 0 (default) or between %"
-                   PRIu64 " and the VM's memory size (%" PRIu64 ")",
-                   p->granularity, p->max);
+    if (t->calm_time_ms > MAX_CALM_TIME_MS) {
+        error_setg(errp, "'%s' must be at most one day (%d)",
+                   NAME(TUNABLE_CALM_TIME), MAX_CALM_TIME_MS);
         return false;
     }
-    if (a->return_step) {
-        p->return_step = QEMU_ALIGN_UP(a->return_step, BALLOON_POLICY_PAGE);
-    }
-    if (a->calm_time_ms > 24 * 3600 * 1000) {
-        error_setg(errp, "'auto-calm-time-ms' must be at most one day");
+    p->hold = (int64_t)t->calm_time_ms * SCALE_MS;
+    if (t->cooldown_ms > MAX_COOLDOWN_MS) {
+        error_setg(errp, "'%s' must be at most one hour (%d)",
+                   NAME(TUNABLE_COOLDOWN), MAX_COOLDOWN_MS);
         return false;
     }
-    p->hold = (int64_t)a->calm_time_ms * SCALE_MS;
-    if (a->cooldown_ms > 3600 * 1000) {
-        error_setg(errp, "'auto-cooldown-ms' must be at most one hour");
-        return false;
-    }
-    p->cooldown = (int64_t)a->cooldown_ms * SCALE_MS;
-    if (a->psi_window_ms < 500 || a->psi_window_ms > 10000) {
-        error_setg(errp, "'psi-window-ms' must be from 500 to 10000 "
-                   "(the kernel's PSI window range), not %u",
-                   a->psi_window_ms);
-        return false;
-    }
-    if (a->floor) {
-        p->floor = a->floor;
-        *floor_origin = g_strdup("property auto-floor");
+    p->cooldown = (int64_t)t->cooldown_ms * SCALE_MS;
+    if (t->floor) {
+        p->floor = t->floor;
+        *floor_origin = g_strdup_printf("%s %s", as_arguments ?
+                                        "balloon-auto-set argument" :
+                                        "property", NAME(TUNABLE_FLOOR));
     } else {
         g_autofree char *origin = NULL;
         uint64_t protection = balloon_cgroup_protection(&origin);
@@ -231,6 +263,58 @@ static bool auto_params(VirtIOBalloonAuto *a, BalloonPolicyParams *p,
             *floor_origin = g_strdup("default: 25% of the VM's memory, "
                                      "at least 128 MiB");
         }
+    }
+    return true;
+#undef NAME
+}
+
+#define PSI_WINDOW_MIN_MS 500
+#define PSI_WINDOW_MAX_MS 10000
+
+/*
+ * The source the properties describe; a property that names none of the
+ * choices is an error naming it.
+ */
+static bool source_config(VirtIOBalloonAuto *a, BalloonPressureConfig *cfg,
+                          Error **errp)
+{
+    *cfg = (BalloonPressureConfig) {
+        .kind = BALLOON_PRESSURE_AUTO,
+        .cgroup = a->cgroup,
+        .fd = a->fd_taken ? NULL : a->fd,
+        .fd_level = BALLOON_POLICY_LEVEL_MEDIUM,
+        .psi_window_ms = a->psi_window_ms,
+    };
+    if (a->source) {
+        int kind = balloon_pressure_kind_parse(a->source);
+
+        if (kind < 0) {
+            error_setg(errp, "'pressure-source' must be one of auto, "
+                       "cgroup-v1, cgroup-v2, system, fd, none; not '%s'",
+                       a->source);
+            return false;
+        }
+        cfg->kind = kind;
+    } else if (a->fd) {
+        cfg->kind = BALLOON_PRESSURE_FD;
+    }
+    if (a->fd_level) {
+        int l = qapi_enum_parse(&BalloonPressureLevel_lookup, a->fd_level, -1,
+                                NULL);
+
+        if (l <= BALLOON_POLICY_LEVEL_NONE) {
+            error_setg(errp, "'pressure-fd-level' must be low, medium or "
+                       "critical; not '%s'", a->fd_level);
+            return false;
+        }
+        cfg->fd_level = l;
+    }
+    if (a->psi_window_ms < PSI_WINDOW_MIN_MS ||
+        a->psi_window_ms > PSI_WINDOW_MAX_MS) {
+        error_setg(errp, "'psi-window-ms' must be from %d to %d (the "
+                   "kernel's PSI window range), not %u", PSI_WINDOW_MIN_MS,
+                   PSI_WINDOW_MAX_MS, a->psi_window_ms);
+        return false;
     }
     return true;
 }
@@ -303,16 +387,33 @@ static uint64_t own_rss(void)
 static void auto_note_host(VirtIOBalloon *s, int64_t now)
 {
     VirtIOBalloonAuto *a = &s->autob;
-    BalloonPolicyHost h = { .time = now };
-    uint64_t reading;
+    BalloonPressureReading r;
 
-    if (a->pressure &&
-        balloon_pressure_headroom(a->pressure, &h.usage, &h.limit,
-                                  &reading) &&
-        reading != a->host_reading) {
-        a->host_reading = reading;
-        h.footprint = own_rss();
+    if (a->pressure && balloon_pressure_headroom(a->pressure, &r) &&
+        r.count != a->host_reading) {
+        BalloonPolicyHost h = {
+            .time = now, .read_time = r.time, .usage = r.usage,
+            .limit = r.limit, .footprint = own_rss(),
+        };
+
+        a->host_reading = r.count;
         balloon_policy_note_host(&a->state, &h);
+    }
+}
+
+/*
+ * Statistics polling for the policy (unless the user set an interval):
+ * on while a driver can answer, off while there is none, so that a
+ * device waiting for its driver has no timer running.
+ */
+static void auto_poll_stats(VirtIOBalloon *s, int64_t secs)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+
+    if (a->polls_stats && s->stats_poll_interval != secs) {
+        a->polls_every = secs;
+        object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
+                                secs, &error_abort);
     }
 }
 
@@ -338,11 +439,7 @@ static void auto_adapt_stats_polling(VirtIOBalloon *s, int64_t now)
     }
     secs = balloon_policy_stats_interval_s(&a->state, &a->params, now);
     a->params.stats_interval = secs * NANOSECONDS_PER_SECOND;
-    if (secs != s->stats_poll_interval) {
-        a->polls_every = secs;
-        object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
-                                secs, &error_abort);
-    }
+    auto_poll_stats(s, secs);
 }
 
 static void auto_evaluate(VirtIOBalloon *s)
@@ -354,7 +451,7 @@ static void auto_evaluate(VirtIOBalloon *s)
     BalloonPolicyGuestStats stats;
     int64_t now = now_ns();
     uint64_t actual;
-    bool apply;
+    bool apply, guest_only;
 
     if (!a->realized || !a->enabled) {
         return;
@@ -366,15 +463,22 @@ static void auto_evaluate(VirtIOBalloon *s)
                     "disabled); automatic ballooning makes no decisions");
         a->inhibit_warned = true;
     }
-    if (status == BALLOON_AUTO_STATUS_INHIBITED ||
-        status == BALLOON_AUTO_STATUS_PAUSED ||
-        status == BALLOON_AUTO_STATUS_HELD) {
+    /*
+     * An outgoing migration: the guest's own need still counts (memory
+     * given to it only adds pages to send), nothing else does.
+     */
+    guest_only = status == BALLOON_AUTO_STATUS_PAUSED &&
+                 why == BALLOON_AUTO_BLOCKER_MIGRATION &&
+                 now >= a->hold_until && driver_ready(s);
+    if ((status == BALLOON_AUTO_STATUS_INHIBITED ||
+         status == BALLOON_AUTO_STATUS_PAUSED ||
+         status == BALLOON_AUTO_STATUS_HELD) && !guest_only) {
         auto_schedule(s);
         return;
     }
 
     /* DIMMs come and go: the maximum is what the balloon works on now. */
-    a->params.max = QEMU_ALIGN_DOWN(ram_size_bytes(), BALLOON_POLICY_PAGE);
+    balloon_policy_set_max(&a->state, &a->params, ram_size_bytes());
     /* with deflate-on-oom a Linux guest keeps balloon pages in its total */
     a->params.balloon_in_total =
         virtio_vdev_has_feature(VIRTIO_DEVICE(s),
@@ -390,7 +494,10 @@ static void auto_evaluate(VirtIOBalloon *s)
             a->last_stats_time = stats.time;
         }
     }
-    d = balloon_policy_decide(&a->state, &a->params, &stats, actual, now);
+    d = balloon_policy_decide(&a->state, &a->params, &(BalloonPolicyInput) {
+                                  .now = now, .actual = actual,
+                                  .stats = &stats, .guest_only = guest_only,
+                              });
     if (d.reason != BALLOON_POLICY_REASON_NONE) {
         apply = !a->dry_run;
         a->last = d;
@@ -477,7 +584,10 @@ void virtio_balloon_auto_actual_changed(VirtIOBalloon *s)
     auto_evaluate(s);
 }
 
-/* A driver that becomes ready starts with a clean slate. */
+/*
+ * A driver that becomes ready starts with a clean slate; without one,
+ * nothing polls.
+ */
 void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status)
 {
     VirtIOBalloonAuto *a = &s->autob;
@@ -487,9 +597,11 @@ void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status)
         return;
     }
     a->driver_was_ready = ready;
+    auto_poll_stats(s, ready ? AUTO_STATS_INTERVAL_S : 0);
     if (ready) {
         balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
-        auto_evaluate(s);
+        /* the device's status changes after this hook: evaluate after it */
+        timer_mod(a->timer, now_ns());
     }
 }
 
@@ -548,55 +660,55 @@ static bool auto_check_backing(Error **errp)
     return !qemu_ram_foreach_block(check_ram_block, errp);
 }
 
+/* The VM runs again after a stop: host growth is measured afresh. */
+static void auto_vm_state_change(void *opaque, bool running, RunState state)
+{
+    VirtIOBalloonAuto *a = &((VirtIOBalloon *)opaque)->autob;
+
+    if (running) {
+        balloon_policy_forget_host_growth(&a->state);
+    }
+}
+
 /*
- * @incoming: on a migration destination, where a pressure source that
- * cannot be opened must not cost the VM.
+ * Open the pressure source the properties describe, or open it again
+ * after a stop (the descriptors handed over before are still there).
+ * @incoming: on a migration destination, where a source that cannot be
+ * opened must not cost the VM.
  */
+static bool auto_open_source(VirtIOBalloon *s, bool incoming, Error **errp)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonPressureConfig cfg;
+    bool ok;
+
+    if (!source_config(a, &cfg, errp)) {
+        return false;
+    }
+    cfg.fall_back_to_none = incoming;
+    if (a->pressure) {
+        ok = balloon_pressure_restart(a->pressure, &cfg, errp);
+    } else {
+        a->pressure = balloon_pressure_open(&cfg, auto_pressure_cb, s, errp);
+        ok = a->pressure;
+    }
+    if (!ok) {
+        error_prepend(errp, "'pressure-source=%s': ",
+                      balloon_pressure_kind_name(cfg.kind));
+        return false;
+    }
+    a->fd_taken |= !!cfg.fd;
+    return true;
+}
+
 static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
 {
     VirtIOBalloonAuto *a = &s->autob;
-    BalloonPressureConfig cfg = {
-        .kind = BALLOON_PRESSURE_AUTO,
-        .cgroup = a->cgroup,
-        .fd = a->fd,
-        .fd_level = BALLOON_POLICY_LEVEL_MEDIUM,
-        .psi_window_ms = a->psi_window_ms,
-        .fall_back_to_none = incoming,
-    };
     g_autofree char *floor_origin = NULL;
 
-    if (a->source) {
-        int kind = balloon_pressure_kind_parse(a->source);
-
-        if (kind < 0) {
-            error_setg(errp, "'pressure-source' must be one of auto, "
-                       "cgroup-v1, cgroup-v2, system, fd, none; not '%s'",
-                       a->source);
-            return false;
-        }
-        cfg.kind = kind;
-    } else if (a->fd) {
-        cfg.kind = BALLOON_PRESSURE_FD;
-    }
-    if (a->fd_level) {
-        int l = qapi_enum_parse(&BalloonPressureLevel_lookup, a->fd_level, -1,
-                                NULL);
-
-        if (l <= BALLOON_POLICY_LEVEL_NONE) {
-            error_setg(errp, "'pressure-fd-level' must be low, medium or "
-                       "critical; not '%s'", a->fd_level);
-            return false;
-        }
-        cfg.fd_level = l;
-    }
-    if (cfg.kind == BALLOON_PRESSURE_FD && a->fd_spent) {
-        error_setg(errp, "'pressure-fd' '%s' was closed when automatic "
-                   "ballooning was turned off; hand over a new descriptor "
-                   "with 'pressure-fd'", a->fd);
-        return false;
-    }
     if (!auto_check_backing(errp) ||
-        !auto_params(a, &a->params, &floor_origin, errp)) {
+        !tunables_apply(&a->tunables, false, ram_size_bytes(), &a->params,
+                        &floor_origin, errp)) {
         return false;
     }
     /* Ready before the source opens: it may report pressure at once. */
@@ -606,25 +718,24 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     a->last_stats_time = BALLOON_POLICY_NEVER;
     a->driver_was_ready = driver_ready(s);
     a->host_reading = 0;
-    a->pressure = balloon_pressure_open(&cfg, auto_pressure_cb, s, errp);
-    if (!a->pressure) {
-        error_prepend(errp, "'pressure-source=%s': ",
-                      balloon_pressure_kind_name(cfg.kind));
+    if (!auto_open_source(s, incoming, errp)) {
         return false;
     }
     g_free(a->floor_origin);
     a->floor_origin = g_steal_pointer(&floor_origin);
     a->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
+    a->vm_state = qemu_add_vm_change_state_handler(auto_vm_state_change, s);
     a->realized = true;
 
     /* The policy needs guest statistics: poll them unless the user does. */
     if (!s->stats_poll_interval) {
-        object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
-                                AUTO_STATS_INTERVAL_S, &error_abort);
         a->polls_stats = true;
-        a->polls_every = AUTO_STATS_INTERVAL_S;
+        a->polls_every = 0;
+        auto_poll_stats(s, a->driver_was_ready ? AUTO_STATS_INTERVAL_S : 0);
     }
-    a->params.stats_interval = s->stats_poll_interval * NANOSECONDS_PER_SECOND;
+    a->params.stats_interval = (a->polls_stats ? AUTO_STATS_INTERVAL_S :
+                                s->stats_poll_interval) *
+                               NANOSECONDS_PER_SECOND;
     auto_schedule(s);
     return true;
 }
@@ -636,45 +747,52 @@ static void auto_stop(VirtIOBalloon *s)
     if (!a->realized) {
         return;
     }
-    /*
-     * A descriptor QEMU took over (a getfd name or a number) is closed for
-     * good; an fdset can be opened again.
-     */
-    a->fd_spent = a->fd && !g_str_has_prefix(a->fd, "/dev/fdset/");
-    balloon_pressure_close(a->pressure);
-    a->pressure = NULL;
+    /* Descriptors handed over stay open for the next start. */
+    balloon_pressure_stop(a->pressure);
     timer_free(a->timer);
     a->timer = NULL;
+    qemu_del_vm_change_state_handler(a->vm_state);
+    a->vm_state = NULL;
     g_clear_pointer(&a->floor_origin, g_free);
     a->realized = false;
     /*
      * Stop the polling that was turned on for us; on a failed realize its
      * timer would otherwise outlive the device.
      */
-    if (a->polls_stats) {
-        a->polls_stats = false;
-        object_property_set_int(OBJECT(s), "guest-stats-polling-interval", 0,
-                                &error_abort);
-    }
+    auto_poll_stats(s, 0);
+    a->polls_stats = false;
 }
 
 bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
 {
-    if (!s->autob.enabled) {
+    VirtIOBalloonAuto *a = &s->autob;
+    BalloonPolicyParams params;
+    BalloonPressureConfig cfg;
+    g_autofree char *floor_origin = NULL;
+
+    /* A bad property is an error now, not at the first balloon-auto-set. */
+    if (!tunables_apply(&a->tunables, false, ram_size_bytes(), &params,
+                        &floor_origin, errp) ||
+        !source_config(a, &cfg, errp)) {
+        return false;
+    }
+    if (!a->enabled) {
         return true;
     }
-    s->autob.enabled_at_start = true;
+    a->enabled_at_start = true;
     return auto_start(s, false, errp);
 }
 
 void virtio_balloon_auto_unrealize(VirtIOBalloon *s)
 {
     auto_stop(s);
+    g_clear_pointer(&s->autob.pressure, balloon_pressure_close);
 }
 
 void virtio_balloon_auto_reset(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
+    uint64_t target;
 
     if (!a->realized) {
         return;
@@ -684,15 +802,14 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
      * would inflate to an old automatic target before it has booted, and
      * a stale actual reads as a stuck driver.  Go back to the baseline
      * with an empty balloon and wait for a ready driver and fresh
-     * statistics.
+     * statistics.  A DIMM may have gone since: no size beyond RAM.
      */
     s->actual = 0;
-    a->state.target = a->state.baseline;
-    balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
+    balloon_policy_set_max(&a->state, &a->params, ram_size_bytes());
+    target = balloon_policy_device_reset(&a->state, &a->params, now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
     a->last_stats_time = BALLOON_POLICY_NEVER;
-    s->num_pages = (ram_size_bytes() - a->state.baseline) >>
-                   VIRTIO_BALLOON_PFN_SHIFT;
+    s->num_pages = (ram_size_bytes() - target) >> VIRTIO_BALLOON_PFN_SHIFT;
     auto_schedule(s);
 }
 
@@ -731,13 +848,7 @@ static int auto_pre_save(void *opaque)
     w->last_actual = a->last_actual;
     w->last_time = a->last_time;
     w->last_applied = a->last_applied;
-    w->floor = a->floor;
-    w->reserve = a->reserve;
-    memcpy(w->inflate_pct, a->inflate_pct, sizeof(w->inflate_pct));
-    w->max_step = a->max_step;
-    w->return_step = a->return_step;
-    w->calm_time_ms = a->calm_time_ms;
-    w->cooldown_ms = a->cooldown_ms;
+    w->tunables = a->tunables;
     return 0;
 }
 
@@ -758,42 +869,39 @@ static int auto_subsection_post_load(void *opaque, int version_id)
     return 0;
 }
 
-/* Tunables and state from the stream, checked against this VM. */
+/*
+ * Tunables and state from the stream, checked against this VM and its
+ * clock (the virtual clock travels with the VM: every time in the stream
+ * is a past event, or a hold or raised floor that ends within its length).
+ */
 static bool auto_take_wire(VirtIOBalloon *s, Error **errp)
 {
     VirtIOBalloonAuto *a = &s->autob;
     BalloonAutoWire *w = &a->wire;
-    VirtIOBalloonAuto tunables = *a;
     BalloonPolicyParams params;
     g_autofree char *floor_origin = NULL;
+    int64_t now = now_ns();
     const char *bad;
 
-    tunables.floor = w->floor;
-    tunables.reserve = w->reserve;
-    memcpy(tunables.inflate_pct, w->inflate_pct, sizeof(w->inflate_pct));
-    tunables.max_step = w->max_step;
-    tunables.return_step = w->return_step;
-    tunables.calm_time_ms = w->calm_time_ms;
-    tunables.cooldown_ms = w->cooldown_ms;
-    if (!auto_params(&tunables, &params, &floor_origin, errp)) {
+    if (!tunables_apply(&w->tunables, false, ram_size_bytes(), &params,
+                        &floor_origin, errp)) {
         return false;
     }
-    bad = balloon_policy_state_check(&w->state, &params);
+    bad = balloon_policy_state_check(&w->state, &params, now);
     if (bad) {
         error_setg(errp, "policy state: %s", bad);
         return false;
     }
-    if (w->hold_until > now_ns() + MAX_HOLD_NS) {
+    if (w->hold_until > now + MAX_HOLD_NS) {
         error_setg(errp, "hold of more than a day");
         return false;
     }
-    a->floor = w->floor;
-    a->reserve = w->reserve;
-    memcpy(a->inflate_pct, w->inflate_pct, sizeof(a->inflate_pct));
-    a->max_step = w->max_step;
-    a->return_step = w->return_step;
-    a->calm_time_ms = w->calm_time_ms;
-    a->cooldown_ms = w->cooldown_ms;
+    if (w->stats.time < BALLOON_POLICY_NEVER || w->stats.time > now ||
+        w->last_time < BALLOON_POLICY_NEVER || w->last_time > now) {
+        error_setg(errp, "statistics or decision from the future");
+        return false;
+    }
+    a->tunables = w->tunables;
     a->dry_run = w->dry_run;
     a->hold_until = w->hold_until;
     a->last.reason = w->last_reason;
@@ -818,8 +926,11 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     BalloonAutoWire *w = &a->wire;
     Error *err = NULL;
 
-    /* Only what the stream carries: the source's pressure stays there. */
-    balloon_policy_forget_pressure(&w->state);
+    /*
+     * Only what belongs to the VM: the source host's pressure and the
+     * growth measured there stay behind.
+     */
+    balloon_policy_arrived(&w->state);
     if (!a->state_migrated) {
         if (a->realized) {
             /* On here only: rest where the source left the balloon. */
@@ -854,6 +965,23 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     return 0;
 }
 
+static const VMStateDescription vmstate_balloon_auto_tunables = {
+    .name = "virtio-balloon-auto-tunables",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT64(floor, BalloonAutoTunables),
+        VMSTATE_UINT64(reserve, BalloonAutoTunables),
+        VMSTATE_UINT8_ARRAY(inflate_pct, BalloonAutoTunables,
+                            BALLOON_POLICY_LEVEL__MAX),
+        VMSTATE_UINT64(max_step, BalloonAutoTunables),
+        VMSTATE_UINT64(return_step, BalloonAutoTunables),
+        VMSTATE_UINT32(calm_time_ms, BalloonAutoTunables),
+        VMSTATE_UINT32(cooldown_ms, BalloonAutoTunables),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
 static const VMStateDescription vmstate_balloon_auto_stats = {
     .name = "virtio-balloon-auto-stats",
     .version_id = 1,
@@ -875,7 +1003,9 @@ static const VMStateDescription vmstate_balloon_auto_stats = {
 
 /*
  * The policy continues on the destination where it stopped, apart from
- * host pressure (levels, their times, the pending level), which is local.
+ * what belongs to the source host (pressure levels, their times, the
+ * pending level, host readings) and the guest's growth rate, which the
+ * destination measures afresh.
  */
 static const VMStateDescription vmstate_balloon_auto_state = {
     .name = "virtio-balloon-auto-policy",
@@ -931,14 +1061,8 @@ const VMStateDescription vmstate_virtio_balloon_auto = {
         VMSTATE_INT64(autob.wire.last_time, VirtIOBalloon),
         VMSTATE_BOOL(autob.wire.last_applied, VirtIOBalloon),
         /* what balloon-auto-set may have changed */
-        VMSTATE_UINT64(autob.wire.floor, VirtIOBalloon),
-        VMSTATE_UINT64(autob.wire.reserve, VirtIOBalloon),
-        VMSTATE_UINT8_ARRAY(autob.wire.inflate_pct, VirtIOBalloon,
-                            BALLOON_POLICY_LEVEL__MAX),
-        VMSTATE_UINT64(autob.wire.max_step, VirtIOBalloon),
-        VMSTATE_UINT64(autob.wire.return_step, VirtIOBalloon),
-        VMSTATE_UINT32(autob.wire.calm_time_ms, VirtIOBalloon),
-        VMSTATE_UINT32(autob.wire.cooldown_ms, VirtIOBalloon),
+        VMSTATE_STRUCT(autob.wire.tunables, VirtIOBalloon, 1,
+                       vmstate_balloon_auto_tunables, BalloonAutoTunables),
         VMSTATE_END_OF_LIST()
     },
 };
@@ -1042,6 +1166,16 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     if (a->realized && a->stats.time != BALLOON_POLICY_NEVER) {
         info->guest_stats = guest_stats_info(&a->stats, now);
     }
+    if (a->realized && a->state.host.time != BALLOON_POLICY_NEVER &&
+        a->state.host.limit) {
+        info->host = g_new0(BalloonAutoHost, 1);
+        info->host->usage = a->state.host.usage;
+        info->host->limit = a->state.host.limit;
+        info->host->setpoint = balloon_policy_host_setpoint(&a->state,
+                                                            &params);
+        info->host->growth_rate = a->state.host_rate;
+        info->host->age_ms = ns_to_ms(now - a->state.host.time);
+    }
     events_tail = &info->events;
     for (i = BALLOON_POLICY_LEVEL_LOW; i < BALLOON_POLICY_LEVEL__MAX; i++) {
         BalloonAutoLevelCount *c = g_new0(BalloonAutoLevelCount, 1);
@@ -1079,63 +1213,28 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
 }
 
 /*
- * A descriptor from management for the running source; if it cannot be
- * used, nothing changes.
- */
-static bool auto_take_pressure_fd(VirtIOBalloon *s, const char *fd,
-                                  BalloonPressureLevel level, Error **errp)
-{
-    if (!balloon_pressure_take_fd(s->autob.pressure, fd,
-                                  (BalloonPolicyLevel)level, errp)) {
-        error_prepend(errp, "'pressure-fd': ");
-        return false;
-    }
-    return true;
-}
-
-/* The tunables balloon-auto-set changes, from @from to @to. */
-static void copy_tunables(VirtIOBalloonAuto *to, const VirtIOBalloonAuto *from)
-{
-    to->floor = from->floor;
-    to->reserve = from->reserve;
-    memcpy(to->inflate_pct, from->inflate_pct, sizeof(to->inflate_pct));
-    to->max_step = from->max_step;
-    to->return_step = from->return_step;
-    to->calm_time_ms = from->calm_time_ms;
-    to->cooldown_ms = from->cooldown_ms;
-}
-
-/* Replace the string property *@prop by a copy of @value. */
-static void set_str(char **prop, const char *value)
-{
-    g_free(*prop);
-    *prop = g_strdup(value);
-}
-
-/*
  * All or nothing: every argument is validated, and the steps that can
- * fail (opening a descriptor, turning automatic ballooning on) happen
- * before anything is committed.
+ * fail (turning automatic ballooning on, taking a descriptor) happen
+ * before anything is committed; a descriptor is taken last, so that a
+ * failure leaves it with the monitor.
  */
 void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
 {
     VirtIOBalloon *s = find_balloon(errp);
-    VirtIOBalloonAuto *a, new;
+    VirtIOBalloonAuto *a;
+    BalloonAutoTunables t, saved;
     BalloonPolicyParams params;
-    BalloonPressureLevel fd_level = BALLOON_PRESSURE_LEVEL_MEDIUM;
-    bool enabling, disabling;
+    BalloonPolicyLevel fd_level = BALLOON_POLICY_LEVEL_MEDIUM;
     g_autofree char *floor_origin = NULL;
-    g_autofree char *old_source = NULL;
-    g_autofree char *old_fd = NULL;
-    g_autofree char *old_fd_level = NULL;
+    bool enabling, disabling;
 
     if (!s) {
         return;
     }
     a = &s->autob;
-    new = *a;
+    t = a->tunables;
 #define SET(field, arg) \
-    do { if (set->has_##arg) { new.field = set->arg; } } while (0)
+    do { if (set->has_##arg) { t.field = set->arg; } } while (0)
     SET(floor, floor);
     SET(reserve, reserve);
     SET(inflate_pct[BALLOON_POLICY_LEVEL_LOW], inflate_low);
@@ -1146,7 +1245,8 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
     SET(calm_time_ms, calm_time_ms);
     SET(cooldown_ms, cooldown_ms);
 #undef SET
-    if (!auto_params(&new, &params, &floor_origin, errp)) {
+    if (!tunables_apply(&t, true, ram_size_bytes(), &params, &floor_origin,
+                        errp)) {
         return;
     }
     if (set->has_hold_ms && set->hold_ms > MAX_HOLD_MS) {
@@ -1164,7 +1264,7 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
                        "critical");
             return;
         }
-        fd_level = set->pressure_fd_level;
+        fd_level = (BalloonPolicyLevel)set->pressure_fd_level;
     }
     enabling = set->has_enabled && set->enabled && !a->enabled;
     disabling = set->has_enabled && !set->enabled && a->enabled;
@@ -1180,46 +1280,31 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
     }
 
     /* The steps that can fail, each undone if a later one does. */
-    if (set->pressure_fd && a->realized &&
-        !auto_take_pressure_fd(s, set->pressure_fd, fd_level, errp)) {
-        return;
-    }
+    saved = a->tunables;
     if (enabling) {
-        /* auto_start reads the tunables and the source from the device */
-        VirtIOBalloonAuto saved = *a;
-
-        old_source = g_strdup(a->source);
-        old_fd = g_strdup(a->fd);
-        old_fd_level = g_strdup(a->fd_level);
-        copy_tunables(a, &new);
-        if (set->pressure_fd) {
-            set_str(&a->source, "fd");
-            set_str(&a->fd, set->pressure_fd);
-            set_str(&a->fd_level, BalloonPressureLevel_str(fd_level));
-            a->fd_spent = false;
-        }
+        /* auto_start reads the tunables from the device */
+        a->tunables = t;
         a->enabled = true;
         if (!auto_start(s, false, errp)) {
-            g_free(a->source);
-            g_free(a->fd);
-            g_free(a->fd_level);
-            *a = saved;
-            a->source = g_steal_pointer(&old_source);
-            a->fd = g_steal_pointer(&old_fd);
-            a->fd_level = g_steal_pointer(&old_fd_level);
+            a->tunables = saved;
+            a->enabled = false;
             return;
         }
     }
+    if (set->pressure_fd &&
+        !balloon_pressure_take_fd(a->pressure, set->pressure_fd, fd_level,
+                                  errp)) {
+        error_prepend(errp, "'pressure-fd': ");
+        if (enabling) {
+            auto_stop(s);
+            a->tunables = saved;
+            a->enabled = false;
+        }
+        return;
+    }
 
     /* Validated, and nothing can fail any more: commit. */
-    copy_tunables(a, &new);
-    if (set->pressure_fd) {
-        /* the properties say what is in use, as for the command line */
-        set_str(&a->source, "fd");
-        set_str(&a->fd, set->pressure_fd);
-        set_str(&a->fd_level, BalloonPressureLevel_str(fd_level));
-        a->fd_spent = false;
-    }
+    a->tunables = t;
     if (set->has_dry_run) {
         a->dry_run = set->dry_run;
     }

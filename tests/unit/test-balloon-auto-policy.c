@@ -34,9 +34,19 @@ static void set_stats(Fixture *f, uint64_t available)
     f->st.available = available;
 }
 
+static BalloonPolicyDecision decide_at(Fixture *f, uint64_t actual,
+                                       int64_t now, bool guest_only)
+{
+    return balloon_policy_decide(&f->s, &f->p, &(BalloonPolicyInput) {
+                                     .now = now, .actual = actual,
+                                     .stats = &f->st,
+                                     .guest_only = guest_only,
+                                 });
+}
+
 static BalloonPolicyDecision decide(Fixture *f, uint64_t actual)
 {
-    return balloon_policy_decide(&f->s, &f->p, &f->st, actual, f->now);
+    return decide_at(f, actual, f->now, false);
 }
 
 /* Table-driven single decisions from a fresh state. */
@@ -367,19 +377,36 @@ static void test_state_check(void)
     Fixture f;
 
     fixture_init(&f, 2 * GiB, GiB);
-    g_assert_null(balloon_policy_state_check(&f.s, &f.p));
+    g_assert_null(balloon_policy_state_check(&f.s, &f.p, f.now));
     f.s.pending = BALLOON_POLICY_LEVEL__MAX;
-    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p));
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p, f.now));
     fixture_init(&f, 2 * GiB, GiB);
     f.s.target = 3 * GiB;
-    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p));
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p, f.now));
     fixture_init(&f, 2 * GiB, GiB);
     f.s.baseline = UINT64_MAX;
-    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p));
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p, f.now));
+
+    /* times are past events on the VM's clock */
+    fixture_init(&f, 2 * GiB, GiB);
+    f.s.prev.time = f.now + 1;
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p, f.now));
+    f.s.prev.time = INT64_MIN;
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p, f.now));
+    fixture_init(&f, 2 * GiB, GiB);
+    f.s.last_inflate = INT64_MAX;
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p, f.now));
+    /* a raised floor ends within its hold time */
+    fixture_init(&f, 2 * GiB, GiB);
+    f.s.pingpong_until = f.now + f.p.pingpong_hold;
+    g_assert_null(balloon_policy_state_check(&f.s, &f.p, f.now));
+    f.s.pingpong_until = f.now + f.p.pingpong_hold + 1;
+    g_assert_nonnull(balloon_policy_state_check(&f.s, &f.p, f.now));
 
     /* and pressure from another host is forgotten */
+    fixture_init(&f, 2 * GiB, GiB);
     balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    balloon_policy_forget_pressure(&f.s);
+    balloon_policy_arrived(&f.s);
     g_assert_cmpint(f.s.pending, ==, BALLOON_POLICY_LEVEL_NONE);
     g_assert_cmpint(balloon_policy_level(&f.s, &f.p, f.now), ==,
                     BALLOON_POLICY_LEVEL_NONE);
@@ -730,8 +757,8 @@ static uint64_t run_host_allocator(bool headroom, uint64_t *peak)
         }
         if (t % (SEC / 4) == 0) {
             BalloonPolicyHost h = {
-                .time = f.now, .usage = usage, .limit = limit,
-                .footprint = actual,
+                .time = f.now, .read_time = f.now, .usage = usage,
+                .limit = limit, .footprint = actual,
             };
 
             if (headroom) {
@@ -788,8 +815,8 @@ static void test_deficit_shares(void)
         fixture_init(&f, sizes[i], sizes[i]);
         f.p.max_step = sizes[i];        /* the shares, not the cap */
         h = (BalloonPolicyHost) {
-            .time = f.now, .usage = usage, .limit = limit,
-            .footprint = sizes[i],
+            .time = f.now, .read_time = f.now, .usage = usage,
+            .limit = limit, .footprint = sizes[i],
         };
         balloon_policy_note_host(&f.s, &h);
         set_stats(&f, sizes[i] * 3 / 4);
@@ -828,8 +855,8 @@ static void test_return_hysteresis(void)
     f.s.target = 600 * MiB;
     balloon_policy_driver_reset(&f.s, 600 * MiB, f.now);
     h = (BalloonPolicyHost) {
-        .time = f.now, .usage = limit / 100 * 78, .limit = limit,
-        .footprint = 600 * MiB,
+        .time = f.now, .read_time = f.now, .usage = limit / 100 * 78,
+        .limit = limit, .footprint = 600 * MiB,
     };
     balloon_policy_note_host(&f.s, &h);
     set_stats(&f, 300 * MiB);
@@ -837,7 +864,7 @@ static void test_return_hysteresis(void)
     /* between 75 and 80%: no deficit, no room */
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
     f.now += SEC;
-    h.time = f.now;
+    h.time = h.read_time = f.now;
     h.usage = limit / 100 * 74;
     balloon_policy_note_host(&f.s, &h);
     set_stats(&f, 300 * MiB);
@@ -867,8 +894,8 @@ static void run_inflation_skew(bool balloon_in_total, uint64_t skew)
     f.p.balloon_in_total = balloon_in_total;
     for (i = 0; i < 6; i++) {
         BalloonPolicyHost h = {
-            .time = f.now, .usage = 3 * GiB, .limit = 3 * GiB,
-            .footprint = GiB,
+            .time = f.now, .read_time = f.now, .usage = 3 * GiB,
+            .limit = 3 * GiB, .footprint = GiB,
         };
         /* every other sample, the driver went on after it */
         uint64_t actual = GiB - balloon - (i % 2 ? skew : 0);
@@ -913,7 +940,7 @@ static void test_host_steps(void)
     for (t = 0; t < 5 * SEC; t += SEC / 4) {
         /* the guest's pages given to the balloon leave the host at once */
         BalloonPolicyHost h = {
-            .time = f.now + t, .limit = limit,
+            .time = f.now + t, .read_time = f.now + t, .limit = limit,
             .footprint = 700 * MiB - given,
         };
         BalloonPolicyDecision d;
@@ -923,12 +950,13 @@ static void test_host_steps(void)
             balloon_policy_note_host(&f.s, &h);
             hog += 20 * MiB;
             h.time += 5 * 1000000;
+            h.read_time = h.time;
         }
         h.usage = 780 * MiB + hog - given;
         balloon_policy_note_host(&f.s, &h);
         set_stats(&f, 500 * MiB - given);
         f.st.time = h.time;
-        d = balloon_policy_decide(&f.s, &f.p, &f.st, GiB - given, h.time);
+        d = decide_at(&f, GiB - given, h.time, false);
         given += d.old_target > d.new_target ? d.old_target - d.new_target : 0;
         g_assert_cmpuint(f.s.host_rate, <=, 40 * MiB);
     }
@@ -937,6 +965,147 @@ static void test_host_steps(void)
                    given / MiB);
     /* the usage above 80% and a second of growth, not more */
     g_assert_cmpuint(given, <=, (100 + 40 + 8) * MiB);
+}
+
+/*
+ * A DIMM goes: the maximum follows the memory the VM has now, and the
+ * baseline and every size beyond it are clamped to it; a reset then
+ * rests at that, not at a size the VM no longer has.
+ */
+static void test_memory_shrinks(void)
+{
+    Fixture f;
+
+    fixture_init(&f, 1536 * MiB, 1280 * MiB);
+    f.s.pingpong_floor = 1400 * MiB;
+    balloon_policy_set_max(&f.s, &f.p, GiB);
+    g_assert_cmpuint(f.p.max, ==, GiB);
+    g_assert_cmpuint(f.s.baseline, ==, GiB);
+    g_assert_cmpuint(f.s.target, ==, GiB);
+    g_assert_cmpuint(f.s.pingpong_floor, ==, GiB);
+    g_assert_null(balloon_policy_state_check(&f.s, &f.p, f.now));
+    g_assert_cmpuint(balloon_policy_device_reset(&f.s, &f.p, f.now), ==,
+                     GiB);
+    /* grown again: the baseline stays where it was clamped */
+    balloon_policy_set_max(&f.s, &f.p, 1536 * MiB);
+    g_assert_cmpuint(f.s.baseline, ==, GiB);
+    g_assert_cmpuint(balloon_policy_device_reset(&f.s, &f.p, f.now), ==,
+                     GiB);
+}
+
+/*
+ * On a migration destination the state arrives without the growth
+ * measured at the source (the stream does not carry it): the first sample
+ * there is not compared with a use of 0, which read everything in use as
+ * growth and deflated the guest to its maximum.
+ */
+static void test_arrived_growth(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, GiB);
+    balloon_policy_set_baseline(&f.s, &f.p, GiB, f.now);
+    set_stats(&f, 700 * MiB);
+    f.st.total = GiB;
+    decide(&f, GiB);
+    /* what the destination had before: zeroes where the stream is silent */
+    f.s.prev_used = 0;
+    f.s.guest_rate = 0;
+    balloon_policy_arrived(&f.s);
+    f.now += 3 * SEC;
+    set_stats(&f, 700 * MiB);
+    f.st.total = GiB;
+    d = decide(&f, GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    g_assert_cmpuint(f.s.guest_rate, ==, 0);
+    g_assert_cmpuint(f.s.counters.pingpongs, ==, 0);
+}
+
+/*
+ * Host growth is timed on the clock the readings were taken on: the
+ * policy's clock stops with the VM (and only steps under qtest), the
+ * host's memory use goes on.  100 MiB over 2 s of the source's clock is
+ * 50 MiB/s, however little the policy's clock moved.
+ */
+static void test_host_growth_clock(void)
+{
+    Fixture f;
+    BalloonPolicyHost h = {
+        .time = 0, .read_time = 0, .usage = 500 * MiB, .limit = GiB,
+        .footprint = 200 * MiB,
+    };
+
+    fixture_init(&f, GiB, GiB);
+    h.time = f.now;
+    h.read_time = 7 * SEC;
+    balloon_policy_note_host(&f.s, &h);
+    h.time = f.now + SEC / 2;
+    h.read_time = 9 * SEC;
+    h.usage += 100 * MiB;
+    balloon_policy_note_host(&f.s, &h);
+    g_assert_cmpuint(f.s.host_rate, ==, 50 * MiB);
+
+    /* a stop: what grew before it says nothing about what comes after */
+    balloon_policy_forget_host_growth(&f.s);
+    g_assert_cmpuint(f.s.host_rate, ==, 0);
+    h.time += SEC / 4;
+    h.read_time += 600 * SEC;
+    h.usage += 500 * MiB;
+    balloon_policy_note_host(&f.s, &h);
+    g_assert_cmpuint(f.s.host_rate, ==, 0);
+}
+
+/*
+ * Only the guest's own need moves the target while a migration runs:
+ * host pressure waits, a guest short of memory gets it.
+ */
+static void test_guest_only(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide_at(&f, 2 * GiB, f.now, true);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+    f.now += SEC;
+    set_stats(&f, 10 * MiB);
+    d = decide_at(&f, f.s.target, f.now, true);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+}
+
+/*
+ * A guest's growth times a long statistics interval (the user's polling
+ * interval, up to 2^32 s) does not wrap: 4 GiB/s over a horizon of 2^32
+ * ms is more than the VM, not 0.
+ */
+static void test_growth_no_wrap(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    const uint64_t ram = 16ULL << 40;
+
+    fixture_init(&f, ram, ram / 2);
+    /* 2 intervals and half a second: 2^32 ms */
+    f.p.stats_interval = ((1LL << 32) * 1000000 - SEC / 2) / 2;
+    set_stats(&f, 6ULL << 40);
+    f.st.total = ram / 2;
+    decide(&f, ram / 2);
+    /* 4 GiB more in use 2 s later: counted over half of it, 4 GiB/s */
+    f.now += 2 * SEC;
+    set_stats(&f, (6ULL << 40) - 4 * GiB);
+    f.st.total = ram / 2;
+    d = decide(&f, ram / 2);
+    g_test_message("guest rate %" PRIu64 " B/s: %s to %" PRIu64 " GiB",
+                   f.s.guest_rate, balloon_policy_reason_name(d.reason),
+                   d.new_target / GiB);
+    g_assert_cmpuint(f.s.guest_rate, ==, 4 * GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpuint(d.new_target, ==, ram);
 }
 
 int main(int argc, char **argv)
@@ -979,5 +1148,14 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/no-oscillation",
                     test_no_oscillation);
     g_test_add_func("/balloon-auto-policy/fairness", test_fairness);
+    g_test_add_func("/balloon-auto-policy/memory-shrinks",
+                    test_memory_shrinks);
+    g_test_add_func("/balloon-auto-policy/arrived-growth",
+                    test_arrived_growth);
+    g_test_add_func("/balloon-auto-policy/host-growth-clock",
+                    test_host_growth_clock);
+    g_test_add_func("/balloon-auto-policy/guest-only", test_guest_only);
+    g_test_add_func("/balloon-auto-policy/growth-no-wrap",
+                    test_growth_no_wrap);
     return g_test_run();
 }

@@ -61,7 +61,13 @@ typedef struct BalloonPolicyGuestStats {
  * usage and the limit in force, and how much of the usage is this VM's.
  */
 typedef struct BalloonPolicyHost {
-    int64_t time;               /* when read, or NEVER */
+    int64_t time;               /* when noted, on the policy's clock, or NEVER */
+    /*
+     * When read, on the source's own clock: host growth is timed on it,
+     * since the policy's clock stops while the VM does and the host's
+     * memory use goes on.
+     */
+    int64_t read_time;
     uint64_t usage;
     uint64_t limit;
     uint64_t footprint;         /* this VM's part of @usage (QEMU's RSS) */
@@ -123,6 +129,19 @@ typedef struct BalloonPolicyState {
     BalloonPolicyCounters counters;
 } BalloonPolicyState;
 
+/* What one decision looks at. */
+typedef struct BalloonPolicyInput {
+    int64_t now;
+    uint64_t actual;            /* guest size the driver has reached */
+    /* the latest guest statistics (may be stale or missing) */
+    const BalloonPolicyGuestStats *stats;
+    /*
+     * Only the guest's own need may move the target (an outgoing
+     * migration runs: giving the guest memory only adds pages to send).
+     */
+    bool guest_only;
+} BalloonPolicyInput;
+
 typedef struct BalloonPolicyDecision {
     BalloonPolicyReason reason;   /* NONE: target unchanged */
     uint64_t old_target;
@@ -136,6 +155,24 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline);
 /* A host reading (usage against the limit) at @h->time. */
 void balloon_policy_note_host(BalloonPolicyState *s,
                               const BalloonPolicyHost *h);
+
+/* Host usage above this is a deficit (of the last reading's limit). */
+uint64_t balloon_policy_host_setpoint(const BalloonPolicyState *s,
+                                      const BalloonPolicyParams *p);
+
+/*
+ * The VM stopped and runs again: host growth measured before the stop
+ * says nothing about what comes next.
+ */
+void balloon_policy_forget_host_growth(BalloonPolicyState *s);
+
+/*
+ * The memory the balloon works on is now @ram_size (a DIMM came or
+ * went): the maximum follows it, and sizes beyond it (the baseline
+ * among them) are clamped to it.
+ */
+void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
+                            uint64_t ram_size);
 
 /*
  * How often guest statistics should come, in seconds: every second while
@@ -167,14 +204,10 @@ void balloon_policy_set_baseline(BalloonPolicyState *s,
 uint64_t balloon_policy_floor(const BalloonPolicyState *s,
                             const BalloonPolicyParams *p, int64_t now);
 
-/*
- * Decide the next target.  @actual is the guest size the driver has
- * reached, @stats the latest guest statistics (may be stale or missing).
- */
+/* Decide the next target. */
 BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
-                                        const BalloonPolicyParams *p,
-                                        const BalloonPolicyGuestStats *stats,
-                                        uint64_t actual, int64_t now);
+                                            const BalloonPolicyParams *p,
+                                            const BalloonPolicyInput *in);
 
 /*
  * When balloon_policy_decide() may next decide something without new
@@ -193,14 +226,29 @@ void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
                                  int64_t now);
 
 /*
- * Forget the host pressure levels seen so far (they belong to another
- * host); the time of the last one still delays giving memory back.
+ * The device was reset (the guest reboots): the balloon is empty and
+ * rests at the baseline, which is returned; the new driver's progress is
+ * measured from @now.
  */
-void balloon_policy_forget_pressure(BalloonPolicyState *s);
+uint64_t balloon_policy_device_reset(BalloonPolicyState *s,
+                                     const BalloonPolicyParams *p,
+                                     int64_t now);
 
-/* NULL if @s is consistent with @p, else what is wrong with it. */
+/*
+ * The state arrived from a migration source: forget what belongs to the
+ * other host (its pressure levels and readings) and the guest growth
+ * measured there (the first sample here would read everything in use as
+ * growth); the time of the last pressure still delays giving memory back.
+ */
+void balloon_policy_arrived(BalloonPolicyState *s);
+
+/*
+ * NULL if @s is consistent with @p at @now (its times are past events,
+ * a raised floor ends within its hold), else what is wrong with it.
+ */
 const char *balloon_policy_state_check(const BalloonPolicyState *s,
-                                       const BalloonPolicyParams *p);
+                                       const BalloonPolicyParams *p,
+                                       int64_t now);
 
 /*
  * Headroom: host memory usage against the limit in force.  Usage at 80,

@@ -61,6 +61,16 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
 void balloon_pressure_close(BalloonPressure *bp);
 
 /*
+ * Automatic ballooning is turned off: close what the source opened
+ * itself and stop watching the descriptors handed over, which stay open
+ * for balloon_pressure_restart() (@cfg without a descriptor: those given
+ * before are still there).
+ */
+void balloon_pressure_stop(BalloonPressure *bp);
+bool balloon_pressure_restart(BalloonPressure *bp,
+                              const BalloonPressureConfig *cfg, Error **errp);
+
+/*
  * The kind of source: FD when management's descriptors are all there is
  * (pressure-source=fd or none, and pressure-fd).
  */
@@ -71,20 +81,28 @@ char *balloon_pressure_path(const BalloonPressure *bp);
 char *balloon_pressure_detail(const BalloonPressure *bp);
 /* The watched cgroup was removed: the source is inactive. */
 bool balloon_pressure_lost(const BalloonPressure *bp);
+/* A reading of the memory usage against the limit in force. */
+typedef struct BalloonPressureReading {
+    uint64_t usage;
+    uint64_t limit;
+    uint64_t count;             /* readings so far: a new one changes it */
+    int64_t time;               /* when read, QEMU_CLOCK_REALTIME ns */
+} BalloonPressureReading;
+
 /*
- * The memory usage of the watched cgroup and the limit in force, as last
- * read, and the number of that reading (it changes with each new one);
- * false if the source knows no limit.
+ * The last reading of the watched cgroup's memory usage against the limit
+ * in force; false if the source knows no limit.
  */
-bool balloon_pressure_headroom(const BalloonPressure *bp, uint64_t *usage,
-                               uint64_t *limit, uint64_t *reading);
+bool balloon_pressure_headroom(const BalloonPressure *bp,
+                               BalloonPressureReading *r);
 
 /*
  * A descriptor from management (a getfd name, /dev/fdset/N, or a number
  * on the command line): an eventfd or an armed PSI trigger whose events
  * count as @level.  It adds to the source (PSI triggers management armed
- * on the VM's cgroup, which an unprivileged QEMU cannot arm) and replaces
- * an earlier descriptor for the same level, which is closed.
+ * on the VM's cgroup, which an unprivileged QEMU cannot arm), stays open
+ * until the source is closed, and replaces an earlier descriptor for the
+ * same level, which is closed.
  */
 bool balloon_pressure_take_fd(BalloonPressure *bp, const char *name,
                               BalloonPolicyLevel level, Error **errp);

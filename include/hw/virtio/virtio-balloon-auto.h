@@ -14,11 +14,26 @@
 #define HW_VIRTIO_BALLOON_AUTO_H
 
 #include "qemu/timer.h"
+#include "system/runstate.h"
 #include "qemu/units.h"
 #include "hw/virtio/balloon-auto-policy.h"
 #include "hw/virtio/balloon-pressure.h"
 
 typedef struct VirtIOBalloon VirtIOBalloon;
+
+/*
+ * What the properties and balloon-auto-set tune, and the migration
+ * stream carries.  Sizes of 0 mean the default, scaled to the VM.
+ */
+typedef struct BalloonAutoTunables {
+    uint64_t floor;             /* 0: from the cgroup or 25% of RAM */
+    uint64_t reserve;           /* 0: max(64 MiB, RAM / 16) */
+    uint8_t inflate_pct[BALLOON_POLICY_LEVEL__MAX];
+    uint64_t max_step;
+    uint64_t return_step;
+    uint32_t calm_time_ms;
+    uint32_t cooldown_ms;
+} BalloonAutoTunables;
 
 /* What the migration stream carries; validated before it is used. */
 typedef struct BalloonAutoWire {
@@ -35,13 +50,7 @@ typedef struct BalloonAutoWire {
     uint64_t last_actual;
     int64_t last_time;
     bool last_applied;
-    uint64_t floor;
-    uint64_t reserve;
-    uint8_t inflate_pct[BALLOON_POLICY_LEVEL__MAX];
-    uint64_t max_step;
-    uint64_t return_step;
-    uint32_t calm_time_ms;
-    uint32_t cooldown_ms;
+    BalloonAutoTunables tunables;
 } BalloonAutoWire;
 
 typedef struct VirtIOBalloonAuto {
@@ -53,13 +62,7 @@ typedef struct VirtIOBalloonAuto {
     char *fd;
     char *fd_level;
     uint32_t psi_window_ms;
-    uint64_t floor;             /* 0: from the cgroup or 25% of RAM */
-    uint64_t reserve;           /* 0: max(64 MiB, RAM / 16) */
-    uint8_t inflate_pct[BALLOON_POLICY_LEVEL__MAX];
-    uint64_t max_step;          /* 0: scaled to the VM */
-    uint64_t return_step;       /* 0: scaled to the VM */
-    uint32_t calm_time_ms;
-    uint32_t cooldown_ms;
+    BalloonAutoTunables tunables;
 
     /* Run time */
     bool realized;
@@ -80,7 +83,8 @@ typedef struct VirtIOBalloonAuto {
     int64_t polls_every;        /* the interval we set, seconds */
     uint64_t host_reading;      /* the source's last reading we noted */
     bool driver_was_ready;      /* DRIVER_OK seen by set_status */
-    bool fd_spent;              /* pressure-fd was taken over and closed */
+    bool fd_taken;              /* pressure-fd is among the source's */
+    VMChangeStateEntry *vm_state; /* resume: host growth starts afresh */
     int64_t last_stats_time;    /* last statistics the policy used */
     bool enabled_at_start;      /* automatic=on at realize */
     bool state_migrated;        /* the subsection arrived, not yet applied */
@@ -95,18 +99,21 @@ typedef struct VirtIOBalloonAuto {
     DEFINE_PROP_STRING("pressure-fd", _s, _f.fd),                           \
     DEFINE_PROP_STRING("pressure-fd-level", _s, _f.fd_level),               \
     DEFINE_PROP_UINT32("psi-window-ms", _s, _f.psi_window_ms, 1000),        \
-    DEFINE_PROP_SIZE("auto-floor", _s, _f.floor, 0),                        \
-    DEFINE_PROP_SIZE("auto-reserve", _s, _f.reserve, 0),                    \
+    DEFINE_PROP_SIZE("auto-floor", _s, _f.tunables.floor, 0),               \
+    DEFINE_PROP_SIZE("auto-reserve", _s, _f.tunables.reserve, 0),           \
     DEFINE_PROP_UINT8("inflate-low", _s,                                    \
-                      _f.inflate_pct[BALLOON_POLICY_LEVEL_LOW], 5),         \
+                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_LOW], 5), \
     DEFINE_PROP_UINT8("inflate-medium", _s,                                 \
-                      _f.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], 10),     \
+                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], \
+                      10),                                                  \
     DEFINE_PROP_UINT8("inflate-critical", _s,                               \
-                      _f.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], 25),   \
-    DEFINE_PROP_SIZE("auto-max-step", _s, _f.max_step, 0),                  \
-    DEFINE_PROP_SIZE("auto-return-step", _s, _f.return_step, 0),            \
-    DEFINE_PROP_UINT32("auto-calm-time-ms", _s, _f.calm_time_ms, 10000),    \
-    DEFINE_PROP_UINT32("auto-cooldown-ms", _s, _f.cooldown_ms, 1000)
+                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], \
+                      25),                                                  \
+    DEFINE_PROP_SIZE("auto-max-step", _s, _f.tunables.max_step, 0),         \
+    DEFINE_PROP_SIZE("auto-return-step", _s, _f.tunables.return_step, 0),   \
+    DEFINE_PROP_UINT32("auto-calm-time-ms", _s, _f.tunables.calm_time_ms,   \
+                       10000),                                              \
+    DEFINE_PROP_UINT32("auto-cooldown-ms", _s, _f.tunables.cooldown_ms, 1000)
 
 extern const VMStateDescription vmstate_virtio_balloon_auto;
 
