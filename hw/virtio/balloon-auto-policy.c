@@ -83,9 +83,11 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->floor = MIN(ram, MAX(128 * MiB_BYTES, ram / 4));
     p->reserve = MIN(MAX(64 * MiB_BYTES, ram / 16),
                      round_down_to(ram / 2, BALLOON_POLICY_PAGE));
-    p->step_pct[BALLOON_POLICY_LEVEL_LOW] = 5;
-    p->step_pct[BALLOON_POLICY_LEVEL_MEDIUM] = 10;
-    p->step_pct[BALLOON_POLICY_LEVEL_CRITICAL] = 25;
+    p->step_pct[BALLOON_POLICY_LEVEL_LOW] = BALLOON_POLICY_INFLATE_LOW_PCT;
+    p->step_pct[BALLOON_POLICY_LEVEL_MEDIUM] =
+        BALLOON_POLICY_INFLATE_MEDIUM_PCT;
+    p->step_pct[BALLOON_POLICY_LEVEL_CRITICAL] =
+        BALLOON_POLICY_INFLATE_CRITICAL_PCT;
     p->max_step = MAX(p->granularity,
                       MIN(256 * MiB_BYTES,
                           round_down_to(ram / 4, p->granularity)));
@@ -100,13 +102,11 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->stuck_timeout = 10 * SEC_NS;
     p->pingpong_window = 10 * SEC_NS;
     p->pingpong_hold = 60 * SEC_NS;
-    p->stats_interval = 2 * SEC_NS;
     p->host_max_age = 3 * SEC_NS;
-    p->setpoint_permille = 800;
+    p->setpoint_permille = BALLOON_POLICY_SETPOINT_PERMILLE;
     p->return_permille = 750;
     p->lead = 1 * SEC_NS;
     p->guest_fast_rate = 512 * MiB_BYTES;
-    p->balloon_in_total = false;
 }
 
 const char *balloon_policy_params_check(const BalloonPolicyParams *p)
@@ -153,6 +153,8 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     s->prev_used = UINT64_MAX;
     s->host.time = BALLOON_POLICY_NEVER;
     s->host_from.time = BALLOON_POLICY_NEVER;
+    s->stats_seen = BALLOON_POLICY_NEVER;
+    s->stats_used = BALLOON_POLICY_NEVER;
 }
 
 void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
@@ -164,6 +166,8 @@ void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
     s->prev.time = BALLOON_POLICY_NEVER;
     s->prev_used = UINT64_MAX;
     s->guest_rate = 0;
+    s->stats_seen = BALLOON_POLICY_NEVER;
+    s->stats_used = BALLOON_POLICY_NEVER;
 }
 
 uint64_t balloon_policy_device_reset(BalloonPolicyState *s,
@@ -194,6 +198,8 @@ void balloon_policy_arrived(BalloonPolicyState *s)
     balloon_policy_forget_host_growth(s);
     s->prev_used = UINT64_MAX;
     s->guest_rate = 0;
+    s->stats_seen = BALLOON_POLICY_NEVER;
+    s->stats_used = BALLOON_POLICY_NEVER;
 }
 
 void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
@@ -320,11 +326,6 @@ BalloonPolicyLevel balloon_policy_level(const BalloonPolicyState *s,
     return BALLOON_POLICY_LEVEL_NONE;
 }
 
-static int64_t last_pressure_time(const BalloonPolicyState *s)
-{
-    return s->last_pressure;
-}
-
 void balloon_policy_set_baseline(BalloonPolicyState *s,
                                  const BalloonPolicyParams *p,
                                  uint64_t baseline, int64_t now)
@@ -360,6 +361,15 @@ static bool rose(uint64_t cur, uint64_t prev)
     return stat_known(cur) && stat_known(prev) && cur > prev;
 }
 
+/* No statistics, or none usable now. */
+static const BalloonPolicyGuestStats no_stats = {
+    .time = BALLOON_POLICY_NEVER, .total = UINT64_MAX,
+    .available = UINT64_MAX, .free = UINT64_MAX,
+    .caches = UINT64_MAX, .major_faults = UINT64_MAX,
+    .swap_in = UINT64_MAX, .oom_kills = UINT64_MAX,
+    .alloc_stalls = UINT64_MAX, .direct_reclaim = UINT64_MAX,
+};
+
 static bool stats_fresh(const BalloonPolicyGuestStats *st,
                         const BalloonPolicyParams *p, int64_t now)
 {
@@ -390,6 +400,7 @@ static bool guest_available(const BalloonPolicyGuestStats *st,
  * out.  Without a total, the guest's size stands in for it.
  */
 static uint64_t guest_used(const BalloonPolicyParams *p,
+                           const BalloonPolicyInput *in,
                            const BalloonPolicyGuestStats *st,
                            uint64_t actual, uint64_t avail)
 {
@@ -399,7 +410,7 @@ static uint64_t guest_used(const BalloonPolicyParams *p,
         return actual - avail;
     }
     total = MIN(st->total, p->max);
-    if (p->balloon_in_total) {
+    if (in->balloon_in_total) {
         total -= MIN(total, p->max - actual);
     }
     return total > avail ? total - avail : 0;
@@ -418,6 +429,7 @@ static uint64_t guest_used(const BalloonPolicyParams *p,
  */
 static uint64_t guest_wants(BalloonPolicyState *s,
                             const BalloonPolicyParams *p,
+                            const BalloonPolicyInput *in,
                             const BalloonPolicyGuestStats *st,
                             uint64_t actual)
 {
@@ -429,7 +441,7 @@ static uint64_t guest_wants(BalloonPolicyState *s,
     if (!unseen || !guest_available(st, actual, &avail)) {
         return 0;
     }
-    used = guest_used(p, st, actual, avail);
+    used = guest_used(p, in, st, actual, avail);
     /*
      * Growth seen over a sampling interval may all have happened in its
      * last part (a burst that just started): count it over half of it.
@@ -441,7 +453,7 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                                     (st->time - prev->time) / 2);
     }
     s->prev_used = used;
-    horizon_ms = (2 * p->stats_interval + SEC_NS / 2) / 1000000;
+    horizon_ms = (2 * in->stats_interval + SEC_NS / 2) / 1000000;
     /* more than the whole VM is no more than the whole VM */
     growth = MIN(mul_div_sat(s->guest_rate, horizon_ms, 1000), p->max);
     /*
@@ -515,196 +527,317 @@ static uint64_t host_room(const BalloonPolicyState *s,
     return s->host.usage < below ? below - s->host.usage : 0;
 }
 
-static BalloonPolicyDecision finish(BalloonPolicyState *s, uint64_t max,
-                                    BalloonPolicyReason reason,
-                                    uint64_t new_target)
+/* What one decision looks at, worked out once. */
+typedef struct Context {
+    BalloonPolicyState *s;
+    const BalloonPolicyParams *p;
+    const BalloonPolicyInput *in;
+    const BalloonPolicyGuestStats *st;  /* fresh statistics, or none */
+    uint64_t actual;                    /* clamped to the VM */
+    uint64_t floor;                     /* in force now */
+    bool host;                          /* a recent host reading */
+} Context;
+
+/* A step one reason takes: the new target, or reason NONE. */
+typedef struct Step {
+    BalloonPolicyReason reason;
+    uint64_t target;
+} Step;
+
+static const Step no_step = { BALLOON_POLICY_REASON_NONE, 0 };
+
+/*
+ * Guest pressure and the guest deflating by itself: both win over
+ * everything else.  A deflate right after a host inflate is ping-pong:
+ * the floor is raised to the new size for a while.
+ */
+static Step guest_needs(Context *c, uint64_t want, bool deflated)
+{
+    BalloonPolicyState *s = c->s;
+    const BalloonPolicyParams *p = c->p;
+    int64_t now = c->in->now;
+    Step step = {
+        deflated ? BALLOON_POLICY_REASON_GUEST_DEFLATED :
+                   BALLOON_POLICY_REASON_GUEST_PRESSURE,
+        MIN(p->max, QEMU_ALIGN_UP(MAX(want, s->target + p->granularity),
+                                  p->granularity)),
+    };
+
+    if (now - s->last_inflate < p->pingpong_window) {
+        s->counters.pingpongs++;
+        s->pingpong_floor = step.target;
+        s->pingpong_until = now + p->pingpong_hold;
+    }
+    s->last_guest_pressure = now;
+    s->pending = BALLOON_POLICY_LEVEL_NONE;     /* the guest wins */
+    return step;
+}
+
+/*
+ * The driver has not followed for the stuck timeout: stop asking for more,
+ * once per episode, and never below the floor (actual comes from the
+ * guest).
+ */
+static bool driver_is_stuck(const Context *c)
+{
+    const BalloonPolicyState *s = c->s;
+
+    return s->target != c->actual && !s->driver_stuck &&
+           c->in->now - s->last_progress >= c->p->stuck_timeout;
+}
+
+static Step driver_stuck(Context *c)
+{
+    c->s->driver_stuck = true;
+    return (Step) { BALLOON_POLICY_REASON_DRIVER_STUCK,
+                    MAX(c->actual, c->floor) };
+}
+
+/*
+ * What the guest can spare for the host: its size above the floor and its
+ * available memory above the reserve, the lesser; 0 while its state is
+ * unknown or it was short of memory lately (the others give then).
+ */
+static uint64_t guest_spare(const Context *c)
+{
+    const BalloonPolicyState *s = c->s;
+    const BalloonPolicyParams *p = c->p;
+    uint64_t avail;
+
+    if (!guest_available(c->st, c->actual, &avail) ||
+        c->in->now - s->last_guest_pressure < p->pingpong_window ||
+        s->target <= c->floor) {
+        return 0;
+    }
+    return MIN(s->target - c->floor,
+               avail > p->reserve ? avail - p->reserve : 0);
+}
+
+/* An inflation for the host: @step less, counted as host pressure. */
+static Step host_inflate(Context *c, uint64_t step)
+{
+    step = round_down_to(step, c->p->granularity);
+    if (!step) {
+        return no_step;
+    }
+    c->s->last_inflate = c->in->now;
+    c->s->pending = BALLOON_POLICY_LEVEL_NONE;
+    return (Step) { BALLOON_POLICY_REASON_HOST_PRESSURE,
+                    c->s->target - step };
+}
+
+/*
+ * Host headroom known: aim at this VM's share of the deficit, as fast as
+ * the driver follows; once per host reading (a newer one shows what the
+ * last decision did).
+ */
+static Step host_deficit_step(Context *c, uint64_t deficit)
+{
+    uint64_t step;
+
+    if (c->s->last_inflate >= c->s->host.time) {
+        return no_step;
+    }
+    step = MIN(QEMU_ALIGN_UP(deficit, c->p->granularity), c->p->max_step);
+    return host_inflate(c, MIN(step, guest_spare(c)));
+}
+
+/*
+ * Events without a known headroom (PSI, system-wide, a descriptor from
+ * management): in proportion to the level and to what the guest can
+ * spare, idle guests giving first; each event inflates at most once, with
+ * a cooldown, and not while the driver is still busy with the last one.
+ */
+static Step host_level_step(Context *c, BalloonPolicyLevel level)
+{
+    const BalloonPolicyParams *p = c->p;
+    uint64_t spare = guest_spare(c), step;
+
+    if (c->in->now - c->s->last_inflate < p->cooldown ||
+        c->actual > c->s->target + p->granularity) {
+        return no_step;
+    }
+    step = spare * p->step_pct[level] / 100;
+    if (p->step_pct[level]) {
+        /* near the floor, still make progress */
+        step = MAX(step, p->granularity);
+    }
+    return host_inflate(c, MIN(MIN(step, spare), p->max_step));
+}
+
+/* Nobody was under pressure for the hold time, and no step came lately. */
+static bool calm(const Context *c)
+{
+    const BalloonPolicyState *s = c->s;
+    const BalloonPolicyParams *p = c->p;
+    int64_t now = c->in->now;
+
+    return now - s->last_pressure >= p->hold &&
+           now - s->last_guest_pressure >= p->hold &&
+           now - s->last_return >= p->return_interval;
+}
+
+/*
+ * Calm below the baseline: walk back to it at a bounded rate, where the
+ * host is known no more than it has room for.
+ */
+static Step host_calm(Context *c)
+{
+    BalloonPolicyState *s = c->s;
+    uint64_t step = MIN(c->p->return_step, s->baseline - s->target);
+
+    if (c->host) {
+        step = round_down_to(MIN(step, host_room(s, c->p)),
+                             c->p->granularity);
+    }
+    if (!step) {
+        return no_step;
+    }
+    s->last_return = c->in->now;
+    return (Step) { BALLOON_POLICY_REASON_HOST_CALM, s->target + step };
+}
+
+/* Calm above the baseline: take back what the guest no longer needs. */
+static Step guest_idle(Context *c)
+{
+    BalloonPolicyState *s = c->s;
+    const BalloonPolicyParams *p = c->p;
+    uint64_t avail, give;
+
+    if (!guest_available(c->st, c->actual, &avail) ||
+        avail <= p->reserve * 2) {
+        return no_step;
+    }
+    give = MIN(avail - p->reserve * 2, p->return_step);
+    give = MIN(round_down_to(give, p->granularity), s->target - s->baseline);
+    s->last_return = c->in->now;
+    return (Step) { BALLOON_POLICY_REASON_GUEST_IDLE, s->target - give };
+}
+
+/*
+ * The step to take, by reason, in order of precedence: the guest's need,
+ * then (unless only the guest may move the target) a stuck driver, host
+ * pressure, and the way back to the baseline when everything is calm.
+ */
+static Step next_step(Context *c)
+{
+    BalloonPolicyState *s = c->s;
+    const BalloonPolicyParams *p = c->p;
+    BalloonPolicyLevel level = s->pending;
+    /* the guest grew past the target by itself (deflate-on-oom) */
+    bool deflated = c->actual > s->last_actual && c->actual > s->target;
+    uint64_t want = guest_wants(s, p, c->in, c->st, c->actual);
+    uint64_t deficit;
+
+    if (deflated) {
+        want = MAX(want, c->actual);
+    }
+    /* driver progress: moving, or at the target */
+    if (c->actual != s->last_actual || c->actual == s->target) {
+        s->last_progress = c->in->now;
+        s->last_actual = c->actual;
+        s->driver_stuck = false;
+    }
+    if (want > s->target && s->target < p->max) {
+        return guest_needs(c, want, deflated);
+    }
+    if (c->in->guest_only) {
+        return no_step;
+    }
+    if (driver_is_stuck(c)) {
+        return driver_stuck(c);
+    }
+    deficit = c->host ? host_deficit(s, p, c->actual) : 0;
+    if (deficit) {
+        return host_deficit_step(c, deficit);
+    }
+    if (!c->host && level != BALLOON_POLICY_LEVEL_NONE &&
+        c->in->now - s->level_time[level] < p->level_decay) {
+        return host_level_step(c, level);
+    }
+    if (!calm(c)) {
+        return no_step;
+    }
+    if (s->target < s->baseline) {
+        return host_calm(c);
+    }
+    return s->target > s->baseline ? guest_idle(c) : no_step;
+}
+
+/*
+ * The decision a step makes: whole pages only (the driver could never
+ * reach anything else), counted, and the new target unless it is a dry
+ * run.
+ */
+static BalloonPolicyDecision commit(BalloonPolicyState *s,
+                                    const BalloonPolicyParams *p, Step step,
+                                    bool dry_run)
 {
     BalloonPolicyDecision d = {
         .reason = BALLOON_POLICY_REASON_NONE,
         .old_target = s->target,
         .new_target = s->target,
     };
+    uint64_t target = MIN(QEMU_ALIGN_UP(step.target, BALLOON_POLICY_PAGE),
+                          round_down_to(p->max, BALLOON_POLICY_PAGE));
 
-    /* Whole pages only: the driver could never reach anything else. */
-    new_target = MIN(QEMU_ALIGN_UP(new_target, BALLOON_POLICY_PAGE),
-                     round_down_to(max, BALLOON_POLICY_PAGE));
-    if (reason == BALLOON_POLICY_REASON_NONE || new_target == s->target) {
+    if (step.reason == BALLOON_POLICY_REASON_NONE || target == s->target) {
         return d;
     }
-    d.reason = reason;
-    d.new_target = new_target;
-    s->counters.decisions[reason]++;
-    s->counters.bytes[reason] += new_target > s->target ?
-                                 new_target - s->target :
-                                 s->target - new_target;
-    s->target = new_target;
+    d.reason = step.reason;
+    d.new_target = target;
+    s->counters.decisions[step.reason]++;
+    s->counters.bytes[step.reason] += target > s->target ?
+                                      target - s->target :
+                                      s->target - target;
+    if (!dry_run) {
+        s->target = target;
+    }
     return d;
+}
+
+/*
+ * The statistics this decision may use: the latest, unless they came
+ * closer after the last ones used than a guest that does not flood the
+ * queue sends them (they are used once that time has passed).
+ */
+static const BalloonPolicyGuestStats *
+usable_stats(BalloonPolicyState *s, const BalloonPolicyParams *p,
+             const BalloonPolicyInput *in)
+{
+    const BalloonPolicyGuestStats *st = in->stats;
+
+    if (!stats_fresh(st, p, in->now)) {
+        return &no_stats;
+    }
+    s->stats_seen = MAX(s->stats_seen, st->time);
+    if (st->time > s->stats_used) {
+        if (in->now - s->stats_used < BALLOON_POLICY_STATS_MIN_SPACING) {
+            return &no_stats;
+        }
+        s->stats_used = st->time;
+    }
+    return st;
 }
 
 BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
                                             const BalloonPolicyParams *p,
                                             const BalloonPolicyInput *in)
 {
-    static const BalloonPolicyGuestStats no_stats = {
-        .time = BALLOON_POLICY_NEVER, .total = UINT64_MAX,
-        .available = UINT64_MAX, .free = UINT64_MAX,
-        .caches = UINT64_MAX, .major_faults = UINT64_MAX,
-        .swap_in = UINT64_MAX, .oom_kills = UINT64_MAX,
-        .alloc_stalls = UINT64_MAX, .direct_reclaim = UINT64_MAX,
+    Context c = {
+        .s = s, .p = p, .in = in,
+        .actual = MIN(in->actual, p->max),
+        .floor = balloon_policy_floor(s, p, in->now),
+        .host = host_known(s, p, in->now),
     };
-    const BalloonPolicyGuestStats *st = in->stats;
-    int64_t now = in->now;
-    uint64_t actual = in->actual;
-    BalloonPolicyLevel level = s->pending;
-    uint64_t floor = balloon_policy_floor(s, p, now);
-    BalloonPolicyReason reason = BALLOON_POLICY_REASON_NONE;
-    uint64_t target = s->target;
-    uint64_t want, avail = 0, deficit = 0;
-    bool fresh = stats_fresh(st, p, now);
-    bool host = host_known(s, p, now);
-    bool grew;
-    /* a guest that was short lately is not asked to give: others are */
-    bool guest_quiet = now - s->last_guest_pressure >= p->pingpong_window;
+    Step step;
 
-    actual = MIN(actual, p->max);
-    if (!fresh) {
-        st = &no_stats;
+    c.st = usable_stats(s, p, in);
+    step = next_step(&c);
+    if (c.st != &no_stats) {
+        s->prev = *c.st;
     }
-
-    /* The guest grew past the target by itself (deflate-on-oom). */
-    grew = actual > s->last_actual && actual > s->target;
-
-    /* Driver progress: moving, or at the target. */
-    if (actual != s->last_actual || actual == s->target) {
-        s->last_progress = now;
-        s->last_actual = actual;
-        s->driver_stuck = false;
-    }
-
-    want = guest_wants(s, p, st, actual);
-    if (grew) {
-        /* Respect it, and treat it as guest pressure. */
-        want = MAX(want, actual);
-        reason = BALLOON_POLICY_REASON_GUEST_DEFLATED;
-    }
-    if (host) {
-        deficit = host_deficit(s, p, actual);
-    }
-
-    if (want > s->target && s->target < p->max) {
-        if (reason == BALLOON_POLICY_REASON_NONE) {
-            reason = BALLOON_POLICY_REASON_GUEST_PRESSURE;
-        }
-        target = MIN(p->max, QEMU_ALIGN_UP(MAX(want, s->target +
-                                                p->granularity),
-                                            p->granularity));
-        if (now - s->last_inflate < p->pingpong_window) {
-            s->counters.pingpongs++;
-            s->pingpong_floor = target;
-            s->pingpong_until = now + p->pingpong_hold;
-        }
-        s->last_guest_pressure = now;
-        s->pending = BALLOON_POLICY_LEVEL_NONE;     /* the guest wins */
-    } else if (in->guest_only) {
-        /* nothing else moves the target now */
-    } else if (s->target != actual && !s->driver_stuck &&
-               now - s->last_progress >= p->stuck_timeout) {
-        /*
-         * The driver is not following: stop asking for more, once per
-         * episode, and never below the floor (actual comes from the guest).
-         */
-        s->driver_stuck = true;
-        reason = BALLOON_POLICY_REASON_DRIVER_STUCK;
-        target = MAX(actual, floor);
-    } else if (host && deficit) {
-        /* Aim at the host's deficit, as fast as the driver follows. */
-        uint64_t spare, step;
-
-        /* once per host reading: a newer one shows what the last did */
-        if (!guest_available(st, actual, &avail) || !guest_quiet ||
-            s->last_inflate >= s->host.time || target <= floor) {
-            goto out;
-        }
-        spare = MIN(target - floor,
-                    avail > p->reserve ? avail - p->reserve : 0);
-        step = MIN(QEMU_ALIGN_UP(deficit, p->granularity), p->max_step);
-        step = round_down_to(MIN(step, spare), p->granularity);
-        if (!step) {
-            goto out;
-        }
-        target -= step;
-        reason = BALLOON_POLICY_REASON_HOST_PRESSURE;
-        s->last_inflate = now;
-        s->pending = BALLOON_POLICY_LEVEL_NONE;
-    } else if (!host && level != BALLOON_POLICY_LEVEL_NONE &&
-               now - s->level_time[level] < p->level_decay) {
-        /*
-         * Events without a known headroom (PSI, system-wide, a descriptor
-         * from management): in proportion to the level and to what the
-         * guest can spare, idle guests giving first; each event inflates
-         * at most once.
-         */
-        uint64_t spare, step;
-
-        /* Unknown guest state, cooling down, or driver still busy: wait. */
-        if (!guest_available(st, actual, &avail) || !guest_quiet ||
-            now - s->last_inflate < p->cooldown ||
-            actual > s->target + p->granularity ||
-            target <= floor) {
-            goto out;
-        }
-        spare = MIN(target - floor,
-                    avail > p->reserve ? avail - p->reserve : 0);
-        step = spare * p->step_pct[level] / 100;
-        if (p->step_pct[level]) {
-            /* near the floor, still make progress */
-            step = MAX(step, p->granularity);
-        }
-        step = MIN(MIN(step, spare), p->max_step);
-        step = round_down_to(step, p->granularity);
-        if (!step) {
-            goto out;
-        }
-        target -= step;
-        reason = BALLOON_POLICY_REASON_HOST_PRESSURE;
-        s->last_inflate = now;
-        s->pending = BALLOON_POLICY_LEVEL_NONE;
-    } else if (now - last_pressure_time(s) >= p->hold &&
-               now - s->last_guest_pressure >= p->hold &&
-               now - s->last_return >= p->return_interval) {
-        /* Calm: walk back to the baseline at a bounded rate. */
-        if (target < s->baseline) {
-            /* where the host is known, no more than it has room for */
-            uint64_t step = MIN(p->return_step, s->baseline - target);
-
-            if (host) {
-                step = round_down_to(MIN(step, host_room(s, p)),
-                                     p->granularity);
-            }
-            if (step) {
-                target += step;
-                reason = BALLOON_POLICY_REASON_HOST_CALM;
-                s->last_return = now;
-            }
-        } else if (target > s->baseline &&
-                   guest_available(st, actual, &avail) &&
-                   avail > p->reserve * 2) {
-            /* Take back what the guest no longer needs, gently. */
-            uint64_t give = MIN(avail - p->reserve * 2, p->return_step);
-
-            give = MIN(round_down_to(give, p->granularity),
-                       target - s->baseline);
-            target -= give;
-            reason = BALLOON_POLICY_REASON_GUEST_IDLE;
-            s->last_return = now;
-        }
-    }
-
-out:
-    if (fresh) {
-        s->prev = *st;
-    }
-    return finish(s, p->max, reason, target);
+    return commit(s, p, step, in->dry_run);
 }
 
 /* The earlier of two wake-up times, either of which may be NEVER. */
@@ -726,10 +859,10 @@ int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
         /* what an allocator at the fastest plausible rate eats in 2 s */
         (avail != UINT64_MAX && avail < p->reserve + 2 * p->guest_fast_rate) ||
         /* growth that would eat the reserve within two seconds */
-        s->guest_rate * 2 > p->reserve) {
-        return 1;
+        s->guest_rate > p->reserve / 2) {
+        return BALLOON_POLICY_STATS_INTERVAL_FAST_S;
     }
-    return 2;
+    return BALLOON_POLICY_STATS_INTERVAL_S;
 }
 
 int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
@@ -758,7 +891,7 @@ int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
      * themselves).
      */
     if (s->target < s->baseline) {
-        int64_t calm = MAX(MAX(last_pressure_time(s),
+        int64_t calm = MAX(MAX(s->last_pressure,
                                s->last_guest_pressure) + p->hold,
                            s->last_return + p->return_interval);
 
@@ -768,54 +901,10 @@ int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
         }
         next = earliest(next, MAX(now, calm));
     }
+    /* statistics held back by the flood limit */
+    if (s->stats_seen > s->stats_used) {
+        next = earliest(next,
+                        s->stats_used + BALLOON_POLICY_STATS_MIN_SPACING);
+    }
     return next;
-}
-
-/* Usage thresholds, in per mille of the limit, and what they mean. */
-static const struct {
-    BalloonPolicyLevel level;
-    uint32_t permille;
-} headroom_thresholds[] = {
-    { BALLOON_POLICY_LEVEL_LOW, 800 },
-    { BALLOON_POLICY_LEVEL_MEDIUM, 900 },
-    { BALLOON_POLICY_LEVEL_CRITICAL, 950 },
-};
-
-uint64_t balloon_headroom_threshold(BalloonPolicyLevel level, uint64_t limit)
-{
-    size_t i;
-
-    for (i = 0; i < ARRAY_SIZE(headroom_thresholds); i++) {
-        if (headroom_thresholds[i].level == level) {
-            return limit / 1000 * headroom_thresholds[i].permille;
-        }
-    }
-    return UINT64_MAX;
-}
-
-BalloonPolicyLevel balloon_headroom_level(uint64_t usage, uint64_t limit)
-{
-    BalloonPolicyLevel level = BALLOON_POLICY_LEVEL_NONE;
-    size_t i;
-
-    for (i = 0; limit && i < ARRAY_SIZE(headroom_thresholds); i++) {
-        if (usage >= limit / 1000 * headroom_thresholds[i].permille) {
-            level = headroom_thresholds[i].level;
-        }
-    }
-    return level;
-}
-
-int64_t balloon_headroom_interval_ms(uint64_t usage, uint64_t limit)
-{
-    uint64_t low = balloon_headroom_threshold(BALLOON_POLICY_LEVEL_LOW,
-                                              limit);
-    uint64_t ms;
-
-    if (usage >= low) {
-        return BALLOON_HEADROOM_BUSY_MS;
-    }
-    /* how long the fastest plausible allocator takes to reach the first */
-    ms = (low - usage) / (BALLOON_HEADROOM_FAST_RATE / 1000);
-    return MIN(MAX(ms, BALLOON_HEADROOM_MIN_MS), BALLOON_HEADROOM_MAX_MS);
 }

@@ -7,7 +7,6 @@
  */
 
 #include "qemu/osdep.h"
-#include <mntent.h>
 #include <sys/eventfd.h>
 #include "qapi/error.h"
 #include "qemu/error-report.h"
@@ -18,9 +17,9 @@
 #include "qemu/units.h"
 #include "monitor/monitor.h"
 #include "hw/virtio/balloon-cgroup.h"
+#include "hw/virtio/balloon-headroom.h"
 #include "hw/virtio/balloon-pressure.h"
 
-#define PROC_PSI_MEMORY "/proc/pressure/memory"
 
 /*
  * PSI triggers, mildest first: stall time (us) per window.  "some" means
@@ -217,148 +216,6 @@ static void G_GNUC_PRINTF(2, 3) append_detail(BalloonPressure *bp,
     bp->detail = old ? g_strdup_printf("%s; %s", old, what) :
                        g_steal_pointer(&what);
     g_free(old);
-}
-
-/*
- * Where a cgroup hierarchy is mounted: v2 (@v1_controller NULL) or the
- * v1 hierarchy holding @v1_controller.
- */
-static char *cgroup_mount(const char *v1_controller, Error **errp)
-{
-    FILE *f = setmntent("/proc/self/mounts", "r");
-    struct mntent *m;
-    char *dir = NULL;
-
-    if (!f) {
-        error_setg_errno(errp, errno, "cannot read /proc/self/mounts");
-        return NULL;
-    }
-    while ((m = getmntent(f))) {
-        if (v1_controller ? !strcmp(m->mnt_type, "cgroup") &&
-                            hasmntopt(m, v1_controller)
-                          : !strcmp(m->mnt_type, "cgroup2")) {
-            dir = g_strdup(m->mnt_dir);
-            break;
-        }
-    }
-    endmntent(f);
-    if (!dir) {
-        error_setg(errp, "no cgroup %s hierarchy is mounted",
-                   v1_controller ? "v1 memory" : "v2");
-    }
-    return dir;
-}
-
-/* QEMU's own cgroup path in the v2 hierarchy or a v1 controller's. */
-static char *own_cgroup(const char *v1_controller)
-{
-    g_autofree char *content = NULL;
-
-    if (!g_file_get_contents("/proc/self/cgroup", &content, NULL, NULL)) {
-        return NULL;
-    }
-    return balloon_cgroup_parse_own(content, v1_controller);
-}
-
-/*
- * The directory of the cgroup to watch: @given as a directory, or as a
- * path inside the hierarchy, or QEMU's own cgroup (its VM-level cgroup if
- * QEMU sits in a threaded child) when @given is NULL.  Sets *mnt_out to
- * the hierarchy's mount point and *is_root when that is the hierarchy's
- * root.
- */
-static char *cgroup_dir(const char *v1_controller, const char *given,
-                        char **mnt_out, bool *is_root, Error **errp)
-{
-    g_autofree char *mounted = cgroup_mount(v1_controller, errp);
-    g_autofree char *mnt = NULL;
-    g_autofree char *rel = NULL;
-    g_autofree char *path = NULL;
-    g_autofree char *real = NULL;
-
-    if (!mounted) {
-        return NULL;
-    }
-    mnt = realpath(mounted, NULL);
-    if (!mnt) {
-        error_setg_errno(errp, errno, "cannot resolve %s", mounted);
-        return NULL;
-    }
-    if (given && g_str_has_prefix(given, mounted) &&
-        g_file_test(given, G_FILE_TEST_IS_DIR)) {
-        path = g_strdup(given);
-    } else {
-        rel = given ? g_strdup(given) : own_cgroup(v1_controller);
-        if (!rel) {
-            error_setg(errp, "cannot find QEMU's own %s cgroup in "
-                       "/proc/self/cgroup",
-                       v1_controller ? "v1 memory" : "v2");
-            return NULL;
-        }
-        path = g_build_filename(mnt, rel, NULL);
-    }
-    /*
-     * Only cgroup directories: ".." or a link could lead elsewhere, where
-     * a FIFO named like a cgroup file would block QEMU for ever.
-     */
-    real = realpath(path, NULL);
-    if (!real || !g_file_test(real, G_FILE_TEST_IS_DIR) ||
-        !(g_str_equal(real, mnt) ||
-          (g_str_has_prefix(real, mnt) && real[strlen(mnt)] == '/'))) {
-        error_setg(errp, "%s is not a cgroup directory under %s", path, mnt);
-        return NULL;
-    }
-    *is_root = g_str_equal(real, mnt);
-    if (mnt_out) {
-        *mnt_out = g_strdup(mnt);
-    }
-    return given ? g_steal_pointer(&real) : balloon_cgroup_domain(real);
-}
-
-/* Whether the v2 hierarchy has the memory controller (not a v1 one). */
-static bool v2_has_memory_controller(void)
-{
-    g_autofree char *mnt = cgroup_mount(NULL, NULL);
-    g_autofree char *path = NULL;
-    g_autofree char *text = NULL;
-    g_auto(GStrv) ctrls = NULL;
-
-    if (!mnt) {
-        return false;
-    }
-    path = g_build_filename(mnt, "cgroup.controllers", NULL);
-    if (!g_file_get_contents(path, &text, NULL, NULL)) {
-        return false;
-    }
-    ctrls = g_strsplit_set(g_strstrip(text), " ", -1);
-    return g_strv_contains((const char * const *)ctrls, "memory");
-}
-
-uint64_t balloon_cgroup_protection(char **origin)
-{
-    g_autofree char *mnt = NULL;
-    g_autofree char *v2 = NULL;
-    g_autofree char *v1 = NULL;
-    g_autofree char *v2_origin = NULL;
-    uint64_t best = 0, v;
-    bool is_root;
-
-    *origin = NULL;
-    v2 = cgroup_dir(NULL, NULL, &mnt, &is_root, NULL);
-    if (v2 && !is_root) {
-        best = balloon_cgroup_v2_protection(mnt, v2, &v2_origin);
-        *origin = g_steal_pointer(&v2_origin);
-    }
-    /* v1: libvirt's <memtune><soft_limit> */
-    v1 = cgroup_dir("memory", NULL, NULL, &is_root, NULL);
-    if (v1 && !is_root &&
-        balloon_cgroup_read_value(v1, "memory.soft_limit_in_bytes", &v) &&
-        v > best) {
-        best = v;
-        g_free(*origin);
-        *origin = g_build_filename(v1, "memory.soft_limit_in_bytes", NULL);
-    }
-    return best;
 }
 
 static void notify(BalloonPressure *bp, BalloonPolicyLevel level)
@@ -696,8 +553,10 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
     }
     hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, bp);
     qemu_set_fd_handler(hr->threshold_efd, threshold_event_cb, NULL, bp);
-    append_detail(bp, "usage thresholds at 80/90/95%% of the %" PRIu64
-                  " MiB limit", hr->limit / MiB);
+    append_detail(bp, "usage thresholds at %u/%u/%u%% of the %" PRIu64
+                  " MiB limit", BALLOON_HEADROOM_LOW_PERMILLE / 10,
+                  BALLOON_HEADROOM_MEDIUM_PERMILLE / 10,
+                  BALLOON_HEADROOM_CRITICAL_PERMILLE / 10, hr->limit / MiB);
     /* Already above a threshold: report it now. */
     headroom_check(bp);
     return true;
@@ -939,8 +798,9 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
     switch (kind) {
     case BALLOON_PRESSURE_CGROUP_V1:
     case BALLOON_PRESSURE_CGROUP_V2:
-        dir = cgroup_dir(kind == BALLOON_PRESSURE_CGROUP_V1 ? "memory" : NULL,
-                         cfg->cgroup, &mnt, &is_root, errp);
+        dir = balloon_cgroup_dir(cfg->proc, kind == BALLOON_PRESSURE_CGROUP_V1 ?
+                                 "memory" : NULL, cfg->cgroup, &mnt, &is_root,
+                                 errp);
         if (!dir) {
             return false;
         }
@@ -954,7 +814,7 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
          * until a v1 memcg OOM-kills: the v1 source has usage thresholds.
          */
         if (autodetect && kind == BALLOON_PRESSURE_CGROUP_V2 &&
-            !v2_has_memory_controller()) {
+            !balloon_cgroup_v2_has_memory(cfg->proc)) {
             error_setg(errp, "the memory controller is on cgroup v1 here");
             return false;
         }
@@ -972,9 +832,10 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
                open_v1(bp, bp->path, errp) :
                open_v2(bp, mnt, bp->path, file, cfg->psi_window_ms, errp);
     case BALLOON_PRESSURE_SYSTEM:
-        bp->path = g_strdup(PROC_PSI_MEMORY);
+        bp->path = g_build_filename(cfg->proc ?: "/proc", "pressure",
+                                    "memory", NULL);
         bp->detail = g_strdup("system-wide PSI");
-        return open_psi(bp, PROC_PSI_MEMORY, cfg->psi_window_ms, errp) == 0;
+        return open_psi(bp, bp->path, cfg->psi_window_ms, errp) == 0;
     case BALLOON_PRESSURE_FD:
         if (!cfg->fd) {
             error_setg(errp, "pressure-source=fd needs pressure-fd");

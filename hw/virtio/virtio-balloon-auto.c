@@ -33,21 +33,15 @@
 #include "hw/virtio/virtio.h"
 #include "hw/virtio/virtio-balloon.h"
 #include "hw/virtio/virtio-balloon-auto.h"
+#include "hw/virtio/balloon-cgroup.h"
 #include "trace.h"
 
 /* While a migration or snapshot blocks decisions: look again this often. */
 #define BLOCKED_POLL_NS (1000 * SCALE_MS)
 /* Never wake more often than this, whatever the policy asks. */
 #define MIN_WAKEUP_NS (100 * SCALE_MS)
-#define AUTO_STATS_INTERVAL_S 2
 #define MAX_HOLD_MS (24 * 3600 * 1000)
 #define MAX_HOLD_NS ((int64_t)MAX_HOLD_MS * SCALE_MS)
-/*
- * Statistics closer together than this are a guest flooding the stats
- * queue (QEMU asks at most once a second): kept, but not acted upon
- * before this much time has passed.
- */
-#define STATS_MIN_SPACING_NS (500 * SCALE_MS)
 
 QEMU_BUILD_BUG_ON((int)BALLOON_PRESSURE_LEVEL__MAX !=
                   (int)BALLOON_POLICY_LEVEL__MAX);
@@ -253,7 +247,7 @@ static bool tunables_apply(const BalloonAutoTunables *t, bool as_arguments,
                                         "property", NAME(TUNABLE_FLOOR));
     } else {
         g_autofree char *origin = NULL;
-        uint64_t protection = balloon_cgroup_protection(&origin);
+        uint64_t protection = balloon_cgroup_protection(NULL, &origin);
 
         if (protection) {
             /* What the host promised the VM's cgroup, QEMU included. */
@@ -354,12 +348,6 @@ static void auto_schedule(VirtIOBalloon *s)
     default:
         next = balloon_policy_next_wakeup(&a->state, &a->params,
                                           guest_actual(s), now);
-        if (a->stats.time > a->last_stats_time) {
-            /* statistics held back by the flood limit */
-            next = next == BALLOON_POLICY_NEVER ?
-                   a->last_stats_time + STATS_MIN_SPACING_NS :
-                   MIN(next, a->last_stats_time + STATS_MIN_SPACING_NS);
-        }
         break;
     }
     if (next == BALLOON_POLICY_NEVER) {
@@ -433,13 +421,66 @@ static void auto_adapt_stats_polling(VirtIOBalloon *s, int64_t now)
     if (s->stats_poll_interval != a->polls_every) {
         /* the user set an interval since: theirs from now on */
         a->polls_stats = false;
-        a->params.stats_interval = s->stats_poll_interval *
-                                   NANOSECONDS_PER_SECOND;
         return;
     }
     secs = balloon_policy_stats_interval_s(&a->state, &a->params, now);
-    a->params.stats_interval = secs * NANOSECONDS_PER_SECOND;
     auto_poll_stats(s, secs);
+}
+
+/* A decision made: record it, apply it unless it is a dry run, say it. */
+static void auto_apply(VirtIOBalloon *s, BalloonPolicyDecision d,
+                       uint64_t actual, int64_t now)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    bool apply = !a->dry_run;
+
+    a->last = d;
+    a->last_level = balloon_policy_level(&a->state, &a->params, now);
+    a->last_time = now;
+    a->last_actual = actual;
+    a->last_applied = apply;
+    trace_virtio_balloon_auto_decision(balloon_policy_reason_name(d.reason),
+                                       d.old_target, d.new_target, actual,
+                                       apply);
+    trace_virtio_balloon_auto_inputs(a->stats.available, a->state.guest_rate,
+                                     a->state.host.usage, a->state.host.limit,
+                                     a->state.host_rate);
+    if (apply) {
+        set_guest_target(s, d.new_target);
+    }
+    qapi_event_send_balloon_auto_decision(
+        (BalloonAutoReason)d.reason, (BalloonPressureLevel)a->last_level,
+        d.old_target, d.new_target, actual, apply);
+}
+
+/*
+ * Hand the policy what the device and the source know now, and apply
+ * what it decides.  @guest_only: only the guest's own need may move the
+ * target.
+ */
+static void auto_decide(VirtIOBalloon *s, int64_t now, bool guest_only)
+{
+    VirtIOBalloonAuto *a = &s->autob;
+    uint64_t actual = guest_actual(s);
+    BalloonPolicyDecision d;
+
+    /* DIMMs come and go: the maximum is what the balloon works on now. */
+    balloon_policy_set_max(&a->state, &a->params, ram_size_bytes());
+    auto_note_host(s, now);
+    d = balloon_policy_decide(&a->state, &a->params, &(BalloonPolicyInput) {
+        .now = now,
+        .actual = actual,
+        .stats = &a->stats,
+        .stats_interval = s->stats_poll_interval * NANOSECONDS_PER_SECOND,
+        /* with deflate-on-oom a Linux guest counts balloon pages in */
+        .balloon_in_total = virtio_vdev_has_feature(
+            VIRTIO_DEVICE(s), VIRTIO_BALLOON_F_DEFLATE_ON_OOM),
+        .guest_only = guest_only,
+        .dry_run = a->dry_run,
+    });
+    if (d.reason != BALLOON_POLICY_REASON_NONE) {
+        auto_apply(s, d, actual, now);
+    }
 }
 
 static void auto_evaluate(VirtIOBalloon *s)
@@ -447,11 +488,8 @@ static void auto_evaluate(VirtIOBalloon *s)
     VirtIOBalloonAuto *a = &s->autob;
     BalloonAutoBlocker why = BALLOON_AUTO_BLOCKER_VM_STOPPED;
     BalloonAutoStatus status;
-    BalloonPolicyDecision d;
-    BalloonPolicyGuestStats stats;
     int64_t now = now_ns();
-    uint64_t actual;
-    bool apply, guest_only;
+    bool guest_only;
 
     if (!a->realized || !a->enabled) {
         return;
@@ -470,58 +508,11 @@ static void auto_evaluate(VirtIOBalloon *s)
     guest_only = status == BALLOON_AUTO_STATUS_PAUSED &&
                  why == BALLOON_AUTO_BLOCKER_MIGRATION &&
                  now >= a->hold_until && driver_ready(s);
-    if ((status == BALLOON_AUTO_STATUS_INHIBITED ||
-         status == BALLOON_AUTO_STATUS_PAUSED ||
-         status == BALLOON_AUTO_STATUS_HELD) && !guest_only) {
-        auto_schedule(s);
-        return;
+    if (guest_only || status == BALLOON_AUTO_STATUS_ACTIVE ||
+        status == BALLOON_AUTO_STATUS_DRY_RUN) {
+        auto_decide(s, now, guest_only);
+        auto_adapt_stats_polling(s, now);
     }
-
-    /* DIMMs come and go: the maximum is what the balloon works on now. */
-    balloon_policy_set_max(&a->state, &a->params, ram_size_bytes());
-    /* with deflate-on-oom a Linux guest keeps balloon pages in its total */
-    a->params.balloon_in_total =
-        virtio_vdev_has_feature(VIRTIO_DEVICE(s),
-                                VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
-    actual = guest_actual(s);
-    auto_note_host(s, now);
-    stats = a->stats;
-    if (stats.time > a->last_stats_time) {
-        if (now - a->last_stats_time < STATS_MIN_SPACING_NS) {
-            /* a flood: the sample waits until the spacing allows */
-            stats.time = BALLOON_POLICY_NEVER;
-        } else {
-            a->last_stats_time = stats.time;
-        }
-    }
-    d = balloon_policy_decide(&a->state, &a->params, &(BalloonPolicyInput) {
-                                  .now = now, .actual = actual,
-                                  .stats = &stats, .guest_only = guest_only,
-                              });
-    if (d.reason != BALLOON_POLICY_REASON_NONE) {
-        apply = !a->dry_run;
-        a->last = d;
-        a->last_level = balloon_policy_level(&a->state, &a->params, now);
-        a->last_time = now;
-        a->last_actual = actual;
-        a->last_applied = apply;
-        trace_virtio_balloon_auto_decision(
-            balloon_policy_reason_name(d.reason), d.old_target, d.new_target,
-            actual, apply);
-        trace_virtio_balloon_auto_inputs(
-            stats.available, a->state.guest_rate, a->state.host.usage,
-            a->state.host.limit, a->state.host_rate);
-        if (apply) {
-            set_guest_target(s, d.new_target);
-        } else {
-            /* Dry run: the policy's target is advice only. */
-            a->state.target = d.old_target;
-        }
-        qapi_event_send_balloon_auto_decision(
-            (BalloonAutoReason)d.reason, (BalloonPressureLevel)a->last_level,
-            d.old_target, d.new_target, actual, apply);
-    }
-    auto_adapt_stats_polling(s, now);
     auto_schedule(s);
 }
 
@@ -597,7 +588,7 @@ void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status)
         return;
     }
     a->driver_was_ready = ready;
-    auto_poll_stats(s, ready ? AUTO_STATS_INTERVAL_S : 0);
+    auto_poll_stats(s, ready ? BALLOON_POLICY_STATS_INTERVAL_S : 0);
     if (ready) {
         balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
         /* the device's status changes after this hook: evaluate after it */
@@ -715,7 +706,6 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     balloon_policy_state_init(&a->state, current_target(s));
     balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
-    a->last_stats_time = BALLOON_POLICY_NEVER;
     a->driver_was_ready = driver_ready(s);
     a->host_reading = 0;
     if (!auto_open_source(s, incoming, errp)) {
@@ -731,11 +721,9 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     if (!s->stats_poll_interval) {
         a->polls_stats = true;
         a->polls_every = 0;
-        auto_poll_stats(s, a->driver_was_ready ? AUTO_STATS_INTERVAL_S : 0);
+        auto_poll_stats(s, a->driver_was_ready ?
+                           BALLOON_POLICY_STATS_INTERVAL_S : 0);
     }
-    a->params.stats_interval = (a->polls_stats ? AUTO_STATS_INTERVAL_S :
-                                s->stats_poll_interval) *
-                               NANOSECONDS_PER_SECOND;
     auto_schedule(s);
     return true;
 }
@@ -808,7 +796,6 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
     balloon_policy_set_max(&a->state, &a->params, ram_size_bytes());
     target = balloon_policy_device_reset(&a->state, &a->params, now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
-    a->last_stats_time = BALLOON_POLICY_NEVER;
     s->num_pages = (ram_size_bytes() - target) >> VIRTIO_BALLOON_PFN_SHIFT;
     auto_schedule(s);
 }
@@ -912,7 +899,6 @@ static bool auto_take_wire(VirtIOBalloon *s, Error **errp)
     a->last_time = w->last_time;
     a->last_applied = w->last_applied;
     if (a->realized) {
-        params.stats_interval = a->params.stats_interval;
         a->params = params;
         g_free(a->floor_origin);
         a->floor_origin = g_steal_pointer(&floor_origin);
@@ -960,7 +946,6 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     }
     a->state = w->state;
     a->stats = w->stats;
-    a->last_stats_time = BALLOON_POLICY_NEVER;
     auto_schedule(s);
     return 0;
 }
@@ -1313,7 +1298,6 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
                         now_ns() + (int64_t)set->hold_ms * SCALE_MS : 0;
     }
     if (a->realized && !enabling) {
-        params.stats_interval = a->params.stats_interval;
         a->params = params;
         g_free(a->floor_origin);
         a->floor_origin = g_steal_pointer(&floor_origin);

@@ -2341,6 +2341,60 @@ static void test_migration_bad_times(void)
                          (uint64_t)(INT64_MIN / 2), INT64_MAX / 2);
 }
 
+/*
+ * Host growth is timed on the clock the readings were taken on.  Under
+ * qtest the virtual clock moves only when stepped (like a stopped VM's):
+ * 20 MiB that arrived over 3 s of real time, read 0.6 s apart on the
+ * virtual clock, is under 7 MiB/s, not 33.
+ */
+static void test_host_growth_real_clock(void)
+{
+    TestCgroup c;
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    g_autofree char *extra = NULL, *limit = NULL;
+    QTestState *qts;
+    QDict *info, *host;
+    uint64_t usage;
+    pid_t first;
+
+    if (!cgroup_create(&c, false, 0)) {
+        return;
+    }
+    cgroup_add_hog(&c, 200);
+    first = c.child;
+    usage = cgroup_read_u64(c.dir, "memory.usage_in_bytes");
+    /* at 85% of the limit: the source reads it every 250 ms */
+    limit = g_strdup_printf("%" PRIu64, QEMU_ALIGN_UP(usage * 100 / 85,
+                                                      4096));
+    cgroup_write(c.dir, "memory.limit_in_bytes", limit);
+    extra = g_strdup_printf(",pressure-source=cgroup-v1,pressure-cgroup=%s",
+                            c.dir);
+    qts = driver_boot(&d, efd, extra);
+    driver_send_stats(&d, 800 * MiB);
+    info = query(qts);
+    g_assert_true(qdict_haskey(info, "host"));
+    qobject_unref(info);
+
+    cgroup_add_hog(&c, 20);
+    g_usleep(3 * G_USEC_PER_SEC);
+    qtest_clock_step(qts, 600 * 1000 * 1000);
+    g_usleep(500 * 1000);
+    info = query(qts);
+    host = qdict_get_qdict(info, "host");
+    g_test_message("usage %" PRId64 " MiB of %" PRId64 " MiB, growing %"
+                   PRId64 " KiB/s", qdict_get_int(host, "usage") / MiB,
+                   qdict_get_int(host, "limit") / MiB,
+                   qdict_get_int(host, "growth-rate") / KiB);
+    g_assert_cmpint(qdict_get_int(host, "growth-rate"), <, 10 * MiB);
+    qobject_unref(info);
+    driver_stop(&d);
+    close(efd);
+    kill(first, SIGKILL);
+    waitpid(first, NULL, 0);
+    cgroup_remove(&c);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2404,5 +2458,7 @@ int main(int argc, char **argv)
                    test_no_driver_no_polling);
     qtest_add_func("balloon-auto/migration-bad-times",
                    test_migration_bad_times);
+    qtest_add_func("balloon-auto/host-growth-real-clock",
+                   test_host_growth_real_clock);
     return g_test_run();
 }

@@ -8,6 +8,7 @@
 
 #include "qemu/osdep.h"
 #include "hw/virtio/balloon-auto-policy.h"
+#include "hw/virtio/balloon-headroom.h"
 
 #define MiB ((uint64_t)1 << 20)
 #define GiB (1024 * MiB)
@@ -18,6 +19,10 @@ typedef struct Fixture {
     BalloonPolicyState s;
     BalloonPolicyGuestStats st;
     int64_t now;
+    /* what the device says with each input */
+    int64_t stats_interval;
+    bool balloon_in_total;
+    bool dry_run;
 } Fixture;
 
 static void fixture_init(Fixture *f, uint64_t ram, uint64_t baseline)
@@ -26,6 +31,9 @@ static void fixture_init(Fixture *f, uint64_t ram, uint64_t baseline)
     balloon_policy_state_init(&f->s, baseline);
     memset(&f->st, 0xff, sizeof(f->st));
     f->now = 100 * SEC;
+    f->stats_interval = BALLOON_POLICY_STATS_INTERVAL_S * SEC;
+    f->balloon_in_total = false;
+    f->dry_run = false;
 }
 
 static void set_stats(Fixture *f, uint64_t available)
@@ -40,7 +48,10 @@ static BalloonPolicyDecision decide_at(Fixture *f, uint64_t actual,
     return balloon_policy_decide(&f->s, &f->p, &(BalloonPolicyInput) {
                                      .now = now, .actual = actual,
                                      .stats = &f->st,
+                                     .stats_interval = f->stats_interval,
+                                     .balloon_in_total = f->balloon_in_total,
                                      .guest_only = guest_only,
+                                     .dry_run = f->dry_run,
                                  });
 }
 
@@ -226,14 +237,15 @@ static void test_stuck_once_and_floor(void)
     int decisions = 0, i;
 
     fixture_init(&f, 2 * GiB, GiB);
+    f.dry_run = true;
     balloon_policy_driver_reset(&f.s, 2 * GiB, f.now);
     for (i = 0; i < 120; i++) {
         f.now += SEC;
         d = decide(&f, 2 * GiB);
         if (d.reason != BALLOON_POLICY_REASON_NONE) {
             g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_DRIVER_STUCK);
+            g_assert_cmpuint(f.s.target, ==, d.old_target);
             decisions++;
-            f.s.target = d.old_target;      /* what a dry run does */
         }
     }
     g_assert_cmpint(decisions, ==, 1);
@@ -644,49 +656,6 @@ static void test_fairness(void)
     g_assert_cmpuint(2 * GiB - actual[2], >, 2 * (2 * GiB - actual[0]));
 }
 
-/* Headroom: levels at 80/90/95% of the limit; polls sooner when near. */
-static void test_headroom(void)
-{
-    const uint64_t limit = 1000 * MiB;
-    int64_t prev = INT64_MAX;
-    uint64_t usage;
-
-    g_assert_cmpint(balloon_headroom_level(0, limit), ==,
-                    BALLOON_POLICY_LEVEL_NONE);
-    g_assert_cmpint(balloon_headroom_level(799 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_NONE);
-    g_assert_cmpint(balloon_headroom_level(800 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_LOW);
-    g_assert_cmpint(balloon_headroom_level(900 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_MEDIUM);
-    g_assert_cmpint(balloon_headroom_level(990 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_CRITICAL);
-    g_assert_cmpint(balloon_headroom_level(2000 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_CRITICAL);
-    g_assert_cmpint(balloon_headroom_level(2000 * MiB, 0), ==,
-                    BALLOON_POLICY_LEVEL_NONE);
-    g_assert_cmpuint(balloon_headroom_threshold(BALLOON_POLICY_LEVEL_MEDIUM,
-                                                limit), ==, 900 * MiB);
-
-    /* far: at most one look per 10 s; nearer: sooner, never below 100 ms */
-    g_assert_cmpint(balloon_headroom_interval_ms(0, 1024 * GiB), ==,
-                    BALLOON_HEADROOM_MAX_MS);
-    for (usage = 0; usage < 800 * MiB; usage += 50 * MiB) {
-        int64_t ms = balloon_headroom_interval_ms(usage, limit);
-
-        g_assert_cmpint(ms, <=, prev);
-        g_assert_cmpint(ms, >=, BALLOON_HEADROOM_MIN_MS);
-        /* 1 GiB/s cannot reach the first threshold before the next look */
-        g_assert_cmpuint((uint64_t)ms * (BALLOON_HEADROOM_FAST_RATE / 1000),
-                         <=, MAX(800 * MiB - usage,
-                                 BALLOON_HEADROOM_MIN_MS *
-                                 (BALLOON_HEADROOM_FAST_RATE / 1000)));
-        prev = ms;
-    }
-    g_assert_cmpint(balloon_headroom_interval_ms(850 * MiB, limit), ==,
-                    BALLOON_HEADROOM_BUSY_MS);
-}
-
 /*
  * The seed experiment at full speed: a guest at 1 GiB of 3 GiB allocates
  * 1.5 GiB at 150 MiB/s (what the bundled guest does under TCG) with no
@@ -709,9 +678,9 @@ static void test_guest_fast_allocation(void)
         g_assert_cmpuint(used + 32 * MiB, <=, actual);
         min_avail = MIN(min_avail, actual - used);
         if (t >= next_stats) {
-            f.p.stats_interval =
+            f.stats_interval =
                 balloon_policy_stats_interval_s(&f.s, &f.p, f.now) * SEC;
-            next_stats = t + f.p.stats_interval;
+            next_stats = t + f.stats_interval;
             set_stats(&f, actual - used);
             decide(&f, actual);
         }
@@ -891,7 +860,7 @@ static void run_inflation_skew(bool balloon_in_total, uint64_t skew)
     int i;
 
     fixture_init(&f, GiB, GiB);
-    f.p.balloon_in_total = balloon_in_total;
+    f.balloon_in_total = balloon_in_total;
     for (i = 0; i < 6; i++) {
         BalloonPolicyHost h = {
             .time = f.now, .read_time = f.now, .usage = 3 * GiB,
@@ -1091,7 +1060,7 @@ static void test_growth_no_wrap(void)
 
     fixture_init(&f, ram, ram / 2);
     /* 2 intervals and half a second: 2^32 ms */
-    f.p.stats_interval = ((1LL << 32) * 1000000 - SEC / 2) / 2;
+    f.stats_interval = ((1LL << 32) * 1000000 - SEC / 2) / 2;
     set_stats(&f, 6ULL << 40);
     f.st.total = ram / 2;
     decide(&f, ram / 2);
@@ -1106,6 +1075,53 @@ static void test_growth_no_wrap(void)
     g_assert_cmpuint(f.s.guest_rate, ==, 4 * GiB);
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
     g_assert_cmpuint(d.new_target, ==, ram);
+}
+
+/*
+ * A guest that floods the stats queue: statistics closer together than
+ * the spacing wait (the policy says when to look again) and are used once
+ * it has passed.
+ */
+static void test_stats_flood(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, GiB);
+    set_stats(&f, 1500 * MiB);
+    decide(&f, GiB);
+    g_assert_cmpint(f.s.stats_used, ==, f.now);
+    /* 100 ms later the guest says it is short: held back */
+    f.now += BALLOON_POLICY_STATS_MIN_SPACING / 5;
+    set_stats(&f, 10 * MiB);
+    d = decide(&f, GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    g_assert_cmpint(balloon_policy_next_wakeup(&f.s, &f.p, GiB, f.now), ==,
+                    f.s.stats_used + BALLOON_POLICY_STATS_MIN_SPACING);
+    /* and acted upon once the spacing has passed */
+    f.now = f.s.stats_used + BALLOON_POLICY_STATS_MIN_SPACING;
+    d = decide(&f, GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpint(balloon_policy_next_wakeup(&f.s, &f.p, GiB, f.now), !=,
+                    f.s.stats_used + BALLOON_POLICY_STATS_MIN_SPACING);
+}
+
+/* A dry run decides and counts, and leaves the target where it is. */
+static void test_dry_run(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    f.dry_run = true;
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+    g_assert_cmpuint(d.new_target, <, d.old_target);
+    g_assert_cmpuint(f.s.target, ==, 2 * GiB);
+    g_assert_cmpuint(
+        f.s.counters.decisions[BALLOON_POLICY_REASON_HOST_PRESSURE], ==, 1);
 }
 
 int main(int argc, char **argv)
@@ -1126,7 +1142,6 @@ int main(int argc, char **argv)
                     test_sample_acts_once);
     g_test_add_func("/balloon-auto-policy/small-vms", test_small_vms);
     g_test_add_func("/balloon-auto-policy/state-check", test_state_check);
-    g_test_add_func("/balloon-auto-policy/headroom", test_headroom);
     g_test_add_func("/balloon-auto-policy/guest-fast-allocation",
                     test_guest_fast_allocation);
     g_test_add_func("/balloon-auto-policy/host-fast-allocation",
@@ -1155,6 +1170,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/host-growth-clock",
                     test_host_growth_clock);
     g_test_add_func("/balloon-auto-policy/guest-only", test_guest_only);
+    g_test_add_func("/balloon-auto-policy/stats-flood", test_stats_flood);
+    g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
     g_test_add_func("/balloon-auto-policy/growth-no-wrap",
                     test_growth_no_wrap);
     return g_test_run();

@@ -22,6 +22,7 @@
 #include "qemu/units.h"
 #include "monitor/monitor.h"
 #include "hw/virtio/balloon-cgroup.h"
+#include "hw/virtio/balloon-headroom.h"
 #include "hw/virtio/balloon-pressure.h"
 
 /* No monitor here: descriptors are given by number. */
@@ -81,6 +82,49 @@ static void fake_destroy(FakeTree *t)
 {
     fake_remove(t->mnt);
     g_free(t->mnt);
+}
+
+/* Headroom: levels at 80/90/95% of the limit; polls sooner when near. */
+static void test_headroom(void)
+{
+    const uint64_t limit = 1000 * MiB;
+    int64_t prev = INT64_MAX;
+    uint64_t usage;
+
+    g_assert_cmpint(balloon_headroom_level(0, limit), ==,
+                    BALLOON_POLICY_LEVEL_NONE);
+    g_assert_cmpint(balloon_headroom_level(799 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_NONE);
+    g_assert_cmpint(balloon_headroom_level(800 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_LOW);
+    g_assert_cmpint(balloon_headroom_level(900 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_MEDIUM);
+    g_assert_cmpint(balloon_headroom_level(990 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_CRITICAL);
+    g_assert_cmpint(balloon_headroom_level(2000 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_CRITICAL);
+    g_assert_cmpint(balloon_headroom_level(2000 * MiB, 0), ==,
+                    BALLOON_POLICY_LEVEL_NONE);
+    g_assert_cmpuint(balloon_headroom_threshold(BALLOON_POLICY_LEVEL_MEDIUM,
+                                                limit), ==, 900 * MiB);
+
+    /* far: at most one look per 10 s; nearer: sooner, never below 100 ms */
+    g_assert_cmpint(balloon_headroom_interval_ms(0, 1024 * GiB), ==,
+                    BALLOON_HEADROOM_MAX_MS);
+    for (usage = 0; usage < 800 * MiB; usage += 50 * MiB) {
+        int64_t ms = balloon_headroom_interval_ms(usage, limit);
+
+        g_assert_cmpint(ms, <=, prev);
+        g_assert_cmpint(ms, >=, BALLOON_HEADROOM_MIN_MS);
+        /* 1 GiB/s cannot reach the first threshold before the next look */
+        g_assert_cmpuint((uint64_t)ms * (BALLOON_HEADROOM_FAST_RATE / 1000),
+                         <=, MAX(800 * MiB - usage,
+                                 BALLOON_HEADROOM_MIN_MS *
+                                 (BALLOON_HEADROOM_FAST_RATE / 1000)));
+        prev = ms;
+    }
+    g_assert_cmpint(balloon_headroom_interval_ms(850 * MiB, limit), ==,
+                    BALLOON_HEADROOM_BUSY_MS);
 }
 
 static void test_parse_own(void)
@@ -262,6 +306,7 @@ static void test_read_value(void)
 typedef struct Seen {
     uint64_t events[BALLOON_POLICY_LEVEL__MAX];
     bool lost;
+    BalloonPressure *bp;
 } Seen;
 
 static void record(void *opaque, BalloonPolicyLevel level, const char *src)
@@ -344,6 +389,13 @@ static bool saw_lost(Seen *seen)
     return seen->lost;
 }
 
+static bool saw_no_limit(Seen *seen)
+{
+    BalloonPressureReading r;
+
+    return !balloon_pressure_headroom(seen->bp, &r);
+}
+
 static void test_v2_source(void)
 {
     g_autofree char *root = v2_memory_root();
@@ -355,7 +407,7 @@ static void test_v2_source(void)
     };
     BalloonPressure *bp;
     Seen seen = { 0 };
-    uint64_t usage, limit, reading;
+    BalloonPressureReading reading;
     pid_t hog;
     int l;
 
@@ -369,15 +421,16 @@ static void test_v2_source(void)
     write_file(dir, "memory.max", "67108864");
     cfg.cgroup = dir;
     bp = balloon_pressure_open(&cfg, record, &seen, &error_abort);
+    seen.bp = bp;
     path = balloon_pressure_path(bp);
     detail = balloon_pressure_detail(bp);
     g_test_message("source %s: %s", path, detail);
     g_assert_cmpint(balloon_pressure_kind(bp), ==, BALLOON_PRESSURE_CGROUP_V2);
     g_assert_cmpstr(path, ==, dir);
     g_assert_nonnull(strstr(detail, "64 MiB limit"));
-    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit, &reading));
-    g_assert_cmpuint(limit, ==, 64 * MiB);
-    g_assert_cmpuint(usage, <, 8 * MiB);
+    g_assert_true(balloon_pressure_headroom(bp, &reading));
+    g_assert_cmpuint(reading.limit, ==, 64 * MiB);
+    g_assert_cmpuint(reading.usage, <, 8 * MiB);
 
     /* 2 MiB every 50 ms up to 70 MiB: through the thresholds to the limit */
     hog = start_hog(dir, 2, 50, 70);
@@ -388,10 +441,15 @@ static void test_v2_source(void)
     }
     g_assert_cmpuint(seen.events[BALLOON_POLICY_LEVEL_LOW], >, 0);
     g_assert_cmpuint(seen.events[BALLOON_POLICY_LEVEL_CRITICAL], >, 0);
-    g_assert_true(balloon_pressure_headroom(bp, &usage, &limit, &reading));
-    g_test_message("usage %" PRIu64 " MiB of %" PRIu64 " MiB", usage / MiB,
-                   limit / MiB);
-    g_assert_cmpuint(usage, >=, 48 * MiB);
+    g_assert_true(balloon_pressure_headroom(bp, &reading));
+    g_test_message("usage %" PRIu64 " MiB of %" PRIu64 " MiB",
+                   reading.usage / MiB, reading.limit / MiB);
+    g_assert_cmpuint(reading.usage, >=, 48 * MiB);
+
+    /* the limit is removed: no headroom against a limit that is gone */
+    write_file(dir, "memory.max", "max");
+    run_main_loop_until(saw_no_limit, &seen, 5000);
+    g_assert_false(balloon_pressure_headroom(bp, &reading));
 
     /* gone: the source says so and stops */
     kill(hog, SIGKILL);
@@ -402,14 +460,138 @@ static void test_v2_source(void)
     run_main_loop_until(saw_lost, &seen, 15000);
     g_assert_true(seen.lost);
     g_assert_true(balloon_pressure_lost(bp));
-    g_assert_false(balloon_pressure_headroom(bp, &usage, &limit, &reading));
+    g_assert_false(balloon_pressure_headroom(bp, &reading));
     balloon_pressure_close(bp);
+}
+
+/*
+ * The cgroup v2 source on a fake tree: a fake /proc whose mounts list the
+ * tree as the cgroup2 hierarchy, and plain files for a cgroup's memory
+ * files, so that what the kernel never does (a garbled reading) and what
+ * management rarely does (removing a limit) can be tried here.
+ */
+typedef struct FakeV2 {
+    FakeTree t;
+    char *proc;
+    char *cg;                   /* the VM's cgroup */
+    BalloonPressure *bp;
+    Seen seen;
+} FakeV2;
+
+static void fake_v2_open(FakeV2 *f, const char *usage, const char *max)
+{
+    g_autofree char *self = NULL;
+    g_autofree char *mounts = NULL;
+    BalloonPressureConfig cfg = {
+        .kind = BALLOON_PRESSURE_CGROUP_V2,
+        .psi_window_ms = 1000,
+    };
+
+    fake_init(&f->t);
+    f->proc = fake_mkdir(&f->t, "proc");
+    self = fake_mkdir(&f->t, "proc/self");
+    f->cg = fake_mkdir(&f->t, "cgroup/machine.slice/vm.scope");
+    mounts = g_strdup_printf("cgroup2 %s/cgroup cgroup2 rw 0 0\n",
+                             f->t.mnt);
+    fake_write(self, "mounts", mounts);
+    fake_write(f->cg, "memory.pressure", "");
+    fake_write(f->cg, "memory.events",
+               "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
+    fake_write(f->cg, "memory.current", usage);
+    fake_write(f->cg, "memory.max", max);
+    memset(&f->seen, 0, sizeof(f->seen));
+    cfg.proc = f->proc;
+    cfg.cgroup = f->cg;
+    f->bp = balloon_pressure_open(&cfg, record, &f->seen, &error_abort);
+}
+
+static void fake_v2_close(FakeV2 *f)
+{
+    balloon_pressure_close(f->bp);
+    g_free(f->proc);
+    g_free(f->cg);
+    fake_destroy(&f->t);
+}
+
+/* Run the main loop for @ms. */
+static void run_main_loop_for(int64_t ms)
+{
+    int64_t end = g_get_monotonic_time() + ms * 1000;
+
+    while (g_get_monotonic_time() < end) {
+        main_loop_wait(true);
+        g_usleep(10 * 1000);
+    }
+}
+
+/*
+ * Management removes the limit (writes "max"): the old limit no longer
+ * counts, or usage above 80% of a limit that is gone would inflate the
+ * guest to its floor.  A new limit counts again.
+ */
+static void test_v2_limit_removed(void)
+{
+    FakeV2 f;
+    BalloonPressureReading r;
+    g_autofree char *detail = NULL;
+
+    /* 850 of 1000 MiB: above the first threshold */
+    fake_v2_open(&f, "891289600\n", "1048576000\n");
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    g_assert_cmpuint(r.limit, ==, 1000 * MiB);
+    g_assert_cmpuint(f.seen.events[BALLOON_POLICY_LEVEL_LOW], >, 0);
+    fake_write(f.cg, "memory.max", "max\n");
+    run_main_loop_for(600);
+    detail = balloon_pressure_detail(f.bp);
+    g_test_message("%s", detail);
+    g_assert_false(balloon_pressure_headroom(f.bp, &r));
+    g_assert_nonnull(strstr(detail, "limit removed"));
+    g_assert_false(balloon_pressure_lost(f.bp));
+    fake_write(f.cg, "memory.max", "2097152000\n");
+    run_main_loop_for(10500);
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    g_assert_cmpuint(r.limit, ==, 2000 * MiB);
+    fake_v2_close(&f);
+}
+
+/*
+ * A reading that is not a number is skipped and the next one comes (it
+ * stopped polling for good); one that stays garbled loses the source,
+ * which says why.
+ */
+static void test_v2_garbled_usage(void)
+{
+    FakeV2 f;
+    BalloonPressureReading r;
+    g_autofree char *detail = NULL;
+    uint64_t count;
+
+    fake_v2_open(&f, "891289600\n", "1048576000\n");
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    fake_write(f.cg, "memory.current", "garbage\n");
+    run_main_loop_for(300);
+    count = r.count;
+    fake_write(f.cg, "memory.current", "901289600\n");
+    run_main_loop_for(600);
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    g_assert_cmpuint(r.count, >, count);
+    g_assert_cmpuint(r.usage, ==, 901289600);
+
+    fake_write(f.cg, "memory.current", "12ab\n");
+    run_main_loop_for(1500);
+    detail = balloon_pressure_detail(f.bp);
+    g_test_message("%s", detail);
+    g_assert_true(f.seen.lost);
+    g_assert_true(balloon_pressure_lost(f.bp));
+    g_assert_nonnull(strstr(detail, "'12ab'"));
+    fake_v2_close(&f);
 }
 
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     qemu_init_main_loop(&error_abort);
+    g_test_add_func("/balloon-headroom/levels-and-cadence", test_headroom);
     g_test_add_func("/balloon-cgroup/parse-own", test_parse_own);
     g_test_add_func("/balloon-cgroup/libvirt-layouts", test_libvirt_layouts);
     g_test_add_func("/balloon-cgroup/limit-along-path",
@@ -418,5 +600,9 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-cgroup/parse-events", test_parse_events);
     g_test_add_func("/balloon-cgroup/read-value", test_read_value);
     g_test_add_func("/balloon-pressure/v2-source", test_v2_source);
+    g_test_add_func("/balloon-pressure/v2-limit-removed",
+                    test_v2_limit_removed);
+    g_test_add_func("/balloon-pressure/v2-garbled-usage",
+                    test_v2_garbled_usage);
     return g_test_run();
 }

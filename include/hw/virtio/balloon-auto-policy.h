@@ -23,6 +23,28 @@
 /* The guest balloons 4 KiB pages: every target is a multiple of this. */
 #define BALLOON_POLICY_PAGE 4096
 
+/* Host usage above this, of the limit in force, is a deficit. */
+#define BALLOON_POLICY_SETPOINT_PERMILLE 800
+
+/* Inflate steps per host pressure level without a known headroom, %. */
+#define BALLOON_POLICY_INFLATE_LOW_PCT 5
+#define BALLOON_POLICY_INFLATE_MEDIUM_PCT 10
+#define BALLOON_POLICY_INFLATE_CRITICAL_PCT 25
+
+/*
+ * How often guest statistics should come: every 2 s, every second (QEMU's
+ * shortest interval) while the guest could run short before the next.
+ */
+#define BALLOON_POLICY_STATS_INTERVAL_S 2
+#define BALLOON_POLICY_STATS_INTERVAL_FAST_S 1
+
+/*
+ * Statistics closer together than this are a guest flooding the stats
+ * queue (QEMU asks at most once a second): kept, but not acted upon
+ * before this much time has passed.
+ */
+#define BALLOON_POLICY_STATS_MIN_SPACING (500 * 1000 * 1000LL)
+
 typedef enum BalloonPolicyLevel {
     BALLOON_POLICY_LEVEL_NONE,
     BALLOON_POLICY_LEVEL_LOW,
@@ -89,13 +111,11 @@ typedef struct BalloonPolicyParams {
     int64_t stuck_timeout;      /* driver without progress this long */
     int64_t pingpong_window;    /* deflate this soon after inflate */
     int64_t pingpong_hold;      /* how long a raised floor lasts */
-    int64_t stats_interval;     /* how often guest statistics come now */
     int64_t host_max_age;       /* older host readings are unknown */
     uint32_t setpoint_permille; /* host usage to keep below, of the limit */
     uint32_t return_permille;   /* give memory back only below this */
     int64_t lead;               /* host growth foreseen, time */
     uint64_t guest_fast_rate;   /* fastest plausible guest allocation, B/s */
-    bool balloon_in_total;      /* deflate-on-oom: guest total keeps them */
 } BalloonPolicyParams;
 
 typedef struct BalloonPolicyCounters {
@@ -126,6 +146,8 @@ typedef struct BalloonPolicyState {
     BalloonPolicyHost host_from; /* the reading host_rate is measured from */
     uint64_t host_rate;         /* growth of host usage, bytes/s */
     bool driver_stuck;
+    int64_t stats_seen;         /* the latest statistics offered */
+    int64_t stats_used;         /* the latest statistics acted upon */
     BalloonPolicyCounters counters;
 } BalloonPolicyState;
 
@@ -135,11 +157,16 @@ typedef struct BalloonPolicyInput {
     uint64_t actual;            /* guest size the driver has reached */
     /* the latest guest statistics (may be stale or missing) */
     const BalloonPolicyGuestStats *stats;
+    int64_t stats_interval;     /* how often they come now */
+    /* deflate-on-oom: the guest's total keeps the balloon's pages */
+    bool balloon_in_total;
     /*
      * Only the guest's own need may move the target (an outgoing
      * migration runs: giving the guest memory only adds pages to send).
      */
     bool guest_only;
+    /* decide and count, but leave the target where it is */
+    bool dry_run;
 } BalloonPolicyInput;
 
 typedef struct BalloonPolicyDecision {
@@ -178,7 +205,8 @@ void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
  * How often guest statistics should come, in seconds: every second while
  * an allocator at the fastest plausible rate could eat the guest's
  * available memory before the sample after next, its use grows fast or it
- * was under pressure lately; every two seconds otherwise.
+ * was under pressure lately; every two seconds otherwise.  (The device
+ * polls them; the policy is told the interval in force with each input.)
  */
 int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
                                         const BalloonPolicyParams *p,
@@ -249,24 +277,6 @@ void balloon_policy_arrived(BalloonPolicyState *s);
 const char *balloon_policy_state_check(const BalloonPolicyState *s,
                                        const BalloonPolicyParams *p,
                                        int64_t now);
-
-/*
- * Headroom: host memory usage against the limit in force.  Usage at 80,
- * 90 and 95% of the limit means low, medium and critical pressure.
- * Where the kernel cannot signal usage, it is polled: the nearer the
- * limit, the more often, so that an allocator at the fastest plausible
- * rate cannot eat the headroom between two looks, and no more than once
- * in BALLOON_HEADROOM_MAX_MS when it is far.
- */
-#define BALLOON_HEADROOM_FAST_RATE (1024 * 1024 * 1024ULL)   /* bytes/s */
-#define BALLOON_HEADROOM_MIN_MS 100
-#define BALLOON_HEADROOM_MAX_MS 10000
-#define BALLOON_HEADROOM_BUSY_MS 250        /* above the first threshold */
-
-BalloonPolicyLevel balloon_headroom_level(uint64_t usage, uint64_t limit);
-/* The usage at which @level starts, for @limit. */
-uint64_t balloon_headroom_threshold(BalloonPolicyLevel level, uint64_t limit);
-int64_t balloon_headroom_interval_ms(uint64_t usage, uint64_t limit);
 
 const char *balloon_policy_level_name(BalloonPolicyLevel level);
 const char *balloon_policy_reason_name(BalloonPolicyReason reason);

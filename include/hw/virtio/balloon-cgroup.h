@@ -1,11 +1,13 @@
 /*
  * Automatic virtio-balloon: cgroup files and layout
  *
- * What the pressure sources read from cgroup v1 and v2 hierarchies: the
- * cgroup a process is in, the VM-level cgroup of a libvirt layout, the
- * memory limit in force along a path, the protections, memory.events.
- * Plain file reads, no main loop: the functions take the hierarchy's
- * mount point and a directory, so tests can point them at a fake tree.
+ * What the pressure sources read from cgroup v1 and v2 hierarchies: where
+ * they are mounted, the cgroup a process is in, the VM-level cgroup of a
+ * libvirt layout, the memory limit in force along a path, the
+ * protections, memory.events.  Plain file reads, no main loop: the
+ * functions take the hierarchy's mount point and a directory, or the
+ * directory standing for /proc (NULL: /proc), so tests can point them at
+ * a fake tree.
  *
  * Copyright (c) 2026 The qemu-balloon-auto authors
  *
@@ -60,5 +62,38 @@ uint64_t balloon_cgroup_v2_protection(const char *mnt, const char *dir,
 
 /* Parse a memory.events file; false if it is not one. */
 bool balloon_cgroup_parse_events(const char *text, BalloonCgroupEvents *ev);
+
+/*
+ * Where a cgroup hierarchy is mounted (@proc/self/mounts): v2
+ * (@v1_controller NULL) or the v1 hierarchy holding @v1_controller.
+ */
+char *balloon_cgroup_mount(const char *proc, const char *v1_controller,
+                           Error **errp);
+
+/* This process's cgroup path (@proc/self/cgroup), see _parse_own(). */
+char *balloon_cgroup_own(const char *proc, const char *v1_controller);
+
+/*
+ * The directory of the cgroup to watch: @given as a directory, or as a
+ * path inside the hierarchy, or this process's own cgroup (its VM-level
+ * cgroup if it sits in a threaded child) when @given is NULL.  Only a
+ * directory inside the hierarchy: "..", or a link leading elsewhere, where
+ * a FIFO named like a cgroup file would block for ever, is an error.
+ * Sets *@mnt_out (if not NULL) to the hierarchy's mount point and
+ * *@is_root when the cgroup is its root.
+ */
+char *balloon_cgroup_dir(const char *proc, const char *v1_controller,
+                         const char *given, char **mnt_out, bool *is_root,
+                         Error **errp);
+
+/* Whether the v2 hierarchy has the memory controller (not a v1 one). */
+bool balloon_cgroup_v2_has_memory(const char *proc);
+
+/*
+ * The memory protection this process's cgroups declare (v2 memory.min or
+ * memory.low, v1 memory.soft_limit_in_bytes as libvirt's <memtune> sets
+ * it), or 0.  *@origin names the file it came from.
+ */
+uint64_t balloon_cgroup_protection(const char *proc, char **origin);
 
 #endif

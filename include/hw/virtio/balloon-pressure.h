@@ -43,6 +43,8 @@ typedef struct BalloonPressureConfig {
     const char *fd;             /* descriptor from management, or NULL */
     BalloonPolicyLevel fd_level;
     uint32_t psi_window_ms;
+    /* tests: a directory standing for /proc (NULL: /proc) */
+    const char *proc;
     /*
      * If the source cannot be opened, warn and carry on without one
      * instead of failing (a migration destination must keep the VM).
@@ -106,13 +108,6 @@ bool balloon_pressure_headroom(const BalloonPressure *bp,
  */
 bool balloon_pressure_take_fd(BalloonPressure *bp, const char *name,
                               BalloonPolicyLevel level, Error **errp);
-
-/*
- * The memory protection QEMU's own cgroups declare (v2 memory.min or
- * memory.low, v1 memory.soft_limit_in_bytes as libvirt's <memtune> sets
- * it), or 0.  *origin names the file it came from.
- */
-uint64_t balloon_cgroup_protection(char **origin);
 
 const char *balloon_pressure_kind_name(BalloonPressureKind kind);
 int balloon_pressure_kind_parse(const char *name);

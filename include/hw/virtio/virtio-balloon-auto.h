@@ -85,7 +85,6 @@ typedef struct VirtIOBalloonAuto {
     bool driver_was_ready;      /* DRIVER_OK seen by set_status */
     bool fd_taken;              /* pressure-fd is among the source's */
     VMChangeStateEntry *vm_state; /* resume: host growth starts afresh */
-    int64_t last_stats_time;    /* last statistics the policy used */
     bool enabled_at_start;      /* automatic=on at realize */
     bool state_migrated;        /* the subsection arrived, not yet applied */
     BalloonAutoWire wire;
@@ -102,13 +101,14 @@ typedef struct VirtIOBalloonAuto {
     DEFINE_PROP_SIZE("auto-floor", _s, _f.tunables.floor, 0),               \
     DEFINE_PROP_SIZE("auto-reserve", _s, _f.tunables.reserve, 0),           \
     DEFINE_PROP_UINT8("inflate-low", _s,                                    \
-                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_LOW], 5), \
+                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_LOW],    \
+                      BALLOON_POLICY_INFLATE_LOW_PCT),                      \
     DEFINE_PROP_UINT8("inflate-medium", _s,                                 \
                       _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], \
-                      10),                                                  \
+                      BALLOON_POLICY_INFLATE_MEDIUM_PCT),                   \
     DEFINE_PROP_UINT8("inflate-critical", _s,                               \
                       _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], \
-                      25),                                                  \
+                      BALLOON_POLICY_INFLATE_CRITICAL_PCT),                 \
     DEFINE_PROP_SIZE("auto-max-step", _s, _f.tunables.max_step, 0),         \
     DEFINE_PROP_SIZE("auto-return-step", _s, _f.tunables.return_step, 0),   \
     DEFINE_PROP_UINT32("auto-calm-time-ms", _s, _f.tunables.calm_time_ms,   \
