@@ -85,6 +85,7 @@ typedef struct Headroom {
     uint64_t limit;
     int64_t limit_time;         /* v2: when the limit was read */
     uint64_t usage;             /* the last reading */
+    uint64_t footprint;         /* QEMU's resident memory then */
     int64_t usage_time;         /* when it was read, realtime ns */
     uint64_t readings;          /* how many so far */
     int garbled;                /* unreadable readings in a row */
@@ -97,6 +98,9 @@ struct BalloonPressure {
     char *detail;
     bool lost;
     bool running;               /* not stopped: watching */
+    char *proc;                 /* where /proc is (tests) */
+    uint64_t protection;        /* what QEMU's cgroups promise it */
+    char *protection_origin;
     PressureWatch watch[BALLOON_POLICY_LEVEL__MAX];
     int nwatch;
     /* descriptors handed over by management, one per level */
@@ -123,20 +127,25 @@ int balloon_pressure_kind_parse(const char *name)
     return -1;
 }
 
-BalloonPressureKind balloon_pressure_kind(const BalloonPressure *bp)
+static bool has_handed(const BalloonPressure *bp)
 {
     int l;
 
-    if (bp->kind != BALLOON_PRESSURE_NONE) {
-        return bp->kind;
-    }
-    /* no source of its own: descriptors from management make it one */
     for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
         if (bp->handed[l].fd >= 0) {
-            return BALLOON_PRESSURE_FD;
+            return true;
         }
     }
-    return BALLOON_PRESSURE_NONE;
+    return false;
+}
+
+BalloonPressureKind balloon_pressure_kind(const BalloonPressure *bp)
+{
+    /* no source of its own: descriptors from management make it one */
+    if (bp->kind == BALLOON_PRESSURE_NONE && has_handed(bp)) {
+        return BALLOON_PRESSURE_FD;
+    }
+    return bp->kind;
 }
 
 /* "name (target) at level, ..." for the descriptors handed over. */
@@ -189,6 +198,13 @@ bool balloon_pressure_lost(const BalloonPressure *bp)
     return bp->lost;
 }
 
+uint64_t balloon_pressure_protection(const BalloonPressure *bp,
+                                     const char **origin)
+{
+    *origin = bp->protection_origin;
+    return bp->protection;
+}
+
 bool balloon_pressure_headroom(const BalloonPressure *bp,
                                BalloonPressureReading *r)
 {
@@ -196,6 +212,7 @@ bool balloon_pressure_headroom(const BalloonPressure *bp,
         return false;
     }
     r->usage = bp->hr.usage;
+    r->footprint = bp->hr.footprint;
     r->limit = bp->hr.limit;
     r->count = bp->hr.readings;
     r->time = bp->hr.usage_time;
@@ -379,6 +396,20 @@ static bool pread_text(int fd, char *buf, size_t size)
     return true;
 }
 
+/* QEMU's resident memory: this VM's part of the usage. */
+static uint64_t own_rss(const char *proc)
+{
+    g_autofree char *path = g_build_filename(proc, "self", "statm", NULL);
+    g_autofree char *statm = NULL;
+    unsigned long size, resident;
+
+    if (!g_file_get_contents(path, &statm, NULL, NULL) ||
+        sscanf(statm, "%lu %lu", &size, &resident) != 2) {
+        return 0;
+    }
+    return (uint64_t)resident * qemu_real_host_page_size();
+}
+
 static void headroom_schedule(BalloonPressure *bp, int64_t delay_ms)
 {
     timer_mod(bp->hr.timer,
@@ -448,6 +479,7 @@ static void headroom_check(BalloonPressure *bp)
     }
     hr->garbled = 0;
     hr->usage = usage;
+    hr->footprint = own_rss(bp->proc);
     hr->usage_time = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     hr->readings++;
     if (hr->v2) {
@@ -785,59 +817,62 @@ bool balloon_pressure_take_fd(BalloonPressure *bp, const char *name,
     return true;
 }
 
+/* A cgroup v1 or v2 source on the cgroup @cfg names, or QEMU's own. */
+static bool open_cgroup(BalloonPressure *bp, BalloonPressureKind kind,
+                        const BalloonPressureConfig *cfg, bool autodetect,
+                        Error **errp)
+{
+    bool v1 = kind == BALLOON_PRESSURE_CGROUP_V1;
+    g_autofree char *mnt = NULL;
+    g_autofree char *file = NULL;
+    bool is_root = false;
+    char *dir = balloon_cgroup_dir(bp->proc, v1 ? "memory" : NULL,
+                                   cfg->cgroup, &mnt, &is_root, errp);
+
+    if (!dir) {
+        return false;
+    }
+    bp->path = dir;
+    if (autodetect && is_root) {
+        error_setg(errp, "QEMU runs in the root %s cgroup",
+                   balloon_pressure_kind_name(kind));
+        return false;
+    }
+    /*
+     * Without a memory limit there, a v2 cgroup's PSI stays quiet until a
+     * v1 memcg OOM-kills: the v1 source has usage thresholds.
+     */
+    if (autodetect && !v1 && !balloon_cgroup_v2_has_memory(bp->proc)) {
+        error_setg(errp, "the memory controller is on cgroup v1 here");
+        return false;
+    }
+    file = g_build_filename(dir, v1 ? "memory.pressure_level" :
+                            "memory.pressure", NULL);
+    if (access(file, F_OK) != 0) {
+        error_setg_errno(errp, errno, "cannot use %s", file);
+        return false;
+    }
+    bp->detail = g_strdup(cfg->cgroup ? "cgroup given by property" :
+                          "QEMU's own cgroup");
+    return v1 ? open_v1(bp, dir, errp) :
+                open_v2(bp, mnt, dir, file, cfg->psi_window_ms, errp);
+}
+
 static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
                       const BalloonPressureConfig *cfg, bool autodetect,
                       Error **errp)
 {
-    g_autofree char *dir = NULL;
-    g_autofree char *mnt = NULL;
-    g_autofree char *file = NULL;
-    bool is_root = false;
-
     bp->kind = kind;
     switch (kind) {
     case BALLOON_PRESSURE_CGROUP_V1:
     case BALLOON_PRESSURE_CGROUP_V2:
-        dir = balloon_cgroup_dir(cfg->proc, kind == BALLOON_PRESSURE_CGROUP_V1 ?
-                                 "memory" : NULL, cfg->cgroup, &mnt, &is_root,
-                                 errp);
-        if (!dir) {
-            return false;
-        }
-        if (autodetect && is_root) {
-            error_setg(errp, "QEMU runs in the root %s cgroup",
-                       balloon_pressure_kind_name(kind));
-            return false;
-        }
-        /*
-         * Without a memory limit there, a v2 cgroup's PSI stays quiet
-         * until a v1 memcg OOM-kills: the v1 source has usage thresholds.
-         */
-        if (autodetect && kind == BALLOON_PRESSURE_CGROUP_V2 &&
-            !balloon_cgroup_v2_has_memory(cfg->proc)) {
-            error_setg(errp, "the memory controller is on cgroup v1 here");
-            return false;
-        }
-        file = g_build_filename(dir, kind == BALLOON_PRESSURE_CGROUP_V1 ?
-                                "memory.pressure_level" : "memory.pressure",
-                                NULL);
-        if (access(file, F_OK) != 0) {
-            error_setg_errno(errp, errno, "cannot use %s", file);
-            return false;
-        }
-        bp->path = g_steal_pointer(&dir);
-        bp->detail = g_strdup(cfg->cgroup ? "cgroup given by property" :
-                              "QEMU's own cgroup");
-        return kind == BALLOON_PRESSURE_CGROUP_V1 ?
-               open_v1(bp, bp->path, errp) :
-               open_v2(bp, mnt, bp->path, file, cfg->psi_window_ms, errp);
+        return open_cgroup(bp, kind, cfg, autodetect, errp);
     case BALLOON_PRESSURE_SYSTEM:
-        bp->path = g_build_filename(cfg->proc ?: "/proc", "pressure",
-                                    "memory", NULL);
+        bp->path = g_build_filename(bp->proc, "pressure", "memory", NULL);
         bp->detail = g_strdup("system-wide PSI");
         return open_psi(bp, bp->path, cfg->psi_window_ms, errp) == 0;
     case BALLOON_PRESSURE_FD:
-        if (!cfg->fd) {
+        if (!cfg->fd && !has_handed(bp)) {
             error_setg(errp, "pressure-source=fd needs pressure-fd");
             return false;
         }
@@ -960,6 +995,9 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
     bp->handler = handler;
     bp->opaque = opaque;
     bp->running = true;
+    bp->proc = g_strdup(cfg->proc ?: "/proc");
+    bp->protection = balloon_cgroup_protection(bp->proc,
+                                               &bp->protection_origin);
     init_headroom(&bp->hr);
     for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
         init_watch(&bp->handed[l], bp, l);
@@ -1015,5 +1053,7 @@ void balloon_pressure_close(BalloonPressure *bp)
     for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
         close_watch(&bp->handed[l]);
     }
+    g_free(bp->proc);
+    g_free(bp->protection_origin);
     g_free(bp);
 }

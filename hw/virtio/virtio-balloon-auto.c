@@ -33,6 +33,7 @@
 #include "hw/virtio/virtio.h"
 #include "hw/virtio/virtio-balloon.h"
 #include "hw/virtio/virtio-balloon-auto.h"
+#include "virtio-balloon-auto-internal.h"
 #include "hw/virtio/balloon-cgroup.h"
 #include "trace.h"
 
@@ -40,8 +41,6 @@
 #define BLOCKED_POLL_NS (1000 * SCALE_MS)
 /* Never wake more often than this, whatever the policy asks. */
 #define MIN_WAKEUP_NS (100 * SCALE_MS)
-#define MAX_HOLD_MS (24 * 3600 * 1000)
-#define MAX_HOLD_NS ((int64_t)MAX_HOLD_MS * SCALE_MS)
 
 QEMU_BUILD_BUG_ON((int)BALLOON_PRESSURE_LEVEL__MAX !=
                   (int)BALLOON_POLICY_LEVEL__MAX);
@@ -55,24 +54,23 @@ static int64_t now_ns(void)
     return qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
 }
 
-/* What the balloon works on, as upstream counts it: RAM plus DIMMs. */
-static uint64_t ram_size_bytes(void)
+int64_t virtio_balloon_auto_now(void)
 {
-    return virtio_balloon_ram_size();
+    return now_ns();
 }
 
-static uint64_t guest_actual(VirtIOBalloon *s)
+uint64_t virtio_balloon_auto_actual(VirtIOBalloon *s)
 {
     uint64_t ballooned = (uint64_t)s->actual << VIRTIO_BALLOON_PFN_SHIFT;
-    uint64_t ram = ram_size_bytes();
+    uint64_t ram = virtio_balloon_ram_size();
 
     /* The guest writes actual: never trust it beyond RAM. */
     return ram - MIN(ballooned, ram);
 }
 
-static void set_guest_target(VirtIOBalloon *s, uint64_t target)
+void virtio_balloon_auto_set_target(VirtIOBalloon *s, uint64_t target)
 {
-    uint64_t ram = ram_size_bytes();
+    uint64_t ram = virtio_balloon_ram_size();
 
     target = MIN(target, ram);
     s->num_pages = (ram - target) >> VIRTIO_BALLOON_PFN_SHIFT;
@@ -107,7 +105,7 @@ static bool auto_blocked(BalloonAutoBlocker *blocker)
     return true;
 }
 
-static BalloonAutoStatus auto_status(VirtIOBalloon *s,
+BalloonAutoStatus virtio_balloon_auto_status(VirtIOBalloon *s,
                                      BalloonAutoBlocker *blocker)
 {
     VirtIOBalloonAuto *a = &s->autob;
@@ -187,13 +185,36 @@ static bool tunable_step(uint64_t value, const char *name,
 }
 
 /*
+ * The floor: the one given, else what the host promised the VM's cgroup
+ * (QEMU included), else the policy's default; where it comes from.
+ */
+static char *tunables_floor(uint64_t floor, const char *name, uint64_t ram,
+                            const BalloonPressure *bp, BalloonPolicyParams *p)
+{
+    const char *origin = NULL;
+    uint64_t protection = bp ? balloon_pressure_protection(bp, &origin) : 0;
+
+    if (floor) {
+        p->floor = floor;
+        return g_strdup_printf("'%s'", name);
+    }
+    if (protection) {
+        p->floor = MIN(protection, ram);
+        return g_strdup_printf("cgroup protection %s", origin);
+    }
+    return g_strdup("default: 25% of the VM's memory, at least 128 MiB");
+}
+
+/*
  * Validate @t and turn it into policy parameters for a VM of @ram bytes.
  * Errors name the property, or with @as_arguments the balloon-auto-set
  * argument.  *@floor_origin says where the floor comes from.
  */
-static bool tunables_apply(const BalloonAutoTunables *t, bool as_arguments,
-                           uint64_t ram, BalloonPolicyParams *p,
-                           char **floor_origin, Error **errp)
+bool virtio_balloon_auto_tunables_apply(const BalloonAutoTunables *t,
+                                        bool as_arguments, uint64_t ram,
+                                        const BalloonPressure *bp,
+                                        BalloonPolicyParams *p,
+                                        char **floor_origin, Error **errp)
 {
 #define NAME(n) tunable_names[n][as_arguments]
     int l;
@@ -240,24 +261,8 @@ static bool tunables_apply(const BalloonAutoTunables *t, bool as_arguments,
         return false;
     }
     p->cooldown = (int64_t)t->cooldown_ms * SCALE_MS;
-    if (t->floor) {
-        p->floor = t->floor;
-        *floor_origin = g_strdup_printf("%s %s", as_arguments ?
-                                        "balloon-auto-set argument" :
-                                        "property", NAME(TUNABLE_FLOOR));
-    } else {
-        g_autofree char *origin = NULL;
-        uint64_t protection = balloon_cgroup_protection(NULL, &origin);
-
-        if (protection) {
-            /* What the host promised the VM's cgroup, QEMU included. */
-            p->floor = MIN(protection, ram);
-            *floor_origin = g_strdup_printf("cgroup protection %s", origin);
-        } else {
-            *floor_origin = g_strdup("default: 25% of the VM's memory, "
-                                     "at least 128 MiB");
-        }
-    }
+    *floor_origin = tunables_floor(t->floor, NAME(TUNABLE_FLOOR), ram, bp,
+                                   p);
     return true;
 #undef NAME
 }
@@ -322,7 +327,7 @@ static void auto_schedule(VirtIOBalloon *s)
     VirtIOBalloonAuto *a = &s->autob;
     int64_t now = now_ns();
     BalloonAutoBlocker why = BALLOON_AUTO_BLOCKER_VM_STOPPED;
-    BalloonAutoStatus status = auto_status(s, &why);
+    BalloonAutoStatus status = virtio_balloon_auto_status(s, &why);
     int64_t next = BALLOON_POLICY_NEVER;
 
     if (!a->realized) {
@@ -347,7 +352,7 @@ static void auto_schedule(VirtIOBalloon *s)
         break;
     default:
         next = balloon_policy_next_wakeup(&a->state, &a->params,
-                                          guest_actual(s), now);
+                                          virtio_balloon_auto_actual(s), now);
         break;
     }
     if (next == BALLOON_POLICY_NEVER) {
@@ -356,19 +361,6 @@ static void auto_schedule(VirtIOBalloon *s)
         /* the timer is in nanoseconds, like the policy's clock */
         timer_mod(a->timer, MAX(next, now + MIN_WAKEUP_NS));
     }
-}
-
-/* QEMU's resident memory: this VM's part of its cgroup's usage. */
-static uint64_t own_rss(void)
-{
-    g_autofree char *statm = NULL;
-    unsigned long size, resident;
-
-    if (!g_file_get_contents("/proc/self/statm", &statm, NULL, NULL) ||
-        sscanf(statm, "%lu %lu", &size, &resident) != 2) {
-        return 0;
-    }
-    return (uint64_t)resident * qemu_real_host_page_size();
 }
 
 /* Hand the policy a new reading of the host's headroom, once. */
@@ -381,7 +373,7 @@ static void auto_note_host(VirtIOBalloon *s, int64_t now)
         r.count != a->host_reading) {
         BalloonPolicyHost h = {
             .time = now, .read_time = r.time, .usage = r.usage,
-            .limit = r.limit, .footprint = own_rss(),
+            .limit = r.limit, .footprint = r.footprint,
         };
 
         a->host_reading = r.count;
@@ -446,7 +438,7 @@ static void auto_apply(VirtIOBalloon *s, BalloonPolicyDecision d,
                                      a->state.host.usage, a->state.host.limit,
                                      a->state.host_rate);
     if (apply) {
-        set_guest_target(s, d.new_target);
+        virtio_balloon_auto_set_target(s, d.new_target);
     }
     qapi_event_send_balloon_auto_decision(
         (BalloonAutoReason)d.reason, (BalloonPressureLevel)a->last_level,
@@ -461,11 +453,11 @@ static void auto_apply(VirtIOBalloon *s, BalloonPolicyDecision d,
 static void auto_decide(VirtIOBalloon *s, int64_t now, bool guest_only)
 {
     VirtIOBalloonAuto *a = &s->autob;
-    uint64_t actual = guest_actual(s);
+    uint64_t actual = virtio_balloon_auto_actual(s);
     BalloonPolicyDecision d;
 
     /* DIMMs come and go: the maximum is what the balloon works on now. */
-    balloon_policy_set_max(&a->state, &a->params, ram_size_bytes());
+    balloon_policy_set_max(&a->state, &a->params, virtio_balloon_ram_size());
     auto_note_host(s, now);
     d = balloon_policy_decide(&a->state, &a->params, &(BalloonPolicyInput) {
         .now = now,
@@ -483,7 +475,7 @@ static void auto_decide(VirtIOBalloon *s, int64_t now, bool guest_only)
     }
 }
 
-static void auto_evaluate(VirtIOBalloon *s)
+void virtio_balloon_auto_evaluate(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
     BalloonAutoBlocker why = BALLOON_AUTO_BLOCKER_VM_STOPPED;
@@ -494,7 +486,7 @@ static void auto_evaluate(VirtIOBalloon *s)
     if (!a->realized || !a->enabled) {
         return;
     }
-    status = auto_status(s, &why);
+    status = virtio_balloon_auto_status(s, &why);
     if (why == BALLOON_AUTO_BLOCKER_DISCARD_DISABLED &&
         status == BALLOON_AUTO_STATUS_INHIBITED && !a->inhibit_warned) {
         warn_report("virtio-balloon: ballooning is inhibited (discard "
@@ -518,7 +510,7 @@ static void auto_evaluate(VirtIOBalloon *s)
 
 static void auto_timer_cb(void *opaque)
 {
-    auto_evaluate(opaque);
+    virtio_balloon_auto_evaluate(opaque);
 }
 
 static void auto_pressure_cb(void *opaque, BalloonPolicyLevel level,
@@ -531,7 +523,7 @@ static void auto_pressure_cb(void *opaque, BalloonPolicyLevel level,
                                      balloon_policy_level_name(level));
         balloon_policy_note_pressure(&s->autob.state, level, now_ns());
     }
-    auto_evaluate(s);
+    virtio_balloon_auto_evaluate(s);
 }
 
 
@@ -555,13 +547,13 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
     st->alloc_stalls = s->stats[VIRTIO_BALLOON_S_ALLOC_STALL];
     st->direct_reclaim = s->stats[VIRTIO_BALLOON_S_DIRECT_RECLAIM];
     trace_virtio_balloon_auto_stats(st->total, st->available,
-                                    guest_actual(s));
-    auto_evaluate(s);
+                                    virtio_balloon_auto_actual(s));
+    virtio_balloon_auto_evaluate(s);
 }
 
 void virtio_balloon_auto_actual_changed(VirtIOBalloon *s)
 {
-    uint64_t ram = ram_size_bytes();
+    uint64_t ram = virtio_balloon_ram_size();
 
     if (!s->autob.enabled) {
         return;
@@ -572,7 +564,7 @@ void virtio_balloon_auto_actual_changed(VirtIOBalloon *s)
                       PRIu64 "\n", s->actual,
                       ram >> VIRTIO_BALLOON_PFN_SHIFT);
     }
-    auto_evaluate(s);
+    virtio_balloon_auto_evaluate(s);
 }
 
 /*
@@ -590,7 +582,7 @@ void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status)
     a->driver_was_ready = ready;
     auto_poll_stats(s, ready ? BALLOON_POLICY_STATS_INTERVAL_S : 0);
     if (ready) {
-        balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
+        balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s), now_ns());
         /* the device's status changes after this hook: evaluate after it */
         timer_mod(a->timer, now_ns());
     }
@@ -604,14 +596,14 @@ bool virtio_balloon_auto_manual_target(VirtIOBalloon *s, uint64_t target)
         return false;
     }
     balloon_policy_set_baseline(&a->state, &a->params, target, now_ns());
-    set_guest_target(s, a->state.baseline);
+    virtio_balloon_auto_set_target(s, a->state.baseline);
     auto_schedule(s);
     return true;
 }
 
-static uint64_t current_target(VirtIOBalloon *s)
+uint64_t virtio_balloon_auto_target(VirtIOBalloon *s)
 {
-    uint64_t ram = ram_size_bytes();
+    uint64_t ram = virtio_balloon_ram_size();
 
     /* A DIMM unplugged after the target was set: no underflow. */
     return ram - MIN((uint64_t)s->num_pages << VIRTIO_BALLOON_PFN_SHIFT, ram);
@@ -698,21 +690,23 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     g_autofree char *floor_origin = NULL;
 
     if (!auto_check_backing(errp) ||
-        !tunables_apply(&a->tunables, false, ram_size_bytes(), &a->params,
-                        &floor_origin, errp)) {
+        !virtio_balloon_auto_tunables_apply(&a->tunables, false, virtio_balloon_ram_size(), NULL,
+                        &a->params, &floor_origin, errp)) {
         return false;
     }
     /* Ready before the source opens: it may report pressure at once. */
-    balloon_policy_state_init(&a->state, current_target(s));
-    balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
+    balloon_policy_state_init(&a->state, virtio_balloon_auto_target(s));
+    balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s), now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
     a->driver_was_ready = driver_ready(s);
     a->host_reading = 0;
     if (!auto_open_source(s, incoming, errp)) {
         return false;
     }
+    /* again, with the floor the source's cgroups promise */
     g_free(a->floor_origin);
-    a->floor_origin = g_steal_pointer(&floor_origin);
+    virtio_balloon_auto_tunables_apply(&a->tunables, false, virtio_balloon_ram_size(), a->pressure,
+                   &a->params, &a->floor_origin, &error_abort);
     a->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
     a->vm_state = qemu_add_vm_change_state_handler(auto_vm_state_change, s);
     a->realized = true;
@@ -728,7 +722,12 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     return true;
 }
 
-static void auto_stop(VirtIOBalloon *s)
+bool virtio_balloon_auto_start(VirtIOBalloon *s, Error **errp)
+{
+    return auto_start(s, false, errp);
+}
+
+void virtio_balloon_auto_stop(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
 
@@ -759,7 +758,7 @@ bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
     g_autofree char *floor_origin = NULL;
 
     /* A bad property is an error now, not at the first balloon-auto-set. */
-    if (!tunables_apply(&a->tunables, false, ram_size_bytes(), &params,
+    if (!virtio_balloon_auto_tunables_apply(&a->tunables, false, virtio_balloon_ram_size(), NULL, &params,
                         &floor_origin, errp) ||
         !source_config(a, &cfg, errp)) {
         return false;
@@ -773,7 +772,7 @@ bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
 
 void virtio_balloon_auto_unrealize(VirtIOBalloon *s)
 {
-    auto_stop(s);
+    virtio_balloon_auto_stop(s);
     g_clear_pointer(&s->autob.pressure, balloon_pressure_close);
 }
 
@@ -793,10 +792,10 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
      * statistics.  A DIMM may have gone since: no size beyond RAM.
      */
     s->actual = 0;
-    balloon_policy_set_max(&a->state, &a->params, ram_size_bytes());
+    balloon_policy_set_max(&a->state, &a->params, virtio_balloon_ram_size());
     target = balloon_policy_device_reset(&a->state, &a->params, now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
-    s->num_pages = (ram_size_bytes() - target) >> VIRTIO_BALLOON_PFN_SHIFT;
+    s->num_pages = (virtio_balloon_ram_size() - target) >> VIRTIO_BALLOON_PFN_SHIFT;
     auto_schedule(s);
 }
 
@@ -870,7 +869,8 @@ static bool auto_take_wire(VirtIOBalloon *s, Error **errp)
     int64_t now = now_ns();
     const char *bad;
 
-    if (!tunables_apply(&w->tunables, false, ram_size_bytes(), &params,
+    if (!virtio_balloon_auto_tunables_apply(&w->tunables, false, virtio_balloon_ram_size(), a->pressure,
+                        &params,
                         &floor_origin, errp)) {
         return false;
     }
@@ -879,7 +879,7 @@ static bool auto_take_wire(VirtIOBalloon *s, Error **errp)
         error_setg(errp, "policy state: %s", bad);
         return false;
     }
-    if (w->hold_until > now + MAX_HOLD_NS) {
+    if (w->hold_until > now + (int64_t)BALLOON_AUTO_MAX_HOLD_MS * SCALE_MS) {
         error_setg(errp, "hold of more than a day");
         return false;
     }
@@ -920,8 +920,8 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     if (!a->state_migrated) {
         if (a->realized) {
             /* On here only: rest where the source left the balloon. */
-            balloon_policy_state_init(&a->state, current_target(s));
-            balloon_policy_driver_reset(&a->state, guest_actual(s), now_ns());
+            balloon_policy_state_init(&a->state, virtio_balloon_auto_target(s));
+            balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s), now_ns());
             auto_schedule(s);
         }
         return 0;
@@ -930,7 +930,7 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     a->enabled_at_start = w->enabled_at_start;
     if (!w->enabled) {
         /* Turned off on the source at run time. */
-        auto_stop(s);
+        virtio_balloon_auto_stop(s);
         a->enabled = false;
         return 0;
     }
@@ -1051,345 +1051,3 @@ const VMStateDescription vmstate_virtio_balloon_auto = {
         VMSTATE_END_OF_LIST()
     },
 };
-
-/* QMP */
-
-static VirtIOBalloon *find_balloon(Error **errp)
-{
-    Object *obj = object_resolve_path_type("", TYPE_VIRTIO_BALLOON, NULL);
-
-    if (!obj) {
-        error_set(errp, ERROR_CLASS_DEVICE_NOT_ACTIVE,
-                  "No balloon device has been activated");
-        return NULL;
-    }
-    return VIRTIO_BALLOON(obj);
-}
-
-static int64_t ns_to_ms(int64_t ns)
-{
-    return ns / SCALE_MS;
-}
-
-static BalloonAutoGuestStats *guest_stats_info(const BalloonPolicyGuestStats
-                                               *st, int64_t now)
-{
-    BalloonAutoGuestStats *g = g_new0(BalloonAutoGuestStats, 1);
-
-    g->age_ms = ns_to_ms(now - st->time);
-#define OPT(m, v) \
-    do { g->has_##m = (v) != UINT64_MAX; g->m = (v); } while (0)
-    OPT(available, st->available);
-    OPT(free, st->free);
-    OPT(total, st->total);
-    OPT(caches, st->caches);
-    OPT(major_faults, st->major_faults);
-    OPT(swap_in, st->swap_in);
-    OPT(oom_kills, st->oom_kills);
-    OPT(alloc_stalls, st->alloc_stalls);
-#undef OPT
-    return g;
-}
-
-BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
-{
-    VirtIOBalloon *s = find_balloon(errp);
-    VirtIOBalloonAuto *a;
-    BalloonAutoInfo *info;
-    BalloonAutoBlocker blocker = BALLOON_AUTO_BLOCKER_VM_STOPPED;
-    BalloonPolicyParams params;
-    int64_t now = now_ns();
-    BalloonAutoLevelCountList **events_tail;
-    BalloonAutoReasonCountList **decisions_tail;
-    int i;
-
-    if (!s) {
-        return NULL;
-    }
-    a = &s->autob;
-    info = g_new0(BalloonAutoInfo, 1);
-    info->enabled = a->enabled;
-    info->dry_run = a->dry_run;
-    info->status = auto_status(s, &blocker);
-    info->has_blocked_by = info->status == BALLOON_AUTO_STATUS_INHIBITED ||
-                           info->status == BALLOON_AUTO_STATUS_PAUSED;
-    info->blocked_by = blocker;
-    info->source = g_new0(BalloonPressureSource, 1);
-    if (a->pressure) {
-        info->source->kind =
-            (BalloonPressureSourceKind)balloon_pressure_kind(a->pressure);
-        info->source->path = balloon_pressure_path(a->pressure);
-        info->source->detail = balloon_pressure_detail(a->pressure);
-        info->source->lost = balloon_pressure_lost(a->pressure);
-    } else {
-        info->source->kind = BALLOON_PRESSURE_SOURCE_KIND_NONE;
-        info->source->path = g_strdup("");
-        info->source->detail = g_strdup(a->enabled ? "" :
-                                        "automatic ballooning is off");
-    }
-    if (a->realized) {
-        params = a->params;
-    } else {
-        balloon_policy_params_init(&params, ram_size_bytes());
-    }
-    info->level = a->realized ?
-        (BalloonPressureLevel)balloon_policy_level(&a->state, &params, now) :
-        BALLOON_PRESSURE_LEVEL_NONE;
-    if (a->realized && a->state.last_pressure != BALLOON_POLICY_NEVER) {
-        info->has_level_age_ms = true;
-        info->level_age_ms = ns_to_ms(now - a->state.last_pressure);
-    }
-    info->actual = guest_actual(s);
-    info->target = current_target(s);
-    info->baseline = a->realized ? a->state.baseline : info->target;
-    info->floor = a->realized ? balloon_policy_floor(&a->state, &params, now)
-                              : params.floor;
-    info->floor_origin = g_strdup(a->floor_origin ? a->floor_origin :
-                                  "default");
-    info->max = ram_size_bytes();
-    info->reserve = params.reserve;
-    if (a->realized && a->stats.time != BALLOON_POLICY_NEVER) {
-        info->guest_stats = guest_stats_info(&a->stats, now);
-    }
-    if (a->realized && a->state.host.time != BALLOON_POLICY_NEVER &&
-        a->state.host.limit) {
-        info->host = g_new0(BalloonAutoHost, 1);
-        info->host->usage = a->state.host.usage;
-        info->host->limit = a->state.host.limit;
-        info->host->setpoint = balloon_policy_host_setpoint(&a->state,
-                                                            &params);
-        info->host->growth_rate = a->state.host_rate;
-        info->host->age_ms = ns_to_ms(now - a->state.host.time);
-    }
-    events_tail = &info->events;
-    for (i = BALLOON_POLICY_LEVEL_LOW; i < BALLOON_POLICY_LEVEL__MAX; i++) {
-        BalloonAutoLevelCount *c = g_new0(BalloonAutoLevelCount, 1);
-
-        c->level = i;
-        c->events = a->state.counters.events[i];
-        QAPI_LIST_APPEND(events_tail, c);
-    }
-    decisions_tail = &info->decisions;
-    for (i = BALLOON_POLICY_REASON_NONE + 1; i < BALLOON_POLICY_REASON__MAX;
-         i++) {
-        BalloonAutoReasonCount *c = g_new0(BalloonAutoReasonCount, 1);
-
-        c->reason = i;
-        c->count = a->state.counters.decisions[i];
-        c->bytes = a->state.counters.bytes[i];
-        QAPI_LIST_APPEND(decisions_tail, c);
-    }
-    info->pingpongs = a->state.counters.pingpongs;
-    if (a->last.reason != BALLOON_POLICY_REASON_NONE) {
-        BalloonAutoDecision *d = g_new0(BalloonAutoDecision, 1);
-
-        d->reason = (BalloonAutoReason)a->last.reason;
-        d->level = (BalloonPressureLevel)a->last_level;
-        d->old_target = a->last.old_target;
-        d->new_target = a->last.new_target;
-        d->actual = a->last_actual;
-        d->applied = a->last_applied;
-        d->age_ms = ns_to_ms(now - a->last_time);
-        info->last_decision = d;
-    }
-    info->driver_responding = !a->state.driver_stuck;
-    info->hold_remaining_ms = MAX(0, ns_to_ms(a->hold_until - now));
-    return info;
-}
-
-/*
- * All or nothing: every argument is validated, and the steps that can
- * fail (turning automatic ballooning on, taking a descriptor) happen
- * before anything is committed; a descriptor is taken last, so that a
- * failure leaves it with the monitor.
- */
-void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
-{
-    VirtIOBalloon *s = find_balloon(errp);
-    VirtIOBalloonAuto *a;
-    BalloonAutoTunables t, saved;
-    BalloonPolicyParams params;
-    BalloonPolicyLevel fd_level = BALLOON_POLICY_LEVEL_MEDIUM;
-    g_autofree char *floor_origin = NULL;
-    bool enabling, disabling;
-
-    if (!s) {
-        return;
-    }
-    a = &s->autob;
-    t = a->tunables;
-#define SET(field, arg) \
-    do { if (set->has_##arg) { t.field = set->arg; } } while (0)
-    SET(floor, floor);
-    SET(reserve, reserve);
-    SET(inflate_pct[BALLOON_POLICY_LEVEL_LOW], inflate_low);
-    SET(inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], inflate_medium);
-    SET(inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], inflate_critical);
-    SET(max_step, max_step);
-    SET(return_step, return_step);
-    SET(calm_time_ms, calm_time_ms);
-    SET(cooldown_ms, cooldown_ms);
-#undef SET
-    if (!tunables_apply(&t, true, ram_size_bytes(), &params, &floor_origin,
-                        errp)) {
-        return;
-    }
-    if (set->has_hold_ms && set->hold_ms > MAX_HOLD_MS) {
-        error_setg(errp, "'hold-ms' must be at most one day (%d)",
-                   MAX_HOLD_MS);
-        return;
-    }
-    if (set->has_pressure_fd_level) {
-        if (!set->pressure_fd) {
-            error_setg(errp, "'pressure-fd-level' needs 'pressure-fd'");
-            return;
-        }
-        if (set->pressure_fd_level == BALLOON_PRESSURE_LEVEL_NONE) {
-            error_setg(errp, "'pressure-fd-level' must be low, medium or "
-                       "critical");
-            return;
-        }
-        fd_level = (BalloonPolicyLevel)set->pressure_fd_level;
-    }
-    enabling = set->has_enabled && set->enabled && !a->enabled;
-    disabling = set->has_enabled && !set->enabled && a->enabled;
-    if (set->pressure_fd && set->has_enabled && !set->enabled) {
-        error_setg(errp, "'pressure-fd' cannot be given with 'enabled': "
-                   "false");
-        return;
-    }
-    if (set->pressure_fd && !a->realized && !enabling) {
-        error_setg(errp, "'pressure-fd' needs automatic ballooning on "
-                   "(or 'enabled': true in the same command)");
-        return;
-    }
-
-    /* The steps that can fail, each undone if a later one does. */
-    saved = a->tunables;
-    if (enabling) {
-        /* auto_start reads the tunables from the device */
-        a->tunables = t;
-        a->enabled = true;
-        if (!auto_start(s, false, errp)) {
-            a->tunables = saved;
-            a->enabled = false;
-            return;
-        }
-    }
-    if (set->pressure_fd &&
-        !balloon_pressure_take_fd(a->pressure, set->pressure_fd, fd_level,
-                                  errp)) {
-        error_prepend(errp, "'pressure-fd': ");
-        if (enabling) {
-            auto_stop(s);
-            a->tunables = saved;
-            a->enabled = false;
-        }
-        return;
-    }
-
-    /* Validated, and nothing can fail any more: commit. */
-    a->tunables = t;
-    if (set->has_dry_run) {
-        a->dry_run = set->dry_run;
-    }
-    if (set->has_hold_ms) {
-        a->hold_until = set->hold_ms ?
-                        now_ns() + (int64_t)set->hold_ms * SCALE_MS : 0;
-    }
-    if (a->realized && !enabling) {
-        a->params = params;
-        g_free(a->floor_origin);
-        a->floor_origin = g_steal_pointer(&floor_origin);
-    }
-    if (disabling) {
-        uint64_t baseline = a->state.baseline;
-
-        auto_stop(s);
-        a->enabled = false;
-        /* Plain manual ballooning at the baseline. */
-        set_guest_target(s, baseline);
-    }
-    if (a->realized) {
-        auto_evaluate(s);
-    }
-}
-
-/* HMP */
-
-void hmp_info_balloon_auto(Monitor *mon)
-{
-    g_autoptr(BalloonAutoInfo) info = qmp_query_balloon_auto(NULL);
-    BalloonAutoReasonCount *rc;
-    BalloonAutoLevelCount *lc;
-
-    if (!info || !info->enabled) {
-        return;
-    }
-    monitor_printf(mon, "automatic: %s%s%s, source %s%s%s (%s)\n",
-                   BalloonAutoStatus_str(info->status),
-                   info->has_blocked_by ? " by " : "",
-                   info->has_blocked_by ?
-                   BalloonAutoBlocker_str(info->blocked_by) : "",
-                   BalloonPressureSourceKind_str(info->source->kind),
-                   info->source->path[0] ? " " : "", info->source->path,
-                   info->source->lost ? "LOST" : info->source->detail);
-    monitor_printf(mon, "  level %s, target %" PRId64 " MiB, baseline %"
-                   PRId64 " MiB, floor %" PRId64 " MiB, max %" PRId64
-                   " MiB\n", BalloonPressureLevel_str(info->level),
-                   info->target / MiB, info->baseline / MiB,
-                   info->floor / MiB, info->max / MiB);
-    if (info->guest_stats && info->guest_stats->has_available) {
-        monitor_printf(mon, "  guest available %" PRIu64 " MiB (%" PRId64
-                       " ms ago), reserve %" PRId64 " MiB\n",
-                       info->guest_stats->available / MiB,
-                       info->guest_stats->age_ms, info->reserve / MiB);
-    }
-    monitor_printf(mon, "  events:");
-    for (BalloonAutoLevelCountList *l = info->events; l; l = l->next) {
-        lc = l->value;
-        monitor_printf(mon, " %s=%" PRIu64, BalloonPressureLevel_str(lc->level),
-                       lc->events);
-    }
-    monitor_printf(mon, "\n  decisions:");
-    for (BalloonAutoReasonCountList *l = info->decisions; l; l = l->next) {
-        rc = l->value;
-        if (rc->count) {
-            monitor_printf(mon, " %s=%" PRIu64 "/%" PRIu64 "MiB",
-                           BalloonAutoReason_str(rc->reason), rc->count,
-                           rc->bytes / MiB);
-        }
-    }
-    monitor_printf(mon, "\n");
-    if (info->last_decision) {
-        monitor_printf(mon, "  last: %s %" PRId64 " -> %" PRId64 " MiB, %"
-                       PRId64 " ms ago%s\n",
-                       BalloonAutoReason_str(info->last_decision->reason),
-                       info->last_decision->old_target / MiB,
-                       info->last_decision->new_target / MiB,
-                       info->last_decision->age_ms,
-                       info->last_decision->applied ? "" : " (dry run)");
-    }
-    if (!info->driver_responding) {
-        monitor_printf(mon, "  guest driver is not responding\n");
-    }
-}
-
-void hmp_balloon_auto(Monitor *mon, const QDict *qdict)
-{
-    const char *arg = qdict_get_str(qdict, "state");
-    bool dry_run = !strcmp(arg, "dry-run");
-    bool on = dry_run || !strcmp(arg, "on");
-    BalloonAutoSettings set = {
-        .has_enabled = true, .enabled = on,
-        .has_dry_run = on, .dry_run = dry_run,
-    };
-    Error *err = NULL;
-
-    if (!on && strcmp(arg, "off")) {
-        monitor_printf(mon, "balloon_auto: expected on, off or dry-run\n");
-        return;
-    }
-    qmp_balloon_auto_set(&set, &err);
-    hmp_handle_error(mon, err);
-}

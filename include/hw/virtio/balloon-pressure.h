@@ -83,9 +83,16 @@ char *balloon_pressure_path(const BalloonPressure *bp);
 char *balloon_pressure_detail(const BalloonPressure *bp);
 /* The watched cgroup was removed: the source is inactive. */
 bool balloon_pressure_lost(const BalloonPressure *bp);
+/*
+ * The memory QEMU's own cgroups promise it (read when the source was
+ * opened; see balloon_cgroup_protection()), or 0; *@origin names the file.
+ */
+uint64_t balloon_pressure_protection(const BalloonPressure *bp,
+                                     const char **origin);
 /* A reading of the memory usage against the limit in force. */
 typedef struct BalloonPressureReading {
     uint64_t usage;
+    uint64_t footprint;         /* QEMU's resident memory then: its part */
     uint64_t limit;
     uint64_t count;             /* readings so far: a new one changes it */
     int64_t time;               /* when read, QEMU_CLOCK_REALTIME ns */
