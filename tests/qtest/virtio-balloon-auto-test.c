@@ -383,13 +383,13 @@ static void test_set_command(void)
     QTestState *qts = start_with_eventfd(&efd, "");
     QDict *info;
     static const char *const bad[] = {
-        "{'floor': 4294967296}", "auto-floor",
-        "{'inflate-low': 200}", "inflate-low",
-        "{'reserve': 1073741824}", "auto-reserve",
-        "{'max-step': 1}", "auto-max-step",
-        "{'return-step': 1}", "auto-return-step",
-        "{'hold-ms': 4000000000}", "hold-ms",
-        "{'cooldown-ms': 4000000000}", "auto-cooldown-ms",
+        "{'floor': 4294967296}", "'floor'",
+        "{'inflate-low': 200}", "'inflate-low'",
+        "{'reserve': 1073741824}", "'reserve'",
+        "{'max-step': 1}", "'max-step'",
+        "{'return-step': 1}", "'return-step'",
+        "{'hold-ms': 4000000000}", "'hold-ms'",
+        "{'cooldown-ms': 4000000000}", "'cooldown-ms'",
     };
     size_t i;
 
@@ -1509,9 +1509,14 @@ static void test_small_vm(void)
  */
 static void test_failed_realize(void)
 {
+    /*
+     * The user's statistics poll is the one timer that runs without a
+     * driver: anything else firing is a failed device's.
+     */
     QTestState *qts = qtest_init("-M pc,pit=off,hpet=off -m 1G -nodefaults "
                                  "-device virtio-balloon-pci,id=balloon0,"
-                                 "automatic=on,pressure-source=none");
+                                 "automatic=on,pressure-source=none,"
+                                 "guest-stats-polling-interval=2");
     static const char *const args[] = {
         "{'driver': 'virtio-balloon-pci', 'id': 'b2', 'automatic': true,"
         " 'pressure-source': 'none'}",
@@ -2118,7 +2123,7 @@ static void test_psi_fd_named_eventfd(void)
 {
     TestCgroup c;
     g_autofree char *child = NULL, *file = NULL;
-    static const char trig[] = "some 150000 1000000";
+    static const char trig[] = "some 150000 2000000";
     QTestState *qts;
     QDict *info, *rsp;
     int psi;
@@ -2264,7 +2269,8 @@ static void test_deflate_during_migration(void)
 }
 
 /*
- * balloon-auto-set names its own arguments in errors, and a failed
+ * balloon-auto-set names its own arguments in errors (see also
+ * set-command), and a failed
  * enable leaves the descriptor it was given with the monitor.  A bad
  * property is refused at realize even with automatic off.
  */
@@ -2321,7 +2327,7 @@ static void test_no_driver_no_polling(void)
     driver_setup(&d);
     qtest_clock_step(qts, 100 * 1000 * 1000);
     g_assert_cmpint(qom_get_int(qts, "balloon0",
-                                "guest-stats-polling-interval"), ==, 2);
+                                "guest-stats-polling-interval"), >, 0);
     qvirtio_reset(&d.dev->vdev);
     g_assert_cmpint(qom_get_int(qts, "balloon0",
                                 "guest-stats-polling-interval"), ==, 0);

@@ -513,6 +513,17 @@ static void fake_v2_close(FakeV2 *f)
     fake_destroy(&f->t);
 }
 
+/* Rewrite a file the source holds open (fake_write() replaces it). */
+static void fake_rewrite(const char *dir, const char *file, const char *text)
+{
+    g_autofree char *path = g_build_filename(dir, file, NULL);
+    int fd = open(path, O_WRONLY | O_TRUNC);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(write(fd, text, strlen(text)), ==, strlen(text));
+    close(fd);
+}
+
 /* Run the main loop for @ms. */
 static void run_main_loop_for(int64_t ms)
 {
@@ -568,16 +579,18 @@ static void test_v2_garbled_usage(void)
 
     fake_v2_open(&f, "891289600\n", "1048576000\n");
     g_assert_true(balloon_pressure_headroom(f.bp, &r));
-    fake_write(f.cg, "memory.current", "garbage\n");
+    fake_rewrite(f.cg, "memory.current", "garbage\n");
     run_main_loop_for(300);
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    g_assert_cmpuint(r.usage, ==, 891289600);
     count = r.count;
-    fake_write(f.cg, "memory.current", "901289600\n");
+    fake_rewrite(f.cg, "memory.current", "901289600\n");
     run_main_loop_for(600);
     g_assert_true(balloon_pressure_headroom(f.bp, &r));
     g_assert_cmpuint(r.count, >, count);
     g_assert_cmpuint(r.usage, ==, 901289600);
 
-    fake_write(f.cg, "memory.current", "12ab\n");
+    fake_rewrite(f.cg, "memory.current", "12ab\n");
     run_main_loop_for(1500);
     detail = balloon_pressure_detail(f.bp);
     g_test_message("%s", detail);
