@@ -127,13 +127,9 @@ class MigrationTest(unittest.TestCase):
                 # source does not travel; compared with nothing, all the
                 # memory the guest holds read as growth and deflated it
                 # to its maximum at once) ...
-                sampled = dst.cmd('query-balloon-auto')['guest-stats']
-                harness.wait_until(
-                    lambda: query_if(dst, lambda i: i['guest-stats'][
-                        'age-ms'] < sampled['age-ms']), 30,
-                    what='guest statistics on the destination')
-                time.sleep(6)
+                time.sleep(8)       # statistics come every 1-2 s
                 now = dst.cmd('query-balloon-auto')
+                self.assertLess(now['guest-stats']['age-ms'], 2500)
                 for member in ('guest-pressure', 'guest-deflated'):
                     self.assertEqual(
                         harness.decision_counts(now)[member],
