@@ -144,6 +144,7 @@ class PackageTest(unittest.TestCase):
         """The libvirt test, in the fresh root, with the installed QEMU as
         the domains' emulator."""
         env = ['env', 'PYTHONUNBUFFERED=1', 'QEMU_FORK_EMULATOR=' + EMULATOR,
+               'PYTHONPATH=' + os.path.join(harness.TOP, 'scripts'),
                'QEMU_FORK_GUEST=' + ':'.join(self.guest),
                'QEMU_FORK_TEST_DIR=/tmp/tests']
         proc = in_root(*env, 'python3', os.path.join(
