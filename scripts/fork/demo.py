@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(TOP, 'tests', 'functional', 'balloon_auto'))
 sys.path.insert(0, os.path.join(TOP, 'scripts'))
 
 import balloon_auto_top as view  # noqa: E402  pylint: disable=C0413
+from qemu_balloon_auto.qmp import QmpClient  # noqa: E402  pylint: disable=C0413
 import harness  # noqa: E402  pylint: disable=wrong-import-position
 from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -35,7 +36,7 @@ class DemoView:
 
     def __init__(self, cg):
         self.cg = cg
-        self.target = view.QmpSocket(VIEW_SOCKET)
+        self.target = QmpClient(VIEW_SOCKET, timeout=view.QMP_TIMEOUT)
         self.recording = open(RECORDING, 'w')
 
     def row(self, phase):
