@@ -81,16 +81,13 @@ import sys
 import tempfile
 import time
 
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(TOP, 'tests', 'functional', 'balloon_auto'))
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.testing import wait_until
+from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 
-import harness  # noqa: E402  pylint: disable=wrong-import-position
-from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import peers  # noqa: E402  pylint: disable=wrong-import-position
-import report  # noqa: E402  pylint: disable=wrong-import-position
-import scenarios as scenarios_mod  # noqa: E402  pylint: disable=C0413
+import peers
+import report
+import scenarios as scenarios_mod
 
 
 def proc_cost(pid):
@@ -110,16 +107,14 @@ def proc_cost(pid):
 
 def reaction(samples, tree=None, workdir=None):
     efd = os.eventfd(0)
-    vm = harness.TestVM('bench-reaction', mem='2G', tree=tree,
-                        workdir=workdir,
-                        balloon='automatic=on,pressure-fd=/dev/fdset/1,'
-                                'pressure-fd-level=critical')
+    vm = TestVM('bench-reaction', mem='2G', tree=tree, workdir=workdir,
+                balloon='automatic=on,pressure-fd=/dev/fdset/1,'
+                        'pressure-fd-level=critical')
     vm.machine.add_fd(efd, 1, 'bench pressure eventfd')
     lat = []
     with vm:
-        harness.wait_until(lambda: 'guest-stats' in
-                           vm.cmd('query-balloon-auto'), 60,
-                           what='guest statistics')
+        wait_until(lambda: 'guest-stats' in vm.cmd('query-balloon-auto'),
+                   60, what='guest statistics')
         vm.machine.get_qmp_events(wait=False)
         for _ in range(samples):
             vm.cmd('balloon', value=2048 * MiB)     # back to the baseline
@@ -135,8 +130,8 @@ def reaction(samples, tree=None, workdir=None):
 
 
 def idle_cost(tree, balloon, seconds, workdir=None):
-    vm = harness.TestVM('bench-idle', mem='1G', tree=tree, balloon=balloon,
-                        workdir=workdir)
+    vm = TestVM('bench-idle', mem='1G', tree=tree, balloon=balloon,
+                workdir=workdir)
     with vm:
         time.sleep(5)                   # let boot-time activity settle
         cpu0, ctx0 = proc_cost(vm.pid)
@@ -270,7 +265,7 @@ def main():
                           fork[1] / max(base[1], 1)))
         env = None
         if set(scenarios) & {'host-rate', 'seed', 'density'}:
-            env = peers.Env(fork_tree or harness.TREE, pristine_tree,
+            env = peers.Env(fork_tree or TREE, pristine_tree,
                             workdir, args.kernel, args.verbose)
         if 'host-rate' in scenarios:
             print('host-rate: setups %s, rates %s, %d run(s)' % (
