@@ -33,8 +33,8 @@ Scenarios:
 
 3. host-rate: a 1 GiB guest holds 850 MiB of page cache (`bgt cache` on a
    virtio-blk raw disk, cache=none) in a 1400 MiB memcg; a host process in
-   the memcg (bench/hog.py) allocates 700 MiB at a nominal 100, 300, 500,
-   1000, 2000 MiB/s.  Per setup and rate: survived (QEMU alive, host
+   the memcg (qemu_balloon_auto.testing.hog) allocates 700 MiB at a
+   nominal 100, 300, 500, 1000, 2000 MiB/s.  Per setup and rate: survived (QEMU alive, host
    process done and alive, memcg oom_kill 0, 10 s after the allocation) or
    what died (memory.oom_control and the killed pid from the kernel log),
    the rate achieved, and the highest nominal rate survived.

@@ -8,51 +8,16 @@ happened; nothing here asserts.
 
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 
 from qemu_balloon_auto import MiB
 from qemu_balloon_auto.testing import decision_counts, event_counts, wait_until
 from qemu_balloon_auto.testing.cgroup import Cgroup
+from qemu_balloon_auto.testing.hog import MemoryHog
 
 from peers import (Setup, daemon_summary, kill_report, start_daemon,
-                   NoDaemon, HERE)
-
-
-class Hog:
-    """bench/hog.py in @cgroup: allocates @mib MiB at @rate MiB/s."""
-
-    def __init__(self, cgroup, mib, rate):
-        self.mib = mib
-        self.proc = subprocess.Popen(
-            cgroup.wrapper() + [sys.executable, os.path.join(HERE, 'hog.py'),
-                                str(mib), str(rate)],
-            stdout=subprocess.PIPE, text=True)
-        self.pid = self.proc.pid        # the wrapper execs: same pid
-        self.allocated = 0
-        self.elapsed = None
-        self.done = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            parts = line.split()
-            if parts and parts[0] in ('hog', 'done'):
-                self.allocated = int(parts[1])
-                self.elapsed = float(parts[2])
-                if parts[0] == 'done':
-                    self.done = True
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+                   NoDaemon)
 
 
 def _alive(vm):
@@ -157,7 +122,7 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
             env.log('%s: hog %d MiB at %d MiB/s (usage %d MiB, QEMU RSS %d'
                     ' MiB)' % (setup, mib, rate, res['before']['usage'],
                                res['before']['rss']))
-            hog = Hog(cg, mib, rate)
+            hog = MemoryHog(cg, mib, step=4, delay=0, rate=rate)
             samples = []
             t0 = time.monotonic()
             timeout = max(120, 3 * mib / rate)
