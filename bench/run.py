@@ -34,10 +34,11 @@ Scenarios:
 3. host-rate: a 1 GiB guest holds 850 MiB of page cache (`bgt cache` on a
    virtio-blk raw disk, cache=none) in a 1400 MiB memcg; a host process in
    the memcg (qemu_balloon_auto.testing.hog) allocates 700 MiB at a
-   nominal 100, 300, 500, 1000, 2000 MiB/s.  Per setup and rate: survived (QEMU alive, host
-   process done and alive, memcg oom_kill 0, 10 s after the allocation) or
-   what died (memory.oom_control and the killed pid from the kernel log),
-   the rate achieved, and the highest nominal rate survived.
+   nominal 100, 300, 500, 1000, 2000 MiB/s (--rates; "max": no pacing at
+   all).  Per setup and rate: survived (QEMU alive, host process done and
+   alive, memcg oom_kill 0, 10 s after the allocation) or what died
+   (memory.oom_control and the killed pid from the kernel log), the rate
+   achieved, and the highest nominal rate survived.
 4. seed: a 3 GiB guest set to 1 GiB (`balloon`) allocates 1536 MiB as fast
    as it can, no delay, in one mapping (`bgt alloc 1536`) and in 32 MiB
    mappings (`--step 32`; --seed-steps); success over --runs runs and the
@@ -153,6 +154,11 @@ def csv(value, conv=str):
     return [conv(x) for x in value.split(',') if x]
 
 
+def host_rate_arg(text):
+    """A nominal host rate in MiB/s, or 'max': no pacing."""
+    return text if text == 'max' else int(text)
+
+
 def seed_setups(setups):
     """The seed scenario's setups: fork-auto and pve-1s also with
     deflate-on-oom where the list does not already say."""
@@ -178,8 +184,8 @@ def main():
                         ','.join(peers.DEFAULT_SETUPS), ','.join(SEED_EXTRA)))
     ap.add_argument('--runs', type=int, help='repetitions of each peer '
                     'measurement (default 3, --quick 1)')
-    ap.add_argument('--rates', help='host-rate nominal MiB/s (default '
-                    '100,300,500,1000,2000)')
+    ap.add_argument('--rates', help='host-rate nominal MiB/s, max for no '
+                    'pacing (default 100,300,500,1000,2000)')
     ap.add_argument('--seed-steps', default='0,32',
                     help='seed: bgt alloc --step values, 0 = one mapping '
                     '(default 0,32: both)')
@@ -215,7 +221,7 @@ def main():
     except ValueError as e:
         ap.error(str(e))
     runs = args.runs or (1 if q else 3)
-    rates = csv(args.rates, int) if args.rates else (
+    rates = csv(args.rates, host_rate_arg) if args.rates else (
         [300, 1000] if q else [100, 300, 500, 1000, 2000])
     guests = csv(args.guests, int) if args.guests else (
         [2, 3] if q else [2, 3, 4])
@@ -314,7 +320,7 @@ def main():
 
 def short(res):
     """One progress line per measurement."""
-    what = {'host-rate': lambda r: '%s MiB/s' % r['rate'],
+    what = {'host-rate': lambda r: report.rate_text(r['rate']),
             'seed': lambda r: '%s: %s s' % (r['alloc'],
                                             r.get('seconds', '-')),
             'density': lambda r: 'N=%d' % r['n']}[res['scenario']](res)

@@ -98,7 +98,7 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
               settle=8, after=10):
     """A 1 GiB guest holding @cache MiB of page cache in a @limit MiB
     memcg; a host process in the same memcg allocates @mib MiB at a
-    nominal @rate MiB/s.  Survived: QEMU alive, the host process done and
+    nominal @rate MiB/s ('max': no pacing).  Survived: QEMU alive, the host process done and
     alive, memcg oom_kill 0, @after seconds after the allocation ended."""
     res = {'scenario': 'host-rate', 'setup': setup.name, 'rate': rate,
            'mib': mib}
@@ -125,7 +125,7 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
             hog = MemoryHog(cg, mib, step=4, delay=0, rate=rate)
             samples = []
             t0 = time.monotonic()
-            timeout = max(120, 3 * mib / rate)
+            timeout = 120 if rate == 'max' else max(120, 3 * mib / rate)
             min_actual = res['before']['actual']
             while time.monotonic() - t0 < timeout:
                 if hog.done or not hog.alive() or not _alive(vm):
