@@ -13,7 +13,8 @@ answering.
 
 As a program it is a fake QEMU process or a fake virsh:
 
-  fakes.py qemu SOCKET [--fail COMMAND] [-name NAME -uuid UUID ...]
+  fakes.py qemu SOCKET [--mode MODE] [--fail COMMAND]
+                 [-name NAME -uuid UUID ...]
       serve SOCKET until killed; extra arguments only show in
       /proc/PID/cmdline, as QEMU's do.  'x-fake-state' returns what it
       recorded and the descriptors it holds.
@@ -241,11 +242,13 @@ class FakeMonitor:
 def fake_qemu(argv):
     ap = argparse.ArgumentParser(prog='fakes.py qemu')
     ap.add_argument('socket')
+    ap.add_argument('--mode', default='ok',
+                    choices=('ok', 'silent', 'mute', 'trickle'))
     ap.add_argument('--fail', action='append', default=[],
                     help='answer COMMAND with an error')
     args, _ = ap.parse_known_args(argv)
-    FakeMonitor(args.socket, fail={c: 'fake failure of ' + c
-                                   for c in args.fail})
+    FakeMonitor(args.socket, mode=args.mode,
+                fail={c: 'fake failure of ' + c for c in args.fail})
     while True:
         time.sleep(3600)
 

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+The management helper scripts/qemu-balloon-auto-pressure, which runs as
+root, against fake QEMU processes and a fake virsh (fakes.py): no guest
+and no libvirtd, but real descriptors armed on a real memory cgroup of
+the test's own, in which the fake QEMUs run.
+
+It must hand the descriptors to the QEMU whose cgroup they watch and to
+no other, end when a monitor stops answering, and leave nothing behind
+in QEMU when it fails.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import harness
+from harness import MiB
+import fakes
+from qemu_balloon_auto.qmp import QmpClient
+
+HELPER = os.path.join(harness.TOP, 'scripts', 'qemu-balloon-auto-pressure')
+# the helper's default timeout for a monitor, and how late it may end
+HELPER_TIMEOUT = 10
+SLACK = 10
+# low, so that no cgroup above the test's has a lower one: the helper arms
+# the cgroup whose limit is in force
+LIMIT = 256 * MiB
+LEVELS = ('low', 'medium', 'critical')
+
+
+def lowest_limit_above(cgroup_dir):
+    """The lowest memory.limit_in_bytes of @cgroup_dir's ancestors."""
+    lowest = None
+    d = os.path.dirname(cgroup_dir)
+    while os.path.relpath(d, harness.V1_ROOT) != '..':
+        try:
+            with open(os.path.join(d, 'memory.limit_in_bytes')) as f:
+                limit = int(f.read())
+        except OSError:
+            break
+        lowest = limit if lowest is None else min(lowest, limit)
+        if os.path.samefile(d, harness.V1_ROOT):
+            break
+        d = os.path.dirname(d)
+    return lowest
+
+
+class FakeQemu:
+    """fakes.py qemu in @cgroup: a QMP socket served by a process whose
+    command line carries @cmdline, as QEMU's carries -name and -uuid."""
+
+    def __init__(self, cgroup, sock, *cmdline):
+        self.sock = sock
+        self.proc = subprocess.Popen(
+            cgroup.wrapper() + [sys.executable, fakes.__file__, 'qemu',
+                                sock] + list(cmdline))
+        self.pid = self.proc.pid        # the wrapper execs
+        harness.wait_until(lambda: os.path.exists(sock) or
+                           self.proc.poll() is not None, 20, interval=0.05,
+                           what='fake QEMU socket')
+        if self.proc.poll() is not None:
+            raise RuntimeError('the fake QEMU exited')
+
+    def state(self):
+        with QmpClient(self.sock, timeout=10) as mon:
+            return mon.command('x-fake-state')
+
+    def commands(self):
+        return [entry[0] for entry in self.state()['log']]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class HelperTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cg = harness.Cgroup(limit=LIMIT)
+        lowest = lowest_limit_above(cls.cg.v1)
+        if lowest is not None and lowest <= LIMIT:
+            cls.cg.remove()
+            raise unittest.SkipTest('a cgroup above the test\'s has a limit'
+                                    ' of %d MiB: the helper would arm that'
+                                    ' one' % (lowest // MiB))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cg.remove()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='helper-test-')
+        self.addCleanup(shutil.rmtree, self.dir)
+
+    def qemu(self, name, *cmdline):
+        q = FakeQemu(self.cg, os.path.join(self.dir, name + '.qmp'),
+                     *cmdline)
+        self.addCleanup(q.stop)
+        return q
+
+    def helper(self, *args, env=None, wrapper=(), timeout=60):
+        """Run the helper; (exit code, stdout, stderr, seconds)."""
+        start = time.monotonic()
+        proc = subprocess.run(list(wrapper) + [HELPER] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=timeout)
+        return (proc.returncode, proc.stdout, proc.stderr,
+                time.monotonic() - start)
+
+    def assertHandedOver(self, qemu, out):
+        """@qemu got one eventfd per level and uses them."""
+        state = qemu.state()
+        self.assertEqual(state['fds'], {})
+        self.assertEqual(state['taken'], {level: 'anon_inode:[eventfd]'
+                                          for level in LEVELS})
+        getfd = [e for e in state['log'] if e[0] == 'getfd']
+        self.assertEqual([(e[1]['fdname'], e[2]) for e in getfd],
+                         [('pressure-' + level, 'anon_inode:[eventfd]')
+                          for level in LEVELS])
+        self.assertTrue(out.startswith('v1 cgroup %s:' % self.cg.v1), out)
+
+    def assertUntouched(self, qemu):
+        """@qemu got no descriptor and no balloon-auto-set."""
+        self.assertFalse({'getfd', 'balloon-auto-set'} &
+                         set(qemu.commands()))
+
+    def test_qmp_hands_over(self):
+        """--qmp: one eventfd per level on the cgroup with the limit."""
+        qemu = self.qemu('vm')
+        rc, out, err, _ = self.helper('--qmp', qemu.sock, '--pid',
+                                      str(qemu.pid))
+        self.assertEqual(rc, 0, err)
+        self.assertHandedOver(qemu, out)
+        print('# helper: ' + out.strip())
+
+    def test_qmp_monitor_that_never_answers(self):
+        """A monitor that never greets, and one that greets and never
+        answers: the helper gives up after its timeout instead of
+        blocking for ever."""
+        for mode, said in (('silent', 'no QMP greeting'),
+                           ('mute', 'no reply to qmp_capabilities')):
+            qemu = self.qemu('vm-' + mode, '--mode', mode)
+            try:
+                rc, _, err, took = self.helper(
+                    '--qmp', qemu.sock, '--pid', str(qemu.pid),
+                    timeout=HELPER_TIMEOUT + SLACK)
+            except subprocess.TimeoutExpired:
+                self.fail('the helper still waits for a %s monitor after'
+                          ' %d s' % (mode, HELPER_TIMEOUT + SLACK))
+            self.assertNotEqual(rc, 0)
+            self.assertIn(said, err)
+            print('# %s monitor: the helper gave up after %.1f s: %s' % (
+                mode, took, err.strip()))
+
+
+if __name__ == '__main__':
+    harness.main()
