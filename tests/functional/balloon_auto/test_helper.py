@@ -141,6 +141,18 @@ class HelperTest(unittest.TestCase):
         self.assertHandedOver(qemu, out)
         print('# helper: ' + out.strip())
 
+    def test_qmp_socket_of_another_process(self):
+        """--qmp naming a socket that another process than --pid serves:
+        the descriptors of --pid's cgroup must not go to it."""
+        vm = self.qemu('vm')
+        other = self.qemu('other')
+        rc, _, err, _ = self.helper('--qmp', other.sock, '--pid', str(vm.pid))
+        self.assertNotEqual(rc, 0)
+        self.assertUntouched(other)
+        self.assertUntouched(vm)
+        self.assertIn('served by pid %d' % other.pid, err)
+        print('# ' + err.strip())
+
     def test_qmp_monitor_that_never_answers(self):
         """A monitor that never greets, and one that greets and never
         answers: the helper gives up after its timeout instead of
