@@ -32,6 +32,7 @@ SLACK = 10
 # the cgroup whose limit is in force
 LIMIT = 256 * MiB
 LEVELS = ('low', 'medium', 'critical')
+URI = 'test:///fake'
 
 
 def lowest_limit_above(cgroup_dir):
@@ -106,6 +107,17 @@ class HelperTest(unittest.TestCase):
         self.addCleanup(q.stop)
         return q
 
+    def virsh(self, *domains):
+        """The environment to run the helper with a fake virsh on PATH that
+        knows @domains (dicts: id, name, uuid, qmp) at URI; and the
+        path of its log."""
+        log = os.path.join(self.dir, 'virsh.log')
+        env = fakes.install_virsh(os.path.join(self.dir, 'bin'),
+                                  {'uri': URI, 'log': log,
+                                   'domains': list(domains)},
+                                  os.path.join(self.dir, 'virsh.json'))
+        return env, log
+
     def helper(self, *args, env=None, wrapper=(), timeout=60):
         """Run the helper; (exit code, stdout, stderr, seconds)."""
         start = time.monotonic()
@@ -152,6 +164,31 @@ class HelperTest(unittest.TestCase):
         self.assertUntouched(vm)
         self.assertIn('served by pid %d' % other.pid, err)
         print('# ' + err.strip())
+
+    def test_failed_set_leaves_no_descriptor(self):
+        """QEMU refuses balloon-auto-set after getfd took the descriptor:
+        the helper closes it again in QEMU (closefd) before it fails, over
+        QMP and through libvirt."""
+        uuid = '7d5a1c2e-0f3b-4c8d-9e6a-5b4c3d2e1f00'
+        vm = self.qemu('vm', '--fail', 'balloon-auto-set', '-name', 'web',
+                       '-uuid', uuid)
+        env, _ = self.virsh({'id': 3, 'name': 'web', 'uuid': uuid,
+                             'qmp': vm.sock})
+        for route in (('--qmp', vm.sock), ('--domain', 'web', '--connect',
+                                           URI)):
+            rc, _, err, _ = self.helper(*route, '--pid', str(vm.pid),
+                                        env=env)
+            self.assertNotEqual(rc, 0)
+            self.assertIn('balloon-auto-set: fake failure of'
+                          ' balloon-auto-set', err)
+            state = vm.state()
+            self.assertEqual(state['fds'], {}, route[0])
+            self.assertEqual(state['taken'], {}, route[0])
+            self.assertEqual([e[0] for e in state['log'] if e[0] not in
+                              ('qmp_capabilities', 'x-fake-state')][-3:],
+                             ['getfd', 'balloon-auto-set', 'closefd'],
+                             route[0])
+            print('# %s: %s' % (route[0], err.strip()))
 
     def test_qmp_monitor_that_never_answers(self):
         """A monitor that never greets, and one that greets and never
