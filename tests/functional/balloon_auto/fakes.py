@@ -267,6 +267,7 @@ def fake_virsh(argv):
     def log(domain):
         with open(state['log'], 'a') as f:
             f.write(json.dumps({'argv': sys.argv[2:], 'uri': uri,
+                                'command': command, 'args': args,
                                 'domain': domain and domain['uuid']}) + '\n')
 
     def fail(msg):

@@ -33,6 +33,16 @@ SLACK = 10
 LIMIT = 256 * MiB
 LEVELS = ('low', 'medium', 'critical')
 URI = 'test:///fake'
+# libvirt's pid files, in a mount namespace of the helper's own: a tmpfs on
+# /run with /run/libvirt/qemu/NAME.pid for each NAME=PID argument
+PID_FILES = '''\
+mount -t tmpfs tmpfs /run && mkdir -p /run/libvirt/qemu || exit 1
+while [ "$1" != -- ]; do
+    echo "${1#*=}" > "/run/libvirt/qemu/${1%%=*}.pid"; shift
+done
+shift
+exec "$@"
+'''
 
 
 def lowest_limit_above(cgroup_dir):
@@ -93,9 +103,23 @@ class HelperTest(unittest.TestCase):
                                     ' of %d MiB: the helper would arm that'
                                     ' one' % (lowest // MiB))
 
+        cls.unshare = subprocess.run(
+            ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+             'mount -t tmpfs tmpfs /run'], stderr=subprocess.DEVNULL,
+            check=False).returncode == 0
+
     @classmethod
     def tearDownClass(cls):
         cls.cg.remove()
+
+    def pid_files(self, **pids):
+        """A command prefix that runs the rest in a mount namespace where
+        libvirt's pid files name @pids ({domain name: pid})."""
+        if not self.unshare:
+            self.skipTest('no mount namespace (unshare --mount) here')
+        return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+                PID_FILES, 'sh'] + ['%s=%d' % (name, pid)
+                                    for name, pid in pids.items()] + ['--']
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='helper-test-')
@@ -128,12 +152,12 @@ class HelperTest(unittest.TestCase):
                 time.monotonic() - start)
 
     def assertHandedOver(self, qemu, out):
-        """@qemu got one eventfd per level and uses them."""
+        """@qemu got one eventfd per level (last) and uses them."""
         state = qemu.state()
         self.assertEqual(state['fds'], {})
         self.assertEqual(state['taken'], {level: 'anon_inode:[eventfd]'
                                           for level in LEVELS})
-        getfd = [e for e in state['log'] if e[0] == 'getfd']
+        getfd = [e for e in state['log'] if e[0] == 'getfd'][-3:]
         self.assertEqual([(e[1]['fdname'], e[2]) for e in getfd],
                          [('pressure-' + level, 'anon_inode:[eventfd]')
                           for level in LEVELS])
@@ -189,6 +213,87 @@ class HelperTest(unittest.TestCase):
                              ['getfd', 'balloon-auto-set', 'closefd'],
                              route[0])
             print('# %s: %s' % (route[0], err.strip()))
+
+    def domains(self):
+        """Three domains of three tenants, as a fake virsh sees them: '5'
+        (ID 7), 'other' (ID 5) and one named like other's UUID (ID 9);
+        their fake QEMUs, and the environment with that virsh."""
+        uuids = {'5': '11111111-2222-4333-8444-555555555555',
+                 'other': '66666666-7777-4888-8999-aaaaaaaaaaaa',
+                 'uuid-named': 'bbbbbbbb-cccc-4ddd-8eee-ffffffffffff'}
+        names = {'5': '5', 'other': 'other',
+                 'uuid-named': uuids['other']}
+        ids = {'5': 7, 'other': 5, 'uuid-named': 9}
+        qemus = {key: self.qemu(key, '-name', 'guest=%s,debug-threads=on' %
+                                names[key], '-uuid', uuids[key])
+                 for key in uuids}
+        env, log = self.virsh(*({'id': ids[key], 'name': names[key],
+                                 'uuid': uuids[key], 'qmp': qemus[key].sock}
+                                for key in uuids))
+        pids = {names[key]: qemus[key].pid for key in uuids}
+        return qemus, uuids, pids, env, log
+
+    def test_domain_named_like_another_domains_id(self):
+        """--domain 5 where a domain is named '5' and another has ID 5:
+        virsh takes the string as the ID, the pid file as the name.  The
+        helper must not arm one domain's cgroup for another; it refuses
+        the ambiguous string."""
+        qemus, _, pids, env, _ = self.domains()
+        rc, _, err, _ = self.helper('--domain', '5', '--connect', URI,
+                                    env=env, wrapper=self.pid_files(**pids))
+        self.assertNotEqual(rc, 0, 'the helper accepted --domain 5')
+        for qemu in qemus.values():
+            self.assertUntouched(qemu)
+        self.assertIn("'5'", err)
+        print('# ' + err.strip())
+
+    def test_domain_named_like_another_domains_uuid(self):
+        """--domain UUID where a domain is named like another domain's
+        UUID: the same refusal."""
+        qemus, uuids, pids, env, _ = self.domains()
+        rc, _, err, _ = self.helper('--domain', uuids['other'], '--connect',
+                                    URI, env=env,
+                                    wrapper=self.pid_files(**pids))
+        self.assertNotEqual(rc, 0, 'the helper accepted a name that is'
+                            ' another domain\'s UUID')
+        for qemu in qemus.values():
+            self.assertUntouched(qemu)
+        print('# ' + err.strip())
+
+    def test_pid_of_another_domain(self):
+        """--pid of a QEMU that is not the domain's: refused (its command
+        line does not carry the domain's -uuid)."""
+        qemus, _, _, env, _ = self.domains()
+        rc, _, err, _ = self.helper('--domain', 'other', '--connect', URI,
+                                    '--pid', str(qemus['5'].pid), env=env)
+        self.assertNotEqual(rc, 0, 'the helper accepted the pid of domain'
+                            ' 5 for domain other')
+        for qemu in qemus.values():
+            self.assertUntouched(qemu)
+        print('# ' + err.strip())
+
+    def test_domain_by_name_id_and_uuid(self):
+        """A domain named by its name, its ID or its UUID: resolved once
+        (through --connect's libvirt), its own pid file, and every
+        monitor command addressed by the UUID."""
+        qemus, uuids, pids, env, log = self.domains()
+        for given, key in (('other', 'other'), ('7', '5'),
+                           (uuids['5'], '5')):
+            if os.path.exists(log):
+                os.unlink(log)
+            rc, out, err, _ = self.helper('--domain', given, '--connect',
+                                          URI, env=env,
+                                          wrapper=self.pid_files(**pids))
+            self.assertEqual(rc, 0, err)
+            self.assertHandedOver(qemus[key], out)
+            calls = fakes.read_log(log)
+            self.assertEqual({c['uri'] for c in calls}, {URI})
+            monitor = [c['args'][0] for c in calls
+                       if c['command'] == 'qemu-monitor-command']
+            self.assertTrue(monitor)
+            self.assertEqual(set(monitor), {uuids[key]}, given)
+        self.assertUntouched(qemus['uuid-named'])
+        print('# --domain other, 7 and %s: each to its own QEMU' % uuids['5'])
 
     def test_qmp_monitor_that_never_answers(self):
         """A monitor that never greets, and one that greets and never
