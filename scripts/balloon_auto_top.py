@@ -246,13 +246,13 @@ def targets_from(args):
     domains = []
     for t in args.targets:
         if '/' in t or os.path.exists(t):
-            targets.append(QmpClient(t, timeout=QMP_TIMEOUT))
+            targets.append(QmpClient(t, timeout=args.timeout or QMP_TIMEOUT))
         else:
             domains.append(t)
     uri = args.libvirt or None
     if args.libvirt is not None and not domains:
         domains = libvirt_running_domains(uri)
-    targets += [LibvirtMonitor(d, uri, timeout=VIRSH_TIMEOUT)
+    targets += [LibvirtMonitor(d, uri, timeout=args.timeout or VIRSH_TIMEOUT)
                 for d in domains]
     return targets
 
@@ -279,6 +279,10 @@ def main():
                     ' are given)')
     ap.add_argument('--json', action='store_true',
                     help='print samples as JSON instead of a table')
+    ap.add_argument('--timeout', type=float, metavar='SECONDS',
+                    help='how long a VM may take to answer before it is'
+                    ' shown unreachable (%g; through virsh %g)' % (
+                        QMP_TIMEOUT, VIRSH_TIMEOUT))
     args = ap.parse_args()
 
     if args.plot and not args.record:
