@@ -18,11 +18,17 @@ domains as tainted by custom monitor commands).
     balloon_auto_top.py /run/vm1.qmp --record run.jsonl --duration 120 \\
         --plot run.png                                record, then plot
     balloon_auto_top.py --record run.jsonl --plot run.png   plot a recording
+
+Ctrl-C (SIGINT) or SIGTERM ends --watch and --record at once, also while
+a VM does not answer and also when the tool was started with SIGINT
+ignored (as a background job of a script); the samples so far are kept
+and --plot is drawn.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -240,6 +246,22 @@ def plot(recording, png):
     plt.close(fig)
 
 
+def stop_on_signals():
+    """Make SIGINT (Ctrl-C) and SIGTERM end a watch or a recording,
+    whatever the tool inherited: a background job of a non-interactive
+    shell ('cmd &', as CI runners and scripts start commands) starts with
+    SIGINT ignored, and then Python installs no KeyboardInterrupt handler
+    at all; a parent may also pass SIGINT on blocked.  The handler raises
+    KeyboardInterrupt wherever the tool waits (a monitor's reply, virsh,
+    the pause between samples), so the recording ends at once."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                           {signal.SIGINT, signal.SIGTERM})
+
+
 def targets_from(args):
     """QMP sockets for paths, libvirt domains for names."""
     targets = []
@@ -296,6 +318,8 @@ def main():
         ap.error('no VM given (QMP socket paths, domain names or --libvirt)')
 
     loop = args.watch is not None or args.record
+    if loop:
+        stop_on_signals()
     interval = args.watch if args.watch is not None else args.interval
     end = time.monotonic() + args.duration if args.duration else None
     recording = open(args.record, 'a') if args.record else None
@@ -328,7 +352,14 @@ def main():
         print('recorded %d samples of %d VMs to %s' % (
             count, len(targets), args.record))
     if args.plot:
-        plot(args.record, args.plot)
+        try:
+            plot(args.record, args.plot)
+        except KeyboardInterrupt:
+            # a second signal: the recording is complete, the plot is not
+            sys.stderr.write('balloon_auto_top: plot interrupted; draw it'
+                             ' again with --record %s --plot %s\n' % (
+                                 args.record, args.plot))
+            return 130
         print('plot written to', args.plot)
     return 0
 
