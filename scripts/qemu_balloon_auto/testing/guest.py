@@ -25,6 +25,15 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..',
 TREE = os.environ.get('QEMU_FORK_TREE', os.path.join(TOP, 'build', 'qemu'))
 
 
+def work_dir():
+    """The directory for the tests' sockets, disks and console logs,
+    made if needed: QEMU_FORK_TEST_DIR, default TOP/build/tests."""
+    path = os.environ.get('QEMU_FORK_TEST_DIR',
+                          os.path.join(TOP, 'build', 'tests'))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def qemu_binary(tree=None):
     """The QEMU of @tree, else the one under test: QEMU_FORK_EMULATOR (an
     installed package's) or the fork's build."""
@@ -152,8 +161,7 @@ class TestVM:
         from qemu.machine import QEMUMachine  # pylint: disable=import-error
 
         self.name = name
-        self.workdir = workdir or os.environ.get(
-            'QEMU_FORK_TEST_DIR', os.path.join(TOP, 'build', 'tests'))
+        self.workdir = workdir or work_dir()
         os.makedirs(self.workdir, exist_ok=True)
         kernel_path, initrd = guest or guest_paths(kernel)
         self.machine = QEMUMachine(

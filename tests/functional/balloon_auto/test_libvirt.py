@@ -318,10 +318,8 @@ def connect_console(path, log):
 class LibvirtTest(unittest.TestCase):
 
     def setUp(self):
-        workdir = os.environ.get('QEMU_FORK_TEST_DIR',
-                                 os.path.join(harness.TOP, 'build', 'tests'))
-        os.makedirs(workdir, exist_ok=True)
-        self.root = tempfile.mkdtemp(prefix='libvirt-', dir=workdir)
+        self.root = tempfile.mkdtemp(prefix='libvirt-',
+                                     dir=harness.work_dir())
         self.passed = False
         self.domain = DOMAIN
         self.addCleanup(self.remove_root)

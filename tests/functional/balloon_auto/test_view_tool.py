@@ -46,9 +46,7 @@ class ViewToolTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        workdir = os.environ.get('QEMU_FORK_TEST_DIR',
-                                 os.path.join(harness.TOP, 'build', 'tests'))
-        os.makedirs(workdir, exist_ok=True)
+        workdir = harness.work_dir()
         cls.workdir = workdir
         cls.sock = os.path.join(workdir, 'viewtool.qmp')
         cls.manual_sock = os.path.join(workdir, 'viewtool-manual.qmp')
