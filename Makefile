@@ -19,6 +19,9 @@
 SRC := $(CURDIR)
 # Debian's interpreter: meson, pycotap and QEMU's python/ are set up for it
 PYTHON := /usr/bin/python3
+# The Python programs outside scripts/ (tests, bench, demo) find the shared
+# package scripts/qemu_balloon_auto through PYTHONPATH
+PYENV := PYTHONPATH=$(SRC)/scripts
 TREE := build/qemu
 BLD := $(TREE)/build
 PRISTINE := build/pristine
@@ -106,18 +109,18 @@ guest:
 
 check: setup
 	$(MAKE) build pristine guest sanitize fuzz-build deb v2host
-	$(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE) \
+	$(PYENV) $(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE) \
 	    --sanitized $(SAN) --fuzz $(FUZZ)
 
 check-quick: build
-	$(PYTHON) scripts/fork/check.py --tree $(TREE) --quick
+	$(PYENV) $(PYTHON) scripts/fork/check.py --tree $(TREE) --quick
 
 demo: setup
 	$(MAKE) build guest
-	$(PYTHON) scripts/fork/demo.py --qemu $(QEMU)
+	$(PYENV) $(PYTHON) scripts/fork/demo.py --qemu $(QEMU)
 
 bench: build pristine guest
-	$(PYTHON) bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64 $(BENCH_ARGS)
+	$(PYENV) $(PYTHON) bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64 $(BENCH_ARGS)
 
 install: build
 	cd $(BLD) && meson configure -Dprefix=$(PREFIX) >/dev/null && \

@@ -16,16 +16,15 @@ A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
 pve-1s+doo, ...).
 """
 
+import json
 import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests', 'functional',
-                                'balloon_auto'))
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.testing.guest import TestVM, guest_paths
 
-import harness  # noqa: E402  pylint: disable=wrong-import-position
-from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 BASE_SETUPS = {
     'fork-auto': ('fork', 'automatic=on,pressure-source=cgroup-v1,'
@@ -75,7 +74,7 @@ class Env:
         self.workdir = workdir
         self.kernel = kernel
         self.verbose = verbose
-        self.guest = harness.guest_paths(kernel)
+        self.guest = guest_paths(kernel)
         self.seq = 0
 
     def log(self, msg):
@@ -93,7 +92,7 @@ class Env:
         return path
 
     def vm(self, setup, name, cgroup, mem='1G', disk=None, balloon=None):
-        """A harness.TestVM of @setup in @cgroup; with a daemon setup it gets
+        """A TestVM of @setup in @cgroup; with a daemon setup it gets
         a second QMP monitor (vm.daemon_sock) for the daemon.  @balloon
         overrides the setup's balloon options."""
         self.seq += 1
@@ -107,10 +106,10 @@ class Env:
             sock = os.path.join(self.workdir, name + '.qmp')
             args += ['-qmp', 'unix:%s,server=on,wait=off' % sock]
         opts = setup.balloon if balloon is None else balloon
-        vm = harness.TestVM(name, mem=mem, cgroup=cgroup,
-                            balloon=opts.format(cgroup=cgroup.v1),
-                            tree=self.tree(setup), args=args,
-                            workdir=self.workdir, guest=self.guest)
+        vm = TestVM(name, mem=mem, cgroup=cgroup,
+                    balloon=opts.format(cgroup=cgroup.v1),
+                    tree=self.tree(setup), args=args,
+                    workdir=self.workdir, guest=self.guest)
         vm.daemon_sock = sock
         vm.mem_mib = parse_mib(mem)
         return vm
@@ -152,7 +151,6 @@ class PveDaemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        import json
         cycles = []
         try:
             with open(self.log_path) as f:

@@ -32,59 +32,27 @@ Usage:
                 --vm NAME:QMP-SOCKET:MAX-MIB:MIN-MIB[:SHARES] ...
 
 One JSON line per cycle goes to --log (or stdout).  SIGTERM ends it.
+It runs with the checkout's scripts/ on PYTHONPATH (make bench sets it).
 """
 
 import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import time
 
-MiB = 1024 * 1024
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.qmp import MonitorError, QmpClient, QmpError
+
 GOAL_PERCENT = 80
 DEAD_BAND = 10 * MiB
 MAX_CHANGE = 100 * MiB
 DEFAULT_SHARES = 1000
 STATS_POLL_SECONDS = 2
-
-
-class QMP:
-    """A minimal blocking QMP client on a unix socket."""
-
-    def __init__(self, path, timeout=5.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = b''
-        self._line()                                    # greeting
-        self.cmd('qmp_capabilities')
-
-    def _line(self):
-        while b'\n' not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError('QMP connection closed')
-            self.buf += data
-        line, self.buf = self.buf.split(b'\n', 1)
-        return json.loads(line)
-
-    def cmd(self, command, **args):
-        msg = {'execute': command}
-        if args:
-            msg['arguments'] = args
-        self.sock.sendall(json.dumps(msg).encode() + b'\n')
-        while True:
-            reply = self._line()
-            if 'event' in reply:
-                continue
-            if 'error' in reply:
-                raise RuntimeError('%s: %s' % (command, reply['error']))
-            return reply.get('return')
-
-    def close(self):
-        self.sock.close()
+QMP_TIMEOUT = 5.0
+# what ends the daemon's use of a VM: QEMU went away or stopped answering
+QMP_FAILURES = (MonitorError, QmpError, OSError, ValueError)
 
 
 def distribute(amount, vms, weight, room):
@@ -173,11 +141,13 @@ def main():
     def connect(vm):
         if vm['qmp'] is None and not vm['dead']:
             try:
-                vm['qmp'] = QMP(vm['sock'])
-                vm['qmp'].cmd('qom-set', path='/machine/peripheral/balloon0',
-                              property='guest-stats-polling-interval',
-                              value=STATS_POLL_SECONDS)
-            except (OSError, ConnectionError, RuntimeError, ValueError):
+                vm['qmp'] = QmpClient(vm['sock'],
+                                      timeout=QMP_TIMEOUT).connect()
+                vm['qmp'].command('qom-set',
+                                  path='/machine/peripheral/balloon0',
+                                  property='guest-stats-polling-interval',
+                                  value=STATS_POLL_SECONDS)
+            except QMP_FAILURES:
                 vm['qmp'] = None
         return vm['qmp']
 
@@ -198,21 +168,22 @@ def main():
             if not qmp:
                 continue
             try:
-                vm['actual'] = qmp.cmd('query-balloon')['actual']
-                stats = qmp.cmd('qom-get', path='/machine/peripheral/balloon0',
-                                property='guest-stats')
+                vm['actual'] = qmp.command('query-balloon')['actual']
+                stats = qmp.command('qom-get',
+                                    path='/machine/peripheral/balloon0',
+                                    property='guest-stats')
                 free = stats.get('stats', {}).get('stat-free-memory', -1)
                 vm['free'] = free if free >= 0 else None
                 live.append(vm)
-            except (OSError, ConnectionError, RuntimeError, ValueError):
+            except QMP_FAILURES:
                 vm['qmp'] = None
                 vm['dead'] = True       # QEMU went away
         diff, targets = plan(usage, limit, live)
         for vm in live:
             if vm['name'] in targets:
                 try:
-                    vm['qmp'].cmd('balloon', value=targets[vm['name']])
-                except (OSError, ConnectionError, RuntimeError, ValueError):
+                    vm['qmp'].command('balloon', value=targets[vm['name']])
+                except QMP_FAILURES:
                     vm['qmp'] = None
                     vm['dead'] = True
         entry.update(usage=usage // MiB, limit=limit // MiB,

@@ -30,9 +30,18 @@ def host_rate_table(results):
     out.append('  highest nominal rate survived (every run at that rate):')
     for s in _setups(rows, 'host-rate'):
         best = highest_survived(rows, s)
-        out.append('    %-18s %s' % (s, '%s MiB/s' % best if best else
+        out.append('    %-18s %s' % (s, rate_text(best) if best else
                                      'none'))
     return out
+
+
+def rate_value(rate):
+    """A nominal host rate as a number: 'max' (no pacing) above all."""
+    return float('inf') if rate == 'max' else rate
+
+
+def rate_text(rate):
+    return 'no pacing' if rate == 'max' else '%s MiB/s' % rate
 
 
 def highest_survived(rows, setup):
@@ -41,7 +50,7 @@ def highest_survived(rows, setup):
         if r['setup'] == setup:
             by_rate.setdefault(r['rate'], []).append(r['ok'])
     ok = [rate for rate, oks in by_rate.items() if all(oks)]
-    return max(ok) if ok else None
+    return max(ok, key=rate_value) if ok else None
 
 
 def seed_table(results):
@@ -111,7 +120,7 @@ def headline(results):
     for s in _setups(hr, 'host-rate'):
         best = highest_survived(hr, s)
         lines.append('host-rate %-17s highest survived: %s' % (
-            s, '%s MiB/s' % best if best else 'none'))
+            s, rate_text(best) if best else 'none'))
     sd = [r for r in results if r['scenario'] == 'seed']
     for s in _setups(sd, 'seed'):
         rs = [r for r in sd if r['setup'] == s]
@@ -142,14 +151,23 @@ def plot(results, path, extra_lines=()):
     ax = axes[0][0]
     rows = [r for r in results if r['scenario'] == 'host-rate']
     setups = _setups(rows, 'host-rate')
+    paced = [r['rate'] for r in rows if r['rate'] != 'max']
+    # no pacing: drawn right of the highest nominal rate
+    unpaced_x = 2 * max(paced) if paced else 1000
+    if any(r['rate'] == 'max' for r in rows):
+        ax.axvline(unpaced_x, color='grey', linestyle=':')
+        ax.annotate('no pacing', (unpaced_x, len(setups) - 1),
+                    textcoords='offset points', xytext=(4, 20), ha='left',
+                    fontsize=7)
     for y, s in enumerate(setups):
         for r in rows:
             if r['setup'] != s:
                 continue
-            ax.scatter(r['rate'], y, marker='o' if r['ok'] else 'x',
+            x = unpaced_x if r['rate'] == 'max' else r['rate']
+            ax.scatter(x, y, marker='o' if r['ok'] else 'x',
                        color='tab:green' if r['ok'] else 'tab:red', s=80)
             if 'achieved' in r:
-                ax.annotate('%.0f' % r['achieved'], (r['rate'], y),
+                ax.annotate('%.0f' % r['achieved'], (x, y),
                             textcoords='offset points', xytext=(0, 8),
                             ha='center', fontsize=7)
     ax.set_yticks(range(len(setups)))

@@ -33,11 +33,12 @@ Scenarios:
 
 3. host-rate: a 1 GiB guest holds 850 MiB of page cache (`bgt cache` on a
    virtio-blk raw disk, cache=none) in a 1400 MiB memcg; a host process in
-   the memcg (bench/hog.py) allocates 700 MiB at a nominal 100, 300, 500,
-   1000, 2000 MiB/s.  Per setup and rate: survived (QEMU alive, host
-   process done and alive, memcg oom_kill 0, 10 s after the allocation) or
-   what died (memory.oom_control and the killed pid from the kernel log),
-   the rate achieved, and the highest nominal rate survived.
+   the memcg (qemu_balloon_auto.testing.hog) allocates 700 MiB at a
+   nominal 100, 300, 500, 1000, 2000 MiB/s (--rates; "max": no pacing at
+   all).  Per setup and rate: survived (QEMU alive, host process done and
+   alive, memcg oom_kill 0, 10 s after the allocation) or what died
+   (memory.oom_control and the killed pid from the kernel log), the rate
+   achieved, and the highest nominal rate survived.
 4. seed: a 3 GiB guest set to 1 GiB (`balloon`) allocates 1536 MiB as fast
    as it can, no delay, in one mapping (`bgt alloc 1536`) and in 32 MiB
    mappings (`--step 32`; --seed-steps); success over --runs runs and the
@@ -81,16 +82,13 @@ import sys
 import tempfile
 import time
 
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(TOP, 'tests', 'functional', 'balloon_auto'))
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.testing import wait_until
+from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 
-import harness  # noqa: E402  pylint: disable=wrong-import-position
-from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import peers  # noqa: E402  pylint: disable=wrong-import-position
-import report  # noqa: E402  pylint: disable=wrong-import-position
-import scenarios as scenarios_mod  # noqa: E402  pylint: disable=C0413
+import peers
+import report
+import scenarios as scenarios_mod
 
 
 def proc_cost(pid):
@@ -110,16 +108,14 @@ def proc_cost(pid):
 
 def reaction(samples, tree=None, workdir=None):
     efd = os.eventfd(0)
-    vm = harness.TestVM('bench-reaction', mem='2G', tree=tree,
-                        workdir=workdir,
-                        balloon='automatic=on,pressure-fd=/dev/fdset/1,'
-                                'pressure-fd-level=critical')
+    vm = TestVM('bench-reaction', mem='2G', tree=tree, workdir=workdir,
+                balloon='automatic=on,pressure-fd=/dev/fdset/1,'
+                        'pressure-fd-level=critical')
     vm.machine.add_fd(efd, 1, 'bench pressure eventfd')
     lat = []
     with vm:
-        harness.wait_until(lambda: 'guest-stats' in
-                           vm.cmd('query-balloon-auto'), 60,
-                           what='guest statistics')
+        wait_until(lambda: 'guest-stats' in vm.cmd('query-balloon-auto'),
+                   60, what='guest statistics')
         vm.machine.get_qmp_events(wait=False)
         for _ in range(samples):
             vm.cmd('balloon', value=2048 * MiB)     # back to the baseline
@@ -135,8 +131,8 @@ def reaction(samples, tree=None, workdir=None):
 
 
 def idle_cost(tree, balloon, seconds, workdir=None):
-    vm = harness.TestVM('bench-idle', mem='1G', tree=tree, balloon=balloon,
-                        workdir=workdir)
+    vm = TestVM('bench-idle', mem='1G', tree=tree, balloon=balloon,
+                workdir=workdir)
     with vm:
         time.sleep(5)                   # let boot-time activity settle
         cpu0, ctx0 = proc_cost(vm.pid)
@@ -156,6 +152,11 @@ def tree_of(binary):
 
 def csv(value, conv=str):
     return [conv(x) for x in value.split(',') if x]
+
+
+def host_rate_arg(text):
+    """A nominal host rate in MiB/s, or 'max': no pacing."""
+    return text if text == 'max' else int(text)
 
 
 def seed_setups(setups):
@@ -183,8 +184,8 @@ def main():
                         ','.join(peers.DEFAULT_SETUPS), ','.join(SEED_EXTRA)))
     ap.add_argument('--runs', type=int, help='repetitions of each peer '
                     'measurement (default 3, --quick 1)')
-    ap.add_argument('--rates', help='host-rate nominal MiB/s (default '
-                    '100,300,500,1000,2000)')
+    ap.add_argument('--rates', help='host-rate nominal MiB/s, max for no '
+                    'pacing (default 100,300,500,1000,2000)')
     ap.add_argument('--seed-steps', default='0,32',
                     help='seed: bgt alloc --step values, 0 = one mapping '
                     '(default 0,32: both)')
@@ -220,7 +221,7 @@ def main():
     except ValueError as e:
         ap.error(str(e))
     runs = args.runs or (1 if q else 3)
-    rates = csv(args.rates, int) if args.rates else (
+    rates = csv(args.rates, host_rate_arg) if args.rates else (
         [300, 1000] if q else [100, 300, 500, 1000, 2000])
     guests = csv(args.guests, int) if args.guests else (
         [2, 3] if q else [2, 3, 4])
@@ -270,7 +271,7 @@ def main():
                           fork[1] / max(base[1], 1)))
         env = None
         if set(scenarios) & {'host-rate', 'seed', 'density'}:
-            env = peers.Env(fork_tree or harness.TREE, pristine_tree,
+            env = peers.Env(fork_tree or TREE, pristine_tree,
                             workdir, args.kernel, args.verbose)
         if 'host-rate' in scenarios:
             print('host-rate: setups %s, rates %s, %d run(s)' % (
@@ -319,7 +320,7 @@ def main():
 
 def short(res):
     """One progress line per measurement."""
-    what = {'host-rate': lambda r: '%s MiB/s' % r['rate'],
+    what = {'host-rate': lambda r: report.rate_text(r['rate']),
             'seed': lambda r: '%s: %s s' % (r['alloc'],
                                             r.get('seconds', '-')),
             'density': lambda r: 'N=%d' % r['n']}[res['scenario']](res)

@@ -1,54 +1,23 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
 The scenarios of the benchmark with peers (see run.py's docstring).  Each
-function runs one setup once, in a fresh memory cgroup that the harness
-removes afterwards with everything in it, and returns a dict of what
+function runs one setup once, in a fresh memory cgroup that is
+removed afterwards with everything in it, and returns a dict of what
 happened; nothing here asserts.
 """
 
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 
-from peers import (harness, MiB, Setup, daemon_summary, kill_report,
-                   start_daemon, NoDaemon, HERE)
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.testing import decision_counts, event_counts, wait_until
+from qemu_balloon_auto.testing.cgroup import Cgroup
+from qemu_balloon_auto.testing.hog import MemoryHog
 
-
-class Hog:
-    """bench/hog.py in @cgroup: allocates @mib MiB at @rate MiB/s."""
-
-    def __init__(self, cgroup, mib, rate):
-        self.mib = mib
-        self.proc = subprocess.Popen(
-            cgroup.wrapper() + [sys.executable, os.path.join(HERE, 'hog.py'),
-                                str(mib), str(rate)],
-            stdout=subprocess.PIPE, text=True)
-        self.pid = self.proc.pid        # the wrapper execs: same pid
-        self.allocated = 0
-        self.elapsed = None
-        self.done = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            parts = line.split()
-            if parts and parts[0] in ('hog', 'done'):
-                self.allocated = int(parts[1])
-                self.elapsed = float(parts[2])
-                if parts[0] == 'done':
-                    self.done = True
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+from peers import (Setup, daemon_summary, kill_report, start_daemon,
+                   NoDaemon)
 
 
 def _alive(vm):
@@ -74,8 +43,8 @@ def _fork_info(vm):
     info = _qmp(vm, 'query-balloon-auto')
     if not info:
         return None
-    return {'decisions': harness.decision_counts(info),
-            'events': harness.event_counts(info),
+    return {'decisions': decision_counts(info),
+            'events': event_counts(info),
             'target': info.get('target', 0) // MiB,
             'floor': info.get('floor', 0) // MiB}
 
@@ -97,9 +66,9 @@ def _fill_cache(vm, mib, timeout=400):
 def _wait_stats(vm, setup, timeout=30):
     if setup.fork:
         try:
-            harness.wait_until(lambda: 'guest-stats' in
-                               (_qmp(vm, 'query-balloon-auto') or {}),
-                               timeout, what='guest statistics')
+            wait_until(lambda: 'guest-stats' in
+                       (_qmp(vm, 'query-balloon-auto') or {}),
+                       timeout, what='guest statistics')
         except TimeoutError:
             pass
 
@@ -129,11 +98,11 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
               settle=8, after=10):
     """A 1 GiB guest holding @cache MiB of page cache in a @limit MiB
     memcg; a host process in the same memcg allocates @mib MiB at a
-    nominal @rate MiB/s.  Survived: QEMU alive, the host process done and
+    nominal @rate MiB/s ('max': no pacing).  Survived: QEMU alive, the host process done and
     alive, memcg oom_kill 0, @after seconds after the allocation ended."""
     res = {'scenario': 'host-rate', 'setup': setup.name, 'rate': rate,
            'mib': mib}
-    with harness.Cgroup(limit=limit * MiB) as cg:
+    with Cgroup(limit=limit * MiB) as cg:
         disk = env.disk('hostrate', cache + 64)
         vm = env.vm(setup, 'hr-' + setup.name, cg, mem='1G', disk=disk)
         daemon, hog = NoDaemon(), None
@@ -153,10 +122,10 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
             env.log('%s: hog %d MiB at %d MiB/s (usage %d MiB, QEMU RSS %d'
                     ' MiB)' % (setup, mib, rate, res['before']['usage'],
                                res['before']['rss']))
-            hog = Hog(cg, mib, rate)
+            hog = MemoryHog(cg, mib, step=4, delay=0, rate=rate)
             samples = []
             t0 = time.monotonic()
-            timeout = max(120, 3 * mib / rate)
+            timeout = 120 if rate == 'max' else max(120, 3 * mib / rate)
             min_actual = res['before']['actual']
             while time.monotonic() - t0 < timeout:
                 if hog.done or not hog.alive() or not _alive(vm):
@@ -219,7 +188,7 @@ def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
            setup.name, 'alloc': command}
     if baseline:
         setup = Setup('upstream')
-    with harness.Cgroup(limit=limit * MiB) as cg:
+    with Cgroup(limit=limit * MiB) as cg:
         vm = env.vm(setup, 'seed-' + res['setup'], cg, mem=mem,
                     balloon='' if baseline else None)
         daemon = NoDaemon()
@@ -228,7 +197,7 @@ def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
             if not baseline:
                 vm.cmd('balloon', value=start * MiB)
                 try:
-                    harness.wait_until(
+                    wait_until(
                         lambda: (_actual_mib(vm) or 0) <= start + 1, 180,
                         what='balloon at %d MiB' % start)
                 except TimeoutError:
@@ -312,7 +281,7 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
     about once a second, so a guest OOM-killed within a second shows as a
     failure, not as a stall."""
     res = {'scenario': 'density', 'setup': setup.name, 'n': n}
-    with harness.Cgroup(limit=limit * MiB) as cg:
+    with Cgroup(limit=limit * MiB) as cg:
         disks, vms = [], []
         daemon = NoDaemon()
         turns = []
@@ -462,7 +431,7 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
     turn['max_idle_stall'] = round(turn['max_idle_stall'], 1)
     turn['seconds'] = round(time.monotonic() - t0, 2)
     if 'error' in result and not _alive(vm):
-        # the harness reports a closed console as a timeout
+        # GuestConsole reports a closed console as a timeout
         turn['result'] = 'QEMU died'
     elif 'error' in result:
         turn['result'] = 'error: ' + result['error']

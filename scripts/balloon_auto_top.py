@@ -18,143 +18,42 @@ domains as tainted by custom monitor commands).
     balloon_auto_top.py /run/vm1.qmp --record run.jsonl --duration 120 \\
         --plot run.png                                record, then plot
     balloon_auto_top.py --record run.jsonl --plot run.png   plot a recording
+
+Ctrl-C (SIGINT) or SIGTERM ends --watch and --record at once, also while
+a VM does not answer and also when the tool was started with SIGINT
+ignored (as a background job of a script); the samples so far are kept
+and --plot is drawn.
 """
 
 import argparse
 import json
 import os
-import socket
-import subprocess
+import signal
 import sys
 import time
 
-MiB = 1024 * 1024
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.qmp import (LibvirtMonitor, MonitorError, QmpClient,
+                                   QmpError, virsh)
+
 UNSET = 2 ** 64 - 1             # a guest statistic the guest did not supply
 LEVEL_COLOURS = {'low': '#e6b800', 'medium': '#ff7f0e', 'critical': '#d62728'}
-
-
-class QmpError(Exception):
-    """An error reply to a QMP command."""
-
-    def __init__(self, reply):
-        super().__init__(reply.get('desc', str(reply)))
-        self.error_class = reply.get('class', '')
-
-
-class Unreachable(Exception):
-    """The VM cannot be talked to."""
-
-
-class QmpSocket:
-    """A QMP unix socket, connected afresh for every sample."""
-
-    def __init__(self, path, timeout=3.0):
-        self.path = path
-        self.label = path
-        self.timeout = timeout
-        self._sock = None
-        self._buf = b''
-
-    def __enter__(self):
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(self.timeout)
-        try:
-            self._sock.connect(self.path)
-            greeting = self._read()
-            if 'QMP' not in greeting:
-                raise Unreachable('%s: not a QMP socket' % self.path)
-            self.query('qmp_capabilities')
-        except socket.timeout as e:
-            self.__exit__()
-            raise Unreachable('%s: no QMP greeting within %g s (another '
-                              'client holds the monitor?)' %
-                              (self.path, self.timeout)) from e
-        except OSError as e:
-            self.__exit__()
-            raise Unreachable('%s: %s' % (self.path, e.strerror or e)) from e
-        except Unreachable:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        if self._sock:
-            self._sock.close()
-            self._sock = None
-
-    def _read(self):
-        while b'\n' not in self._buf:
-            data = self._sock.recv(65536)
-            if not data:
-                raise Unreachable('%s: QEMU closed the connection' %
-                                  self.path)
-            self._buf += data
-        line, self._buf = self._buf.split(b'\n', 1)
-        return json.loads(line)
-
-    def query(self, command, **arguments):
-        """The 'return' value of @command; raises QmpError on an error."""
-        msg = {'execute': command}
-        if arguments:
-            msg['arguments'] = arguments
-        self._sock.sendall(json.dumps(msg).encode() + b'\n')
-        while True:
-            reply = self._read()
-            if 'return' in reply:
-                return reply['return']
-            if 'error' in reply:
-                raise QmpError(reply['error'])
-            # anything else is an asynchronous event: skip it
-
-
-class LibvirtDomain:
-    """A libvirt domain, queried through virsh qemu-monitor-command."""
-
-    def __init__(self, uri, name):
-        self.uri = uri
-        self.name = name
-        self.label = name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def query(self, command, **arguments):
-        """The 'return' value of @command; raises QmpError on an error."""
-        msg = {'execute': command}
-        if arguments:
-            msg['arguments'] = arguments
-        proc = subprocess.run(virsh(self.uri) + [
-            'qemu-monitor-command', self.name, json.dumps(msg)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            check=False)
-        if proc.returncode != 0:
-            raise Unreachable('%s: %s' % (self.name, proc.stderr.strip()))
-        reply = json.loads(proc.stdout)
-        if 'error' in reply:
-            raise QmpError(reply['error'])
-        return reply['return']
-
-
-def virsh(uri):
-    return ['virsh', '-q'] + (['-c', uri] if uri else [])
+# seconds a VM may take to answer: one that does not is shown unreachable
+QMP_TIMEOUT = 3.0
+VIRSH_TIMEOUT = 10.0
 
 
 def libvirt_running_domains(uri):
-    proc = subprocess.run(virsh(uri) + ['list', '--name'],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit('balloon_auto_top: virsh list failed: %s' %
-                         proc.stderr.strip())
-    return [name for name in proc.stdout.split() if name]
+    try:
+        out = virsh(uri, 'list', '--name', timeout=VIRSH_TIMEOUT)
+    except MonitorError as e:
+        raise SystemExit('balloon_auto_top: %s' % e) from e
+    return [name for name in out.split() if name]
 
 
 def qemu_pid(session):
     """QEMU's process id: the thread group of a vCPU thread."""
-    for cpu in session.query('query-cpus-fast'):
+    for cpu in session.command('query-cpus-fast'):
         try:
             with open('/proc/%d/status' % cpu['thread-id']) as f:
                 for line in f:
@@ -181,9 +80,9 @@ def manual_available(session):
     """The guest's available memory as a balloon without automatic mode
     reports it (only while statistics polling is on), or None."""
     for parent in ('/machine/peripheral', '/machine/peripheral-anon'):
-        for child in session.query('qom-list', path=parent):
+        for child in session.command('qom-list', path=parent):
             if child['type'].startswith('child<virtio-balloon'):
-                stats = session.query('qom-get',
+                stats = session.command('qom-get',
                                       path=parent + '/' + child['name'],
                                       property='guest-stats')
                 value = stats['stats'].get('stat-available-memory', UNSET)
@@ -196,13 +95,13 @@ def manual_available(session):
 def balloon_state(session):
     """The balloon part of a sample."""
     try:
-        actual = session.query('query-balloon')['actual']
+        actual = session.command('query-balloon')['actual']
     except QmpError as e:
         if e.error_class != 'DeviceNotActive':
             raise
         return {'status': 'no balloon'}
     try:
-        auto = session.query('query-balloon-auto')
+        auto = session.command('query-balloon-auto')
     except QmpError as e:
         if e.error_class != 'CommandNotFound':
             raise
@@ -228,12 +127,12 @@ def sample(target):
     row = {'vm': target.label}
     try:
         with target as session:
-            if isinstance(target, QmpSocket):
-                row['vm'] = (session.query('query-name').get('name') or
+            if isinstance(target, QmpClient):
+                row['vm'] = (session.command('query-name').get('name') or
                              os.path.basename(target.path))
             row['pid'] = qemu_pid(session)
             row.update(balloon_state(session))
-    except (Unreachable, QmpError, OSError, ValueError) as e:
+    except (MonitorError, QmpError, OSError, ValueError) as e:
         row['error'] = str(e)
         return row
     row['rss'] = rss_of(row['pid'])
@@ -347,19 +246,36 @@ def plot(recording, png):
     plt.close(fig)
 
 
+def stop_on_signals():
+    """Make SIGINT (Ctrl-C) and SIGTERM end a watch or a recording,
+    whatever the tool inherited: a background job of a non-interactive
+    shell ('cmd &', as CI runners and scripts start commands) starts with
+    SIGINT ignored, and then Python installs no KeyboardInterrupt handler
+    at all; a parent may also pass SIGINT on blocked.  The handler raises
+    KeyboardInterrupt wherever the tool waits (a monitor's reply, virsh,
+    the pause between samples), so the recording ends at once."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                           {signal.SIGINT, signal.SIGTERM})
+
+
 def targets_from(args):
     """QMP sockets for paths, libvirt domains for names."""
     targets = []
     domains = []
     for t in args.targets:
         if '/' in t or os.path.exists(t):
-            targets.append(QmpSocket(t))
+            targets.append(QmpClient(t, timeout=args.timeout or QMP_TIMEOUT))
         else:
             domains.append(t)
     uri = args.libvirt or None
     if args.libvirt is not None and not domains:
         domains = libvirt_running_domains(uri)
-    targets += [LibvirtDomain(uri, d) for d in domains]
+    targets += [LibvirtMonitor(d, uri, timeout=args.timeout or VIRSH_TIMEOUT)
+                for d in domains]
     return targets
 
 
@@ -385,6 +301,10 @@ def main():
                     ' are given)')
     ap.add_argument('--json', action='store_true',
                     help='print samples as JSON instead of a table')
+    ap.add_argument('--timeout', type=float, metavar='SECONDS',
+                    help='how long a VM may take to answer before it is'
+                    ' shown unreachable (%g; through virsh %g)' % (
+                        QMP_TIMEOUT, VIRSH_TIMEOUT))
     args = ap.parse_args()
 
     if args.plot and not args.record:
@@ -398,6 +318,8 @@ def main():
         ap.error('no VM given (QMP socket paths, domain names or --libvirt)')
 
     loop = args.watch is not None or args.record
+    if loop:
+        stop_on_signals()
     interval = args.watch if args.watch is not None else args.interval
     end = time.monotonic() + args.duration if args.duration else None
     recording = open(args.record, 'a') if args.record else None
@@ -430,7 +352,14 @@ def main():
         print('recorded %d samples of %d VMs to %s' % (
             count, len(targets), args.record))
     if args.plot:
-        plot(args.record, args.plot)
+        try:
+            plot(args.record, args.plot)
+        except KeyboardInterrupt:
+            # a second signal: the recording is complete, the plot is not
+            sys.stderr.write('balloon_auto_top: plot interrupted; draw it'
+                             ' again with --record %s --plot %s\n' % (
+                                 args.record, args.plot))
+            return 130
         print('plot written to', args.plot)
     return 0
 

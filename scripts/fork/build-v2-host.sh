@@ -8,9 +8,10 @@
 # qemu-system-x86_64 with the shared libraries it needs, the firmware for
 # -kernel boots, and its test-balloon-pressure unit test), the stable test
 # guest to run nested, and Python with the fork's management helper
-# qemu-balloon-auto-pressure.  The machines here bind the memory controller
-# to cgroup v1; booted with cgroup_no_v1=all this guest has it on v2, so
-# the v2 code runs against a real kernel.
+# qemu-balloon-auto-pressure and its package qemu_balloon_auto.  The
+# machines here bind the memory controller to cgroup v1; booted with
+# cgroup_no_v1=all this guest has it on v2, so the v2 code runs against a
+# real kernel.
 #
 # Boot it with the kernel command line extras V2_APPEND prints, and -m of
 # 3 GiB or more.  Inside: /opt/qemu/bin/qemu-system-x86_64 (firmware with
@@ -51,7 +52,7 @@ mkdir -p "$out"
 inputs=$(
     for f in "$qemu" "$unit" "$outer_initrd" "$nested_kernel" "$nested_initrd" \
              "$bios" "$roms"/*.bin "$0" "$srcdir/scripts/qemu-balloon-auto-pressure" \
-             /usr/bin/python3.11; do
+             "$srcdir"/scripts/qemu_balloon_auto/*.py /usr/bin/python3.11; do
         sha256sum < "$f"
     done | sha256sum | cut -d' ' -f1
 )
@@ -94,6 +95,11 @@ cp "$python" "$root/usr/bin/python3"
     --exclude='config-3.11-*' --exclude=distutils --exclude=turtledemo \
     --exclude=sqlite3 python3.11) | tar -xf - -C "$root/usr/lib"
 cp "$srcdir/scripts/qemu-balloon-auto-pressure" "$root/usr/bin/"
+# its package (not 'testing') in the standard library's directory, which
+# is on the path of the copied interpreter
+mkdir -p "$root/usr/lib/python3.11/qemu_balloon_auto"
+cp "$srcdir"/scripts/qemu_balloon_auto/*.py \
+    "$root/usr/lib/python3.11/qemu_balloon_auto/"
 
 # The shared libraries (and the loader) at the paths the binaries expect.
 for lib in $( (ldd "$qemu"; ldd "$unit"; ldd "$python") |

@@ -17,6 +17,8 @@ import sys
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+# where the tests find the shared package qemu_balloon_auto
+SCRIPTS = os.path.join(TOP, 'scripts')
 
 # Upstream tests for what the fork touches, then the fork's own.
 QTESTS = [
@@ -175,8 +177,16 @@ def fuzz_smoke(tally, bld):
         tally.add('fuzz', 'fail', 'no fuzz target ran')
 
 
+def python_path(env):
+    """@env's PYTHONPATH with the checkout's scripts/ first: how the
+    tests and the benchmark find the package qemu_balloon_auto."""
+    return os.pathsep.join([SCRIPTS] + [p for p in env.get(
+        'PYTHONPATH', '').split(os.pathsep) if p and p != SCRIPTS])
+
+
 def functional(tally, pristine, only=None):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env['PYTHONPATH'] = python_path(env)
     if pristine:
         env['QEMU_FORK_PRISTINE_TREE'] = os.path.abspath(pristine)
     runs = []

@@ -6,7 +6,8 @@ Demo of the automatic balloon: boot the bundled guest with
 then squeeze the host (a memory hog in the same cgroup) and the guest
 (an allocation inside it) and show, live, what the balloon does, as the
 host-side view scripts/balloon_auto_top.py sees it.  The run is recorded
-to build/demo.jsonl and plotted to build/demo.png.
+to build/demo.jsonl and plotted to build/demo.png.  It runs with the
+checkout's scripts/ on PYTHONPATH (make demo sets it).
 """
 
 import argparse
@@ -16,13 +17,12 @@ import sys
 import threading
 import time
 
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
-sys.path.insert(0, os.path.join(TOP, 'tests', 'functional', 'balloon_auto'))
-sys.path.insert(0, os.path.join(TOP, 'scripts'))
-
-import balloon_auto_top as view  # noqa: E402  pylint: disable=C0413
-import harness  # noqa: E402  pylint: disable=wrong-import-position
-from harness import MiB  # noqa: E402  pylint: disable=wrong-import-position
+import balloon_auto_top as view
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.qmp import QmpClient
+from qemu_balloon_auto.testing.cgroup import Cgroup
+from qemu_balloon_auto.testing.guest import TOP, TestVM
+from qemu_balloon_auto.testing.hog import MemoryHog
 
 VIEW_SOCKET = os.path.join(TOP, 'build', 'tests', 'demo.qmp')
 RECORDING = os.path.join(TOP, 'build', 'demo.jsonl')
@@ -35,7 +35,7 @@ class DemoView:
 
     def __init__(self, cg):
         self.cg = cg
-        self.target = view.QmpSocket(VIEW_SOCKET)
+        self.target = QmpClient(VIEW_SOCKET, timeout=view.QMP_TIMEOUT)
         self.recording = open(RECORDING, 'w')
 
     def row(self, phase):
@@ -85,13 +85,13 @@ def main():
     os.makedirs(os.path.dirname(VIEW_SOCKET), exist_ok=True)
     if os.path.exists(VIEW_SOCKET):
         os.unlink(VIEW_SOCKET)
-    with harness.Cgroup(limit=args.limit_mib * MiB) as cg:
-        vm = harness.TestVM('demo', mem='1G', cgroup=cg,
-                            balloon='automatic=on,deflate-on-oom=on,'
-                                    'pressure-source=cgroup-v1,'
-                                    'pressure-cgroup=' + cg.v1,
-                            args=('-name', 'demo', '-qmp',
-                                  'unix:%s,server=on,wait=off' % VIEW_SOCKET))
+    with Cgroup(limit=args.limit_mib * MiB) as cg:
+        vm = TestVM('demo', mem='1G', cgroup=cg,
+                    balloon='automatic=on,deflate-on-oom=on,'
+                            'pressure-source=cgroup-v1,'
+                            'pressure-cgroup=' + cg.v1,
+                    args=('-name', 'demo', '-qmp',
+                          'unix:%s,server=on,wait=off' % VIEW_SOCKET))
         with vm:
             demo = DemoView(cg)
             src = vm.cmd('query-balloon-auto')['source']
@@ -105,7 +105,7 @@ def main():
 
             print('\n2. A host process in the same cgroup needs 800 MiB:'
                   ' host pressure inflates the balloon.')
-            hog = harness.MemoryHog(cg, 800, step=8, delay=0.5)
+            hog = MemoryHog(cg, 800, step=8, delay=0.5)
             try:
                 demo.watch('host-pressure', 40)
             finally:

@@ -30,9 +30,16 @@ DESTDIR="$stage" ninja -C "$docs" install >"$work/install-docs.log"
 DESTDIR="$stage" ninja -C "$bld" install >"$work/install.log"
 install -m 0644 "$bld"/pc-bios/optionrom/*.bin "$stage/usr/share/qemu/"
 install -m 0755 "$srcdir/scripts/qemu-balloon-auto-pressure" "$stage/usr/bin/"
+# the helper's Python package, where /usr/bin/python3 finds it (its
+# 'testing' part is for the checkout's tests and bench only)
+pydir="$stage/usr/lib/python3/dist-packages/qemu_balloon_auto"
+install -d "$pydir"
+install -m 0644 "$srcdir"/scripts/qemu_balloon_auto/*.py "$pydir/"
 
-cp "$srcdir/scripts/fork/debian/rules" \
-   "$srcdir/scripts/fork/debian/qemu-balloon-auto.install" "$work/src/debian/"
+for f in rules qemu-balloon-auto.install qemu-balloon-auto.postinst \
+         qemu-balloon-auto.prerm; do
+    cp "$srcdir/scripts/fork/debian/$f" "$work/src/debian/"
+done
 sed "s|@BASE@|$base|" "$srcdir/scripts/fork/debian/control.in" \
     >"$work/src/debian/control"
 cat >"$work/src/debian/changelog" <<EOC

@@ -31,9 +31,9 @@ import unittest
 
 import harness
 from harness import MiB
+from qemu_balloon_auto import qmp
 
-sys.path.insert(0, os.path.join(harness.TOP, 'scripts'))
-import balloon_auto_top  # noqa: E402  pylint: disable=wrong-import-position
+import balloon_auto_top
 
 KiB = 1024
 DOMAIN = 'balloon-auto'
@@ -318,10 +318,8 @@ def connect_console(path, log):
 class LibvirtTest(unittest.TestCase):
 
     def setUp(self):
-        workdir = os.environ.get('QEMU_FORK_TEST_DIR',
-                                 os.path.join(harness.TOP, 'build', 'tests'))
-        os.makedirs(workdir, exist_ok=True)
-        self.root = tempfile.mkdtemp(prefix='libvirt-', dir=workdir)
+        self.root = tempfile.mkdtemp(prefix='libvirt-',
+                                     dir=harness.work_dir())
         self.passed = False
         self.domain = DOMAIN
         self.addCleanup(self.remove_root)
@@ -340,9 +338,8 @@ class LibvirtTest(unittest.TestCase):
 
     def qmp(self, command, **arguments):
         """A QMP command through virsh qemu-monitor-command."""
-        return balloon_auto_top.LibvirtDomain(self.libvirt.uri,
-                                              self.domain).query(command,
-                                                                 **arguments)
+        return qmp.LibvirtMonitor(self.domain, self.libvirt.uri,
+                                  timeout=300).command(command, **arguments)
 
     def query(self):
         return self.qmp('query-balloon-auto')
@@ -643,7 +640,7 @@ class LibvirtTest(unittest.TestCase):
                                   property='pressure-fd'), 'pressure-critical')
         # a name getfd never saw is refused, naming the argument, and the
         # descriptors stay in use
-        with self.assertRaises(balloon_auto_top.QmpError) as cm:
+        with self.assertRaises(qmp.QmpError) as cm:
             self.qmp('balloon-auto-set', **{'pressure-fd': 'nosuch'})
         refusal = str(cm.exception)
         self.assertIn('pressure-fd', refusal)

@@ -30,7 +30,7 @@ def balloon_props(cg, automatic='on'):
 class MigrationTest(unittest.TestCase):
 
     def test_migrate_while_inflating(self):
-        sock = os.path.join(harness.TOP, 'build', 'tests',
+        sock = os.path.join(harness.work_dir(),
                             'migrate-%d.sock' % os.getpid())
         uri = 'unix:' + sock
         with harness.Cgroup(limit=LIMIT) as src_cg, \

@@ -16,7 +16,7 @@ import harness
 from harness import MiB
 
 PRISTINE = os.environ.get('QEMU_FORK_PRISTINE_TREE')
-WORKDIR = os.path.join(harness.TOP, 'build', 'tests')
+WORKDIR = harness.work_dir()
 
 
 def socket_uri(name):

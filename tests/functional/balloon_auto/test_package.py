@@ -14,14 +14,11 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import unittest
 
 import harness
-
-sys.path.insert(0, os.path.join(harness.TOP, 'scripts'))
-import balloon_auto_top  # noqa: E402  pylint: disable=wrong-import-position
+from qemu_balloon_auto.qmp import QmpClient
 
 ROOT_TOOL = os.path.join(harness.TOP, 'scripts', 'fork', 'debian-root.sh')
 CACHE = os.environ.get('QEMU_FORK_CACHE', os.path.join(
@@ -121,19 +118,19 @@ class PackageTest(unittest.TestCase):
             con = harness.GuestConsole(sock, os.path.join(ROOT, 'tmp',
                                                           'console.log'))
             con.wait_for(harness.GuestConsole.READY, 240)
-            with balloon_auto_top.QmpSocket(qmp) as q:
-                harness.wait_until(lambda: q.query('query-balloon-auto')[
+            with QmpClient(qmp) as q:
+                harness.wait_until(lambda: q.command('query-balloon-auto')[
                     'status'] == 'active', 60, what='automatic active')
-                q.query('balloon', value=768 * harness.MiB)
+                q.command('balloon', value=768 * harness.MiB)
                 harness.wait_until(
-                    lambda: q.query('query-balloon')['actual'] ==
+                    lambda: q.command('query-balloon')['actual'] ==
                     768 * harness.MiB, 60, what='the guest at 768 MiB')
-                info = q.query('query-balloon-auto')
+                info = q.command('query-balloon-auto')
                 self.assertEqual(info['baseline'], 768 * harness.MiB)
                 print('# installed QEMU: guest booted with automatic=on;'
                       ' balloon at %d MiB' % (info['actual'] //
                                               harness.MiB))
-                q.query('quit')
+                q.command('quit')
             con.close()
         finally:
             if qemu.poll() is None:
@@ -144,6 +141,7 @@ class PackageTest(unittest.TestCase):
         """The libvirt test, in the fresh root, with the installed QEMU as
         the domains' emulator."""
         env = ['env', 'PYTHONUNBUFFERED=1', 'QEMU_FORK_EMULATOR=' + EMULATOR,
+               'PYTHONPATH=' + os.path.join(harness.TOP, 'scripts'),
                'QEMU_FORK_GUEST=' + ':'.join(self.guest),
                'QEMU_FORK_TEST_DIR=/tmp/tests']
         proc = in_root(*env, 'python3', os.path.join(

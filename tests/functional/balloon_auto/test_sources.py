@@ -21,7 +21,7 @@ class SourcesTest(unittest.TestCase):
         sys.path.insert(0, os.path.join(harness.TREE, 'python'))
         from qemu.machine import QEMUMachine  # pylint: disable=import-error
         vm = QEMUMachine(harness.qemu_binary(), wrapper=cg.wrapper(v2_dir),
-                         base_temp_dir=harness.TOP + '/build/tests')
+                         base_temp_dir=harness.work_dir())
         vm.add_args('-M', 'q35', '-nodefaults', '-S', '-m', '512M',
                     '-device', 'virtio-balloon-pci,id=balloon0,' + props)
         vm.launch()

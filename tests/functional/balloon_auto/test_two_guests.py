@@ -25,9 +25,7 @@ def run_scenario(automatic):
                'pressure-cgroup=%s' if automatic else '')
     tag = 'auto' if automatic else 'manual'
     with harness.Cgroup(limit=LIMIT) as cg:
-        disk = os.path.join(harness.TOP, 'build', 'tests',
-                            'cache-disk-%s.raw' % tag)
-        os.makedirs(os.path.dirname(disk), exist_ok=True)
+        disk = os.path.join(harness.work_dir(), 'cache-disk-%s.raw' % tag)
         with open(disk, 'wb') as f:
             f.truncate((CACHE_MIB + 64) * MiB)
         # cache=none: the guest's cache must not become host page cache

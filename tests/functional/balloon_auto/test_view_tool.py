@@ -3,18 +3,24 @@
 """The host-side view (scripts/balloon_auto_top.py) against live VMs: its
 numbers agree with QMP and /proc, it tells VMs without automatic
 ballooning and unreachable sockets apart, and a recording made under real
-host pressure plots to a PNG."""
+host pressure plots to a PNG.  And against fake monitors, some of which
+never answer: SIGINT and SIGTERM end a recording within seconds, keep
+what it recorded and draw the plot, also when the tool was started with
+SIGINT ignored or blocked."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
 import harness
 from harness import MiB
+import fakes
 
 TOOL = os.path.join(harness.TOP, 'scripts', 'balloon_auto_top.py')
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -40,9 +46,7 @@ class ViewToolTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        workdir = os.environ.get('QEMU_FORK_TEST_DIR',
-                                 os.path.join(harness.TOP, 'build', 'tests'))
-        os.makedirs(workdir, exist_ok=True)
+        workdir = harness.work_dir()
         cls.workdir = workdir
         cls.sock = os.path.join(workdir, 'viewtool.qmp')
         cls.manual_sock = os.path.join(workdir, 'viewtool-manual.qmp')
@@ -163,7 +167,12 @@ class ViewToolTest(unittest.TestCase):
             time.sleep(3)
         finally:
             tool.send_signal(signal.SIGINT)
-            out, err = tool.communicate(timeout=120)
+            try:
+                out, err = tool.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                tool.kill()             # leave no recorder behind
+                tool.communicate()
+                raise
         self.assertEqual(tool.returncode, 0, err)
         self.assertIn('plot written to ' + png, out)
 
@@ -192,6 +201,97 @@ class ViewToolTest(unittest.TestCase):
                   first['rss'] // MiB, last['rss'] // MiB, last['events'],
                   png, os.path.getsize(png)))
 
+
+def ignore_sigint():
+    """What a non-interactive shell gives a background job ('cmd &'):
+    SIGINT (and SIGQUIT) ignored.  CI runners start commands like that."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def block_sigint():
+    """A parent that spawns with SIGINT in its signal mask."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+class StopTest(unittest.TestCase):
+    """Ending a recording, with VMs that do not answer (no QEMU needed)."""
+
+    # how soon the tool must be gone after the signal (plot included)
+    STOP_WITHIN = 8
+    MONITOR_TIMEOUT = 1
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='view-stop-')
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.socks = {}
+        for mode in ('ok', 'silent', 'mute'):
+            path = os.path.join(self.dir, mode + '.qmp')
+            mon = fakes.FakeMonitor(path, mode=mode,
+                                    replies={'query-name': {'name': mode}})
+            self.addCleanup(mon.stop)
+            self.socks[mode] = path
+
+    def record_and_stop(self, sig, preexec=None):
+        """Record the three monitors, send @sig once two samples are in;
+        (seconds to exit, exit code, stdout, stderr, samples, png)."""
+        recording = os.path.join(self.dir, 'run.jsonl')
+        png = os.path.join(self.dir, 'run.png')
+        for path in (recording, png):
+            if os.path.exists(path):
+                os.unlink(path)
+        tool = subprocess.Popen(
+            [sys.executable, TOOL] + list(self.socks.values()) +
+            ['--record', recording, '--interval', '0.2', '--plot', png,
+             '--timeout', str(self.MONITOR_TIMEOUT)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=preexec)
+        try:
+            harness.wait_until(lambda: tool.poll() is not None or (
+                os.path.exists(recording) and
+                len(open(recording).readlines()) >= 2), 60, interval=0.1,
+                what='two samples recorded')
+            # into a sample: the tool waits for a monitor that is silent
+            time.sleep(0.3)
+            start = time.monotonic()
+            tool.send_signal(sig)
+            out, err = tool.communicate(timeout=self.STOP_WITHIN)
+            took = time.monotonic() - start
+        except subprocess.TimeoutExpired:
+            tool.kill()
+            tool.communicate()
+            self.fail('the tool did not end within %d s of %s' % (
+                self.STOP_WITHIN, signal.Signals(sig).name))
+        samples = [json.loads(line) for line in open(recording)]
+        return took, tool.returncode, out, err, samples, png
+
+    def check_stop(self, how, sig, preexec=None):
+        took, rc, out, err, samples, png = self.record_and_stop(sig, preexec)
+        self.assertEqual(rc, 0, err)
+        self.assertIn('plot written to ' + png, out)
+        self.assertGreaterEqual(len(samples), 2)
+        rows = {r['vm']: r for r in samples[0]['vms']}
+        self.assertEqual(rows['ok']['actual'], 512 * MiB)
+        self.assertIn('no QMP greeting', rows[self.socks['silent']]['error'])
+        self.assertIn('no reply', rows[self.socks['mute']]['error'])
+        with open(png, 'rb') as f:
+            self.assertEqual(f.read(len(PNG_MAGIC)), PNG_MAGIC)
+        print('# %s: the tool ended %.1f s after the signal, with %d'
+              ' samples and the plot' % (how, took, len(samples)))
+
+    def test_sigint(self):
+        self.check_stop('SIGINT', signal.SIGINT)
+
+    def test_sigint_started_ignored(self):
+        """Started as a background job of a non-interactive shell."""
+        self.check_stop('SIGINT, started with SIGINT ignored',
+                        signal.SIGINT, ignore_sigint)
+
+    def test_sigint_started_blocked(self):
+        self.check_stop('SIGINT, started with SIGINT blocked',
+                        signal.SIGINT, block_sigint)
+
+    def test_sigterm(self):
+        self.check_stop('SIGTERM', signal.SIGTERM)
 
 if __name__ == '__main__':
     harness.main()

@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+What the functional tests (tests/functional/balloon_auto/) and the
+benchmark (bench/) run their experiments with:
+
+  qemu_balloon_auto.testing.guest   QEMU booting the bundled test guest
+                                    (TestVM), its serial console
+                                    (GuestConsole), the trees and builds
+  qemu_balloon_auto.testing.cgroup  child memory cgroups (Cgroup)
+  qemu_balloon_auto.testing.hog     a host process taking memory in a
+                                    cgroup (MemoryHog)
+
+and, here, the small helpers they share.  Part of the checkout only: the
+Debian package installs qemu_balloon_auto without it.
+"""
+
+import time
+
+
+def wait_until(predicate, timeout, interval=0.5, what='condition'):
+    """The first true value of @predicate(), called every @interval
+    seconds; TimeoutError naming @what after @timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError('%s not reached within %ss' % (what, timeout))
+        time.sleep(interval)
+
+
+def proc_rss(pid):
+    """Resident set size of @pid in bytes."""
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def decision_counts(info):
+    """query-balloon-auto's decisions as {reason: count}."""
+    return {d['reason']: d['count'] for d in info['decisions']}
+
+
+def event_counts(info):
+    """query-balloon-auto's host pressure events as {level: count}."""
+    return {e['level']: e['events'] for e in info['events']}
