@@ -11,6 +11,7 @@ AHCI controller (ich9-ahci) without stalling.
 """
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -163,6 +164,44 @@ class PackageTest(unittest.TestCase):
             if qemu.poll() is None:
                 qemu.kill()
             qemu.wait()
+
+    def test_kvm_link(self):
+        """/usr/bin/kvm, which the package promises by providing qemu-kvm
+        (Debian's qemu-system-x86 links it to the native emulator; Ganeti,
+        which recommends qemu-kvm, runs /usr/bin/kvm): the installed
+        emulator, which under that name tries KVM before TCG."""
+        link = os.path.join(ROOT, 'usr', 'bin', 'kvm')
+        self.assertTrue(os.path.islink(link), '/usr/bin/kvm is missing')
+        self.assertEqual(os.path.realpath(link),
+                         os.path.join(ROOT, EMULATOR.lstrip('/')))
+        self.assertIn('qemu-balloon-auto fork',
+                      in_root('kvm', '--version').stdout)
+        self.assertTrue(glob.glob(os.path.join(
+            ROOT, 'usr/share/man/man1/kvm.1*')), 'no kvm(1) man page')
+        qmp = ('{"execute": "qmp_capabilities"}\n'
+               '{"execute": "query-kvm"}\n{"execute": "quit"}\n')
+
+        def accel(name):
+            """KVM's state and QEMU's complaints run as @name with no
+            -accel."""
+            out = in_root(name, '-M', 'none', '-nodefaults', '-display',
+                          'none', '-qmp', 'stdio', input=qmp,
+                          timeout=60).stdout
+            for line in out.splitlines():
+                if '"enabled"' in line:
+                    return json.loads(line)['return']['enabled'], out
+            self.fail('no query-kvm answer from %s: %s' % (name, out))
+        kvm, kvm_out = accel('kvm')
+        plain, plain_out = accel('qemu-system-x86_64')
+        # "kvm" means accel kvm:tcg: KVM if the host has it, else a
+        # fallback to TCG that QEMU reports; qemu-system-x86_64 alone
+        # means tcg:kvm, so TCG without trying KVM
+        self.assertTrue(kvm or 'falling back to tcg' in kvm_out, kvm_out)
+        self.assertFalse(plain, plain_out)
+        self.assertNotIn('initialize kvm', plain_out)
+        print('# kvm -> %s: KVM %s' % (os.readlink(link), 'enabled' if kvm
+                                       else 'tried, not usable here, '
+                                       'fell back to TCG'))
 
     def test_ahci_boot(self):
         """The installed QEMU with the root's SeaBIOS boots from a disk on
