@@ -28,6 +28,9 @@ ROOT_TOOL = os.path.join(harness.TOP, 'scripts', 'fork', 'debian-root.sh')
 CACHE = os.environ.get('QEMU_FORK_CACHE', os.path.join(
     os.path.expanduser('~'), '.cache', 'qemu-balloon-auto'))
 ROOT = os.path.join(CACHE, 'roots', 'work-test-package')
+# a root with another Debian emulator, where apt is asked to install the
+# package (simulated)
+ROOT_ARM = os.path.join(CACHE, 'roots', 'work-test-package-arm')
 EMULATOR = '/usr/bin/qemu-system-x86_64'
 # the package needs seabios >= 1.16.3, which Debian 12 has in
 # bookworm-backports only; named as the README's install command names it
@@ -164,6 +167,40 @@ class PackageTest(unittest.TestCase):
             if qemu.poll() is None:
                 qemu.kill()
             qemu.wait()
+
+    def test_other_emulators_removed(self):
+        """On a host with Debian's qemu-system-arm, installing the package
+        removes qemu-system-arm with qemu-system-common and -data (arm
+        needs them at its own version, the package conflicts with them),
+        and the package's description says so."""
+        start = time.monotonic()
+        try:
+            subprocess.run([ROOT_TOOL, 'new', ROOT_ARM, 'qemu-system-arm'],
+                           check=True)
+            shutil.copy(self.deb, os.path.join(ROOT_ARM, 'tmp'))
+            sim = subprocess.run(
+                [ROOT_TOOL, 'run', ROOT_ARM, 'apt-get', 'install', '-s',
+                 '-q', '/tmp/' + os.path.basename(self.deb)] + FIRMWARE,
+                check=True, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, timeout=600).stdout
+        finally:
+            # only a simulation ran there: nothing to look at later
+            shutil.rmtree(ROOT_ARM, ignore_errors=True)
+        removed = sorted(l.split()[1] for l in sim.splitlines()
+                         if l.startswith('Remv '))
+        print('# apt on a host with qemu-system-arm (%.0f s): installing'
+              ' the package removes %s' % (time.monotonic() - start,
+                                           ' '.join(removed)))
+        self.assertEqual(removed, ['qemu-system-arm', 'qemu-system-common',
+                                   'qemu-system-data'], sim)
+        desc = ' '.join(in_root('dpkg-query', '-W', '-f', '${Description}',
+                                'qemu-balloon-auto').stdout.split())
+        for name in removed + ['qemu-system-gui', 'qemu-block-extra',
+                               'qemu-utils', 'qemu-system-modules-spice',
+                               'qemu-system-modules-opengl']:
+            self.assertIn(name, desc)
+        self.assertIn('removes every other Debian QEMU system emulator',
+                      desc)
 
     def test_kvm_link(self):
         """/usr/bin/kvm, which the package promises by providing qemu-kvm
