@@ -34,7 +34,7 @@
 #include "hw/virtio/virtio-balloon.h"
 #include "hw/virtio/virtio-balloon-auto.h"
 #include "virtio-balloon-auto-internal.h"
-#include "hw/virtio/balloon-cgroup.h"
+#include "hw/virtio/balloon-headroom.h"
 #include "trace.h"
 
 /* While a migration or snapshot blocks decisions: look again this often. */
@@ -270,6 +270,19 @@ bool virtio_balloon_auto_tunables_apply(const BalloonAutoTunables *t,
 #define PSI_WINDOW_MIN_MS 500
 #define PSI_WINDOW_MAX_MS 10000
 
+bool virtio_balloon_auto_host_setpoint_check(uint8_t pct, Error **errp)
+{
+    if (pct < BALLOON_HEADROOM_HOST_SETPOINT_MIN ||
+        pct > BALLOON_HEADROOM_HOST_SETPOINT_MAX) {
+        error_setg(errp, "'host-setpoint' must be a percentage of the host's "
+                   "memory from %d to %d, not %u",
+                   BALLOON_HEADROOM_HOST_SETPOINT_MIN,
+                   BALLOON_HEADROOM_HOST_SETPOINT_MAX, pct);
+        return false;
+    }
+    return true;
+}
+
 /*
  * The source the properties describe; a property that names none of the
  * choices is an error naming it.
@@ -283,14 +296,15 @@ static bool source_config(VirtIOBalloonAuto *a, BalloonPressureConfig *cfg,
         .fd = a->fd_taken ? NULL : a->fd,
         .fd_level = BALLOON_POLICY_LEVEL_MEDIUM,
         .psi_window_ms = a->psi_window_ms,
+        .host_setpoint_pct = a->host_setpoint,
     };
     if (a->source) {
         int kind = balloon_pressure_kind_parse(a->source);
 
         if (kind < 0) {
             error_setg(errp, "'pressure-source' must be one of auto, "
-                       "cgroup-v1, cgroup-v2, system, fd, none; not '%s'",
-                       a->source);
+                       "cgroup-v1, cgroup-v2, host, system, fd, none; not "
+                       "'%s'", a->source);
             return false;
         }
         cfg->kind = kind;
@@ -307,6 +321,9 @@ static bool source_config(VirtIOBalloonAuto *a, BalloonPressureConfig *cfg,
             return false;
         }
         cfg->fd_level = l;
+    }
+    if (!virtio_balloon_auto_host_setpoint_check(a->host_setpoint, errp)) {
+        return false;
     }
     if (a->psi_window_ms < PSI_WINDOW_MIN_MS ||
         a->psi_window_ms > PSI_WINDOW_MAX_MS) {
@@ -373,7 +390,8 @@ static void auto_note_host(VirtIOBalloon *s, int64_t now)
         r.count != a->host_reading) {
         BalloonPolicyHost h = {
             .time = now, .read_time = r.time, .usage = r.usage,
-            .limit = r.limit, .footprint = r.footprint,
+            .limit = r.limit, .setpoint = r.setpoint,
+            .footprint = r.footprint,
         };
 
         a->host_reading = r.count;
