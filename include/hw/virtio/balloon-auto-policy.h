@@ -80,7 +80,7 @@ typedef struct BalloonPolicyGuestStats {
  * usage and the limit in force, and how much of the usage is this VM's.
  */
 typedef struct BalloonPolicyHost {
-    int64_t time;               /* when noted, on the policy's clock, or NEVER */
+    int64_t time;               /* when noted (policy's clock), or NEVER */
     /*
      * When read, on the source's own clock: host growth is timed on it,
      * since the policy's clock stops while the VM does and the host's
