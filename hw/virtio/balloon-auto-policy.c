@@ -103,8 +103,8 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->pingpong_window = 10 * SEC_NS;
     p->pingpong_hold = 60 * SEC_NS;
     p->host_max_age = 3 * SEC_NS;
-    p->setpoint_permille = BALLOON_POLICY_SETPOINT_PERMILLE;
-    p->return_permille = 750;
+    /* 75% of a cgroup's limit, 5% under its setpoint: the hysteresis */
+    p->return_gap_permille = 50;
     p->lead = 1 * SEC_NS;
     p->guest_fast_rate = 512 * MiB_BYTES;
 }
@@ -493,16 +493,10 @@ static bool host_known(const BalloonPolicyState *s,
            now - s->host.time <= p->host_max_age;
 }
 
-uint64_t balloon_policy_host_setpoint(const BalloonPolicyState *s,
-                                      const BalloonPolicyParams *p)
-{
-    return s->host.limit / 1000 * p->setpoint_permille;
-}
-
 static uint64_t host_deficit(const BalloonPolicyState *s,
                              const BalloonPolicyParams *p, uint64_t actual)
 {
-    uint64_t setpoint = balloon_policy_host_setpoint(s, p);
+    uint64_t setpoint = s->host.setpoint;
     uint64_t growth = mul_div_sat(s->host_rate, p->lead / 1000000, 1000);
     uint64_t foreseen = s->host.usage + MIN(growth, s->host.limit);
     uint64_t deficit, share, pending;
@@ -522,7 +516,8 @@ static uint64_t host_deficit(const BalloonPolicyState *s,
 static uint64_t host_room(const BalloonPolicyState *s,
                           const BalloonPolicyParams *p)
 {
-    uint64_t below = s->host.limit / 1000 * p->return_permille;
+    uint64_t gap = s->host.limit / 1000 * p->return_gap_permille;
+    uint64_t below = s->host.setpoint > gap ? s->host.setpoint - gap : 0;
 
     return s->host.usage < below ? below - s->host.usage : 0;
 }

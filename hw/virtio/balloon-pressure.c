@@ -46,6 +46,7 @@ static const char *const kind_names[BALLOON_PRESSURE__MAX] = {
     [BALLOON_PRESSURE_CGROUP_V1] = "cgroup-v1",
     [BALLOON_PRESSURE_CGROUP_V2] = "cgroup-v2",
     [BALLOON_PRESSURE_SYSTEM] = "system",
+    [BALLOON_PRESSURE_HOST] = "host",
     [BALLOON_PRESSURE_FD] = "fd",
     [BALLOON_PRESSURE_NONE] = "none",
 };
@@ -67,16 +68,28 @@ typedef struct PressureWatch {
  * registers usage thresholds (an eventfd); v2 has no such thing, so it
  * polls memory.current, the sooner the nearer the limit, and watches
  * memory.events, which the kernel signals when the cgroup hits memory.high
- * or memory.max or OOMs.  While usage stays above the first threshold it
- * is read every BALLOON_HEADROOM_BUSY_MS and each reading is reported: the
- * controller aims at the deficit it shows.
+ * or memory.max or OOMs.  The host's own memory (most hosts set no cgroup
+ * limit: the limit is the host's RAM) is MemTotal - MemAvailable from
+ * /proc/meminfo against MemTotal, polled the same way.  While usage stays
+ * above the first threshold it is read every BALLOON_HEADROOM_BUSY_MS and
+ * each reading is reported: the controller aims at the deficit it shows.
  */
 /* limits along the path change rarely: read them again this often */
 #define LIMITS_MAX_AGE_MS 10000
 
+typedef enum HeadroomKind {
+    HEADROOM_NONE,
+    HEADROOM_V1,
+    HEADROOM_V2,
+    HEADROOM_HOST,
+} HeadroomKind;
+
 typedef struct Headroom {
-    bool v2;
-    int usage_fd;               /* v1 memory.usage_in_bytes, v2 .current */
+    BalloonPressure *bp;
+    HeadroomKind kind;
+    BalloonHeadroomScale scale;
+    /* v1 memory.usage_in_bytes, v2 memory.current, host /proc/meminfo */
+    int usage_fd;
     int threshold_efd;          /* v1: the usage thresholds' eventfd */
     int events_fd;              /* v2: memory.events */
     guint events_source;
@@ -105,7 +118,8 @@ struct BalloonPressure {
     int nwatch;
     /* descriptors handed over by management, one per level */
     PressureWatch handed[BALLOON_POLICY_LEVEL__MAX];
-    Headroom hr;
+    Headroom hr;                /* the cgroup's */
+    Headroom host;              /* the host's own memory */
     BalloonPressureHandler *handler;
     void *opaque;
 };
@@ -205,17 +219,43 @@ uint64_t balloon_pressure_protection(const BalloonPressure *bp,
     return bp->protection;
 }
 
+static bool headroom_known(const Headroom *hr)
+{
+    return hr->kind != HEADROOM_NONE && hr->limit && hr->readings;
+}
+
+/* How far above its setpoint: the larger, the tighter. */
+static int64_t headroom_excess(const Headroom *hr)
+{
+    return (int64_t)hr->usage -
+           (int64_t)balloon_headroom_threshold(&hr->scale,
+                                               BALLOON_POLICY_LEVEL_LOW,
+                                               hr->limit);
+}
+
 bool balloon_pressure_headroom(const BalloonPressure *bp,
                                BalloonPressureReading *r)
 {
-    if (!bp->hr.limit || !bp->hr.readings || bp->lost) {
+    const Headroom *hr = &bp->hr;
+
+    if (bp->lost || (!headroom_known(hr) && !headroom_known(&bp->host))) {
         return false;
     }
-    r->usage = bp->hr.usage;
-    r->footprint = bp->hr.footprint;
-    r->limit = bp->hr.limit;
-    r->count = bp->hr.readings;
-    r->time = bp->hr.usage_time;
+    /* where both count, the tighter one wins */
+    if (!headroom_known(hr) ||
+        (headroom_known(&bp->host) &&
+         headroom_excess(&bp->host) > headroom_excess(hr))) {
+        hr = &bp->host;
+    }
+    r->usage = hr->usage;
+    r->footprint = hr->footprint;
+    r->limit = hr->limit;
+    r->setpoint = balloon_headroom_threshold(&hr->scale,
+                                             BALLOON_POLICY_LEVEL_LOW,
+                                             hr->limit);
+    /* a new reading of either changes it */
+    r->count = bp->hr.readings + bp->host.readings;
+    r->time = hr->usage_time;
     return true;
 }
 
@@ -265,6 +305,33 @@ static void stop_headroom(Headroom *hr)
     }
 }
 
+static void init_headroom(Headroom *hr, BalloonPressure *bp)
+{
+    memset(hr, 0, sizeof(*hr));
+    hr->bp = bp;
+    hr->usage_fd = hr->threshold_efd = hr->events_fd = -1;
+}
+
+static void close_headroom(Headroom *hr)
+{
+    stop_headroom(hr);
+    if (hr->threshold_efd >= 0) {
+        close(hr->threshold_efd);
+        hr->threshold_efd = -1;
+    }
+    if (hr->usage_fd >= 0) {
+        close(hr->usage_fd);
+        hr->usage_fd = -1;
+    }
+    if (hr->events_fd >= 0) {
+        close(hr->events_fd);
+        hr->events_fd = -1;
+    }
+    g_clear_pointer(&hr->timer, timer_free);
+    g_free(hr->mnt);
+    init_headroom(hr, hr->bp);
+}
+
 /*
  * The watched cgroup is gone: stop what watches it.  Descriptors handed
  * over by management are management's business and keep working.
@@ -285,6 +352,7 @@ static void pressure_lost(BalloonPressure *bp, const char *why)
         stop_watch(&bp->watch[i]);
     }
     stop_headroom(&bp->hr);
+    stop_headroom(&bp->host);
     bp->handler(bp->opaque, BALLOON_POLICY_LEVEL_NONE, NULL);
 }
 
@@ -385,6 +453,9 @@ static void close_watch(PressureWatch *w)
 }
 
 /* Read a small cgroup file from offset 0 of @fd. */
+/* Enough for the files read whole: /proc/meminfo, memory.events */
+#define HEADROOM_READ_SIZE 4096
+
 static bool pread_text(int fd, char *buf, size_t size)
 {
     ssize_t n = pread(fd, buf, size - 1, 0);
@@ -410,10 +481,9 @@ static uint64_t own_rss(const char *proc)
     return (uint64_t)resident * qemu_real_host_page_size();
 }
 
-static void headroom_schedule(BalloonPressure *bp, int64_t delay_ms)
+static void headroom_schedule(Headroom *hr, int64_t delay_ms)
 {
-    timer_mod(bp->hr.timer,
-              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + delay_ms);
+    timer_mod(hr->timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + delay_ms);
 }
 
 /*
@@ -421,14 +491,15 @@ static void headroom_schedule(BalloonPressure *bp, int64_t delay_ms)
  * above the first threshold) or has not been read for a while: management
  * may change or remove a limit at any time.
  */
-static void headroom_v2_limit(BalloonPressure *bp, int64_t now)
+static void headroom_v2_limit(Headroom *hr, int64_t now)
 {
-    Headroom *hr = &bp->hr;
+    BalloonPressure *bp = hr->bp;
     g_autofree char *origin = NULL;
     uint64_t limit;
 
     if (hr->limit &&
-        hr->usage < balloon_headroom_threshold(BALLOON_POLICY_LEVEL_LOW,
+        hr->usage < balloon_headroom_threshold(&hr->scale,
+                                               BALLOON_POLICY_LEVEL_LOW,
                                                hr->limit) &&
         now - hr->limit_time < LIMITS_MAX_AGE_MS) {
         return;
@@ -451,56 +522,90 @@ static void headroom_v2_limit(BalloonPressure *bp, int64_t now)
 /* Unreadable usage this many times in a row: the source is unusable. */
 #define HEADROOM_MAX_GARBLED 3
 
-static void headroom_check(BalloonPressure *bp)
+/*
+ * Read usage (and, for the host, the limit: MemTotal) into *@usage and
+ * *@limit: 1 read, 0 not a reading (*@what says what it was instead),
+ * -1 the file is gone.
+ */
+static int headroom_read(Headroom *hr, uint64_t *usage, uint64_t *limit,
+                         char **what)
 {
-    Headroom *hr = &bp->hr;
-    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    BalloonPolicyLevel level;
-    char buf[32];
-    uint64_t usage;
+    char buf[HEADROOM_READ_SIZE];
 
     if (!pread_text(hr->usage_fd, buf, sizeof(buf))) {
-        pressure_lost(bp, "cannot read the cgroup's memory usage (cgroup "
+        return -1;
+    }
+    *limit = hr->limit;
+    if (hr->kind == HEADROOM_HOST) {
+        if (balloon_headroom_parse_meminfo(buf, limit, usage)) {
+            *usage = *limit - MIN(*usage, *limit);
+            return 1;
+        }
+        *what = g_strdup("/proc/meminfo has no MemTotal and MemAvailable "
+                         "(or they are not numbers)");
+        return 0;
+    }
+    if (qemu_strtou64(g_strstrip(buf), NULL, 10, usage) == 0) {
+        return 1;
+    }
+    *what = g_strdup_printf("the cgroup's memory usage reads '%.16s', not a "
+                            "number", buf);
+    return 0;
+}
+
+/* The next look at usage, if the kernel does not say when. */
+static void headroom_next(Headroom *hr, BalloonPolicyLevel level)
+{
+    if (hr->kind == HEADROOM_V1 && level == BALLOON_POLICY_LEVEL_NONE) {
+        timer_del(hr->timer);     /* the thresholds' eventfd says when */
+    } else if (!hr->limit) {
+        headroom_schedule(hr, LIMITS_MAX_AGE_MS);   /* for a new limit */
+    } else {
+        headroom_schedule(hr, balloon_headroom_interval_ms(&hr->scale,
+                                                           hr->usage,
+                                                           hr->limit));
+    }
+}
+
+static void headroom_check(Headroom *hr)
+{
+    BalloonPressure *bp = hr->bp;
+    g_autofree char *what = NULL;
+    uint64_t usage, limit;
+    BalloonPolicyLevel level;
+    int ret = headroom_read(hr, &usage, &limit, &what);
+
+    if (ret < 0) {
+        pressure_lost(bp, hr->kind == HEADROOM_HOST ?
+                      "cannot read /proc/meminfo" :
+                      "cannot read the cgroup's memory usage (cgroup "
                       "removed?)");
         return;
     }
-    if (qemu_strtou64(g_strstrip(buf), NULL, 10, &usage) < 0) {
+    if (!ret) {
         if (++hr->garbled >= HEADROOM_MAX_GARBLED) {
-            g_autofree char *why = g_strdup_printf(
-                "the cgroup's memory usage reads '%.16s', not a number",
-                buf);
-
-            pressure_lost(bp, why);
+            pressure_lost(bp, what);
             return;
         }
         /* look again as soon as a reading near the limit would */
-        headroom_schedule(bp, BALLOON_HEADROOM_BUSY_MS);
+        headroom_schedule(hr, BALLOON_HEADROOM_BUSY_MS);
         return;
     }
     hr->garbled = 0;
     hr->usage = usage;
+    hr->limit = limit;
     hr->footprint = own_rss(bp->proc);
     hr->usage_time = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     hr->readings++;
-    if (hr->v2) {
-        headroom_v2_limit(bp, now);
+    if (hr->kind == HEADROOM_V2) {
+        headroom_v2_limit(hr, qemu_clock_get_ms(QEMU_CLOCK_REALTIME));
     }
-    level = balloon_headroom_level(usage, hr->limit);
+    level = balloon_headroom_level(&hr->scale, usage, hr->limit);
     if (level != BALLOON_POLICY_LEVEL_NONE) {
         /* each reading above a threshold: the deficit it shows counts */
         notify(bp, level);
     }
-    if (hr->v2) {
-        /* without a limit: only to notice a new one */
-        headroom_schedule(bp, hr->limit ?
-                          balloon_headroom_interval_ms(usage, hr->limit) :
-                          LIMITS_MAX_AGE_MS);
-    } else if (level != BALLOON_POLICY_LEVEL_NONE) {
-        /* v1 below the thresholds: their eventfd says when usage crosses */
-        headroom_schedule(bp, BALLOON_HEADROOM_BUSY_MS);
-    } else {
-        timer_del(hr->timer);     /* calm: no wake-ups */
-    }
+    headroom_next(hr, level);
 }
 
 static void headroom_timer_cb(void *opaque)
@@ -510,11 +615,11 @@ static void headroom_timer_cb(void *opaque)
 
 static void threshold_event_cb(void *opaque)
 {
-    BalloonPressure *bp = opaque;
+    Headroom *hr = opaque;
     uint64_t count;
 
-    if (read(bp->hr.threshold_efd, &count, sizeof(count)) == sizeof(count)) {
-        headroom_check(bp);
+    if (read(hr->threshold_efd, &count, sizeof(count)) == sizeof(count)) {
+        headroom_check(hr);
     }
 }
 
@@ -525,26 +630,36 @@ static void threshold_event_cb(void *opaque)
  */
 static gboolean events_cb(gint fd, GIOCondition cond, gpointer opaque)
 {
-    BalloonPressure *bp = opaque;
-    Headroom *hr = &bp->hr;
+    Headroom *hr = opaque;
     BalloonCgroupEvents ev;
     char buf[256];
 
     if (!pread_text(fd, buf, sizeof(buf)) ||
         !balloon_cgroup_parse_events(buf, &ev)) {
         hr->events_source = 0;
-        pressure_lost(bp, "cannot read memory.events (cgroup removed?)");
+        pressure_lost(hr->bp, "cannot read memory.events (cgroup removed?)");
         return G_SOURCE_REMOVE;
     }
     if (ev.high > hr->events.high || ev.max > hr->events.max ||
         ev.oom > hr->events.oom || ev.oom_kill > hr->events.oom_kill) {
         /* at the limit: as critical as it gets */
-        notify(bp, BALLOON_POLICY_LEVEL_CRITICAL);
+        notify(hr->bp, BALLOON_POLICY_LEVEL_CRITICAL);
     }
     hr->events = ev;
     /* and look at usage now, not at the next poll */
-    headroom_check(bp);
+    headroom_check(hr);
     return hr->events_source ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+/* "80/90/95% of the 1024 MiB limit" */
+static char *scale_text(const Headroom *hr)
+{
+    return g_strdup_printf("%u/%u/%u%% of the %" PRIu64 " MiB",
+                           hr->scale.permille[BALLOON_POLICY_LEVEL_LOW] / 10,
+                           hr->scale.permille[BALLOON_POLICY_LEVEL_MEDIUM] /
+                           10,
+                           hr->scale.permille[BALLOON_POLICY_LEVEL_CRITICAL] /
+                           10, hr->limit / MiB);
 }
 
 /* Register usage thresholds below the cgroup's limit, if it has one. */
@@ -554,6 +669,7 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
     Headroom *hr = &bp->hr;
     g_autofree char *usage = g_build_filename(dir, "memory.usage_in_bytes",
                                               NULL);
+    g_autofree char *scale = NULL;
     int l;
 
     if (!balloon_cgroup_read_value(dir, "memory.limit_in_bytes",
@@ -561,6 +677,8 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
         append_detail(bp, "no memory limit, so no headroom thresholds");
         return true;
     }
+    hr->kind = HEADROOM_V1;
+    hr->scale = balloon_headroom_cgroup;
     hr->usage_fd = qemu_open_old(usage, O_RDONLY);
     hr->threshold_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (hr->usage_fd < 0 || hr->threshold_efd < 0) {
@@ -570,7 +688,7 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
     for (l = BALLOON_POLICY_LEVEL_LOW; l < BALLOON_POLICY_LEVEL__MAX; l++) {
         g_autofree char *reg = g_strdup_printf(
             "%d %d %" PRIu64, hr->threshold_efd, hr->usage_fd,
-            balloon_headroom_threshold(l, hr->limit));
+            balloon_headroom_threshold(&hr->scale, l, hr->limit));
         int cfd = qemu_open_old(control, O_WRONLY);
 
         if (cfd < 0 || write(cfd, reg, strlen(reg)) < 0) {
@@ -583,14 +701,12 @@ static bool open_v1_headroom(BalloonPressure *bp, const char *dir,
         }
         close(cfd);
     }
-    hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, bp);
-    qemu_set_fd_handler(hr->threshold_efd, threshold_event_cb, NULL, bp);
-    append_detail(bp, "usage thresholds at %u/%u/%u%% of the %" PRIu64
-                  " MiB limit", BALLOON_HEADROOM_LOW_PERMILLE / 10,
-                  BALLOON_HEADROOM_MEDIUM_PERMILLE / 10,
-                  BALLOON_HEADROOM_CRITICAL_PERMILLE / 10, hr->limit / MiB);
+    hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, hr);
+    qemu_set_fd_handler(hr->threshold_efd, threshold_event_cb, NULL, hr);
+    scale = scale_text(hr);
+    append_detail(bp, "usage thresholds at %s limit", scale);
     /* Already above a threshold: report it now. */
-    headroom_check(bp);
+    headroom_check(hr);
     return true;
 }
 
@@ -698,7 +814,8 @@ static bool open_v2_headroom(BalloonPressure *bp, const char *mnt,
                       "headroom");
         return true;
     }
-    hr->v2 = true;
+    hr->kind = HEADROOM_V2;
+    hr->scale = balloon_headroom_cgroup;
     hr->mnt = g_strdup(mnt);
     hr->limit_time = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
     hr->usage_fd = qemu_open_old(current, O_RDONLY);
@@ -719,13 +836,64 @@ static bool open_v2_headroom(BalloonPressure *bp, const char *mnt,
     }
     hr->events_source = g_unix_fd_add_full(G_PRIORITY_HIGH, hr->events_fd,
                                            G_IO_PRI | G_IO_ERR, events_cb,
-                                           bp, NULL);
-    hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, bp);
+                                           hr, NULL);
+    hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, hr);
     append_detail(bp, "headroom against the %" PRIu64 " MiB limit of %s "
                   "(usage polled, nearer the limit more often; "
                   "memory.events watched)", hr->limit / MiB, origin);
-    headroom_check(bp);
+    headroom_check(hr);
     return true;
+}
+
+/*
+ * The host's own memory: in use (MemTotal - MemAvailable) against
+ * MemTotal, with levels at the setpoint, +5% and +10%, polled.
+ */
+static bool open_host_headroom(BalloonPressure *bp, uint32_t setpoint_pct,
+                               Error **errp)
+{
+    Headroom *hr = &bp->host;
+    g_autofree char *meminfo = g_build_filename(bp->proc, "meminfo", NULL);
+    g_autofree char *what = NULL;
+    g_autofree char *scale = NULL;
+    uint64_t usage;
+
+    hr->kind = HEADROOM_HOST;
+    balloon_headroom_host_scale(&hr->scale, setpoint_pct);
+    hr->usage_fd = qemu_open_old(meminfo, O_RDONLY);
+    if (hr->usage_fd < 0) {
+        error_setg_errno(errp, errno, "cannot open %s", meminfo);
+        return false;
+    }
+    if (headroom_read(hr, &usage, &hr->limit, &what) != 1) {
+        error_setg(errp, "%s", what ?: "cannot read /proc/meminfo");
+        return false;
+    }
+    hr->timer = timer_new_ms(QEMU_CLOCK_REALTIME, headroom_timer_cb, hr);
+    scale = scale_text(hr);
+    append_detail(bp, "host memory in use (MemTotal - MemAvailable) against "
+                  "%s MemTotal (polled, nearer the setpoint more often)",
+                  scale);
+    headroom_check(hr);
+    return true;
+}
+
+void balloon_pressure_set_host_setpoint(BalloonPressure *bp,
+                                        uint32_t setpoint_pct)
+{
+    Headroom *hr = &bp->host;
+    g_autofree char *scale = NULL;
+
+    if (hr->kind != HEADROOM_HOST) {
+        return;
+    }
+    balloon_headroom_host_scale(&hr->scale, setpoint_pct);
+    scale = scale_text(hr);
+    append_detail(bp, "host setpoint now %u%% (%s MemTotal)", setpoint_pct,
+                  scale);
+    if (bp->running && !bp->lost) {
+        headroom_check(hr);
+    }
 }
 
 static bool open_v2(BalloonPressure *bp, const char *mnt, const char *dir,
@@ -858,6 +1026,51 @@ static bool open_cgroup(BalloonPressure *bp, BalloonPressureKind kind,
                 open_v2(bp, mnt, dir, file, cfg->psi_window_ms, errp);
 }
 
+/*
+ * The host's own memory, and system-wide PSI as the early signal (PSI on
+ * the VM's cgroup never sees a stall that belongs to another service's).
+ */
+static bool open_host(BalloonPressure *bp, const BalloonPressureConfig *cfg,
+                      Error **errp)
+{
+    g_autofree char *psi = g_build_filename(bp->proc, "pressure", "memory",
+                                            NULL);
+    Error *psi_err = NULL;
+
+    bp->path = g_build_filename(bp->proc, "meminfo", NULL);
+    bp->detail = g_strdup("the host's own memory");
+    if (!open_host_headroom(bp, cfg->host_setpoint_pct, errp)) {
+        return false;
+    }
+    if (open_psi(bp, psi, cfg->psi_window_ms, &psi_err) < 0) {
+        while (bp->nwatch) {
+            close_watch(&bp->watch[--bp->nwatch]);
+        }
+        append_detail(bp, "no system-wide PSI triggers (%s)",
+                      error_get_pretty(psi_err));
+        error_free(psi_err);
+    } else {
+        append_detail(bp, "system-wide PSI triggers on %s", psi);
+    }
+    return true;
+}
+
+/*
+ * Auto-detected cgroup source: the host's own memory counts too (with no
+ * limit on the path it is the limit; with one, the tighter one wins).
+ */
+static void add_host(BalloonPressure *bp, const BalloonPressureConfig *cfg)
+{
+    Error *err = NULL;
+
+    if (!open_host_headroom(bp, cfg->host_setpoint_pct, &err)) {
+        close_headroom(&bp->host);
+        append_detail(bp, "host memory does not count: %s",
+                      error_get_pretty(err));
+        error_free(err);
+    }
+}
+
 static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
                       const BalloonPressureConfig *cfg, bool autodetect,
                       Error **errp)
@@ -871,6 +1084,8 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
         bp->path = g_build_filename(bp->proc, "pressure", "memory", NULL);
         bp->detail = g_strdup("system-wide PSI");
         return open_psi(bp, bp->path, cfg->psi_window_ms, errp) == 0;
+    case BALLOON_PRESSURE_HOST:
+        return open_host(bp, cfg, errp);
     case BALLOON_PRESSURE_FD:
         if (!cfg->fd && !has_handed(bp)) {
             error_setg(errp, "pressure-source=fd needs pressure-fd");
@@ -887,32 +1102,6 @@ static bool open_kind(BalloonPressure *bp, BalloonPressureKind kind,
     }
 }
 
-static void init_headroom(Headroom *hr)
-{
-    memset(hr, 0, sizeof(*hr));
-    hr->usage_fd = hr->threshold_efd = hr->events_fd = -1;
-}
-
-static void close_headroom(Headroom *hr)
-{
-    stop_headroom(hr);
-    if (hr->threshold_efd >= 0) {
-        close(hr->threshold_efd);
-        hr->threshold_efd = -1;
-    }
-    if (hr->usage_fd >= 0) {
-        close(hr->usage_fd);
-        hr->usage_fd = -1;
-    }
-    if (hr->events_fd >= 0) {
-        close(hr->events_fd);
-        hr->events_fd = -1;
-    }
-    g_clear_pointer(&hr->timer, timer_free);
-    g_free(hr->mnt);
-    init_headroom(hr);
-}
-
 /* Close what the source opened itself (not the descriptors handed over). */
 static void close_own(BalloonPressure *bp)
 {
@@ -920,6 +1109,7 @@ static void close_own(BalloonPressure *bp)
         close_watch(&bp->watch[--bp->nwatch]);
     }
     close_headroom(&bp->hr);
+    close_headroom(&bp->host);
     g_clear_pointer(&bp->path, g_free);
     g_clear_pointer(&bp->detail, g_free);
 }
@@ -930,7 +1120,7 @@ static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
 {
     static const BalloonPressureKind order[] = {
         BALLOON_PRESSURE_CGROUP_V2, BALLOON_PRESSURE_CGROUP_V1,
-        BALLOON_PRESSURE_SYSTEM,
+        BALLOON_PRESSURE_HOST,
     };
     g_autoptr(GString) tried = g_string_new("");
     Error *err = NULL;
@@ -962,8 +1152,12 @@ static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
 
     for (i = 0; i < ARRAY_SIZE(order); i++) {
         if (open_kind(bp, order[i], cfg, true, &err)) {
-            g_autofree char *old = bp->detail;
+            g_autofree char *old = NULL;
 
+            if (order[i] != BALLOON_PRESSURE_HOST) {
+                add_host(bp, cfg);
+            }
+            old = g_steal_pointer(&bp->detail);
             bp->detail = g_strdup_printf("auto-detected: %s%s%s", old,
                                          tried->len ? "; skipped: " : "",
                                          tried->str);
@@ -998,7 +1192,8 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
     bp->proc = g_strdup(cfg->proc ?: "/proc");
     bp->protection = balloon_cgroup_protection(bp->proc,
                                                &bp->protection_origin);
-    init_headroom(&bp->hr);
+    init_headroom(&bp->hr, bp);
+    init_headroom(&bp->host, bp);
     for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
         init_watch(&bp->handed[l], bp, l);
     }

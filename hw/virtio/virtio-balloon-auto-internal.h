@@ -43,6 +43,9 @@ bool virtio_balloon_auto_tunables_apply(const BalloonAutoTunables *t,
                                         BalloonPolicyParams *p,
                                         char **floor_origin, Error **errp);
 
+/* A setpoint for the host's own memory, in percent, or an error. */
+bool virtio_balloon_auto_host_setpoint_check(uint8_t pct, Error **errp);
+
 /* Turn automatic ballooning on (with the device's tunables) or off. */
 bool virtio_balloon_auto_start(VirtIOBalloon *s, Error **errp);
 void virtio_balloon_auto_stop(VirtIOBalloon *s);

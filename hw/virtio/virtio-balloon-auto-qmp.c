@@ -76,9 +76,7 @@ static BalloonPressureSource *source_info(const VirtIOBalloonAuto *a)
 }
 
 /* The host's memory as the policy last saw it, if it knows a limit. */
-static BalloonAutoHost *host_info(const VirtIOBalloonAuto *a,
-                                  const BalloonPolicyParams *params,
-                                  int64_t now)
+static BalloonAutoHost *host_info(const VirtIOBalloonAuto *a, int64_t now)
 {
     BalloonAutoHost *h;
 
@@ -89,7 +87,7 @@ static BalloonAutoHost *host_info(const VirtIOBalloonAuto *a,
     h = g_new0(BalloonAutoHost, 1);
     h->usage = a->state.host.usage;
     h->limit = a->state.host.limit;
-    h->setpoint = balloon_policy_host_setpoint(&a->state, params);
+    h->setpoint = a->state.host.setpoint;
     h->growth_rate = a->state.host_rate;
     h->age_ms = ns_to_ms(now - a->state.host.time);
     return h;
@@ -182,7 +180,7 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     if (a->realized && a->stats.time != BALLOON_POLICY_NEVER) {
         info->guest_stats = guest_stats_info(&a->stats, now);
     }
-    info->host = host_info(a, &params, now);
+    info->host = host_info(a, now);
     counters_info(info, &a->state.counters);
     info->last_decision = last_decision_info(a, now);
     info->driver_responding = !a->state.driver_stuck;
@@ -244,7 +242,8 @@ static bool settings_check(const VirtIOBalloonAuto *a,
                    "(or 'enabled': true in the same command)");
         return false;
     }
-    return true;
+    return !set->has_host_setpoint ||
+           virtio_balloon_auto_host_setpoint_check(set->host_setpoint, errp);
 }
 
 /*
@@ -314,6 +313,12 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
 
     /* Validated, and nothing can fail any more: commit. */
     a->tunables = t;
+    if (set->has_host_setpoint) {
+        a->host_setpoint = set->host_setpoint;
+        if (a->realized) {
+            balloon_pressure_set_host_setpoint(a->pressure, a->host_setpoint);
+        }
+    }
     if (set->has_dry_run) {
         a->dry_run = set->dry_run;
     }

@@ -34,7 +34,7 @@
 #include "hw/virtio/virtio-balloon.h"
 #include "hw/virtio/virtio-balloon-auto.h"
 #include "virtio-balloon-auto-internal.h"
-#include "hw/virtio/balloon-cgroup.h"
+#include "hw/virtio/balloon-headroom.h"
 #include "trace.h"
 
 /* While a migration or snapshot blocks decisions: look again this often. */
@@ -267,8 +267,31 @@ bool virtio_balloon_auto_tunables_apply(const BalloonAutoTunables *t,
 #undef NAME
 }
 
+/* The same for this VM, as the properties name them. */
+static bool tunables_for_vm(const BalloonAutoTunables *t,
+                            const BalloonPressure *bp, BalloonPolicyParams *p,
+                            char **floor_origin, Error **errp)
+{
+    return virtio_balloon_auto_tunables_apply(t, false,
+                                              virtio_balloon_ram_size(), bp,
+                                              p, floor_origin, errp);
+}
+
 #define PSI_WINDOW_MIN_MS 500
 #define PSI_WINDOW_MAX_MS 10000
+
+bool virtio_balloon_auto_host_setpoint_check(uint8_t pct, Error **errp)
+{
+    if (pct < BALLOON_HEADROOM_HOST_SETPOINT_MIN ||
+        pct > BALLOON_HEADROOM_HOST_SETPOINT_MAX) {
+        error_setg(errp, "'host-setpoint' must be a percentage of the host's "
+                   "memory from %d to %d, not %u",
+                   BALLOON_HEADROOM_HOST_SETPOINT_MIN,
+                   BALLOON_HEADROOM_HOST_SETPOINT_MAX, pct);
+        return false;
+    }
+    return true;
+}
 
 /*
  * The source the properties describe; a property that names none of the
@@ -283,14 +306,15 @@ static bool source_config(VirtIOBalloonAuto *a, BalloonPressureConfig *cfg,
         .fd = a->fd_taken ? NULL : a->fd,
         .fd_level = BALLOON_POLICY_LEVEL_MEDIUM,
         .psi_window_ms = a->psi_window_ms,
+        .host_setpoint_pct = a->host_setpoint,
     };
     if (a->source) {
         int kind = balloon_pressure_kind_parse(a->source);
 
         if (kind < 0) {
             error_setg(errp, "'pressure-source' must be one of auto, "
-                       "cgroup-v1, cgroup-v2, system, fd, none; not '%s'",
-                       a->source);
+                       "cgroup-v1, cgroup-v2, host, system, fd, none; not "
+                       "'%s'", a->source);
             return false;
         }
         cfg->kind = kind;
@@ -307,6 +331,9 @@ static bool source_config(VirtIOBalloonAuto *a, BalloonPressureConfig *cfg,
             return false;
         }
         cfg->fd_level = l;
+    }
+    if (!virtio_balloon_auto_host_setpoint_check(a->host_setpoint, errp)) {
+        return false;
     }
     if (a->psi_window_ms < PSI_WINDOW_MIN_MS ||
         a->psi_window_ms > PSI_WINDOW_MAX_MS) {
@@ -373,7 +400,8 @@ static void auto_note_host(VirtIOBalloon *s, int64_t now)
         r.count != a->host_reading) {
         BalloonPolicyHost h = {
             .time = now, .read_time = r.time, .usage = r.usage,
-            .limit = r.limit, .footprint = r.footprint,
+            .limit = r.limit, .setpoint = r.setpoint,
+            .footprint = r.footprint,
         };
 
         a->host_reading = r.count;
@@ -582,7 +610,8 @@ void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status)
     a->driver_was_ready = ready;
     auto_poll_stats(s, ready ? BALLOON_POLICY_STATS_INTERVAL_S : 0);
     if (ready) {
-        balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s), now_ns());
+        balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s),
+                                    now_ns());
         /* the device's status changes after this hook: evaluate after it */
         timer_mod(a->timer, now_ns());
     }
@@ -690,13 +719,14 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     g_autofree char *floor_origin = NULL;
 
     if (!auto_check_backing(errp) ||
-        !virtio_balloon_auto_tunables_apply(&a->tunables, false, virtio_balloon_ram_size(), NULL,
-                        &a->params, &floor_origin, errp)) {
+        !tunables_for_vm(&a->tunables, NULL, &a->params, &floor_origin,
+                         errp)) {
         return false;
     }
     /* Ready before the source opens: it may report pressure at once. */
     balloon_policy_state_init(&a->state, virtio_balloon_auto_target(s));
-    balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s), now_ns());
+    balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s),
+                                now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
     a->driver_was_ready = driver_ready(s);
     a->host_reading = 0;
@@ -705,8 +735,8 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     }
     /* again, with the floor the source's cgroups promise */
     g_free(a->floor_origin);
-    virtio_balloon_auto_tunables_apply(&a->tunables, false, virtio_balloon_ram_size(), a->pressure,
-                   &a->params, &a->floor_origin, &error_abort);
+    tunables_for_vm(&a->tunables, a->pressure, &a->params, &a->floor_origin,
+                    &error_abort);
     a->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
     a->vm_state = qemu_add_vm_change_state_handler(auto_vm_state_change, s);
     a->realized = true;
@@ -758,8 +788,7 @@ bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
     g_autofree char *floor_origin = NULL;
 
     /* A bad property is an error now, not at the first balloon-auto-set. */
-    if (!virtio_balloon_auto_tunables_apply(&a->tunables, false, virtio_balloon_ram_size(), NULL, &params,
-                        &floor_origin, errp) ||
+    if (!tunables_for_vm(&a->tunables, NULL, &params, &floor_origin, errp) ||
         !source_config(a, &cfg, errp)) {
         return false;
     }
@@ -795,7 +824,8 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
     balloon_policy_set_max(&a->state, &a->params, virtio_balloon_ram_size());
     target = balloon_policy_device_reset(&a->state, &a->params, now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
-    s->num_pages = (virtio_balloon_ram_size() - target) >> VIRTIO_BALLOON_PFN_SHIFT;
+    s->num_pages = (virtio_balloon_ram_size() - target) >>
+                   VIRTIO_BALLOON_PFN_SHIFT;
     auto_schedule(s);
 }
 
@@ -869,9 +899,8 @@ static bool auto_take_wire(VirtIOBalloon *s, Error **errp)
     int64_t now = now_ns();
     const char *bad;
 
-    if (!virtio_balloon_auto_tunables_apply(&w->tunables, false, virtio_balloon_ram_size(), a->pressure,
-                        &params,
-                        &floor_origin, errp)) {
+    if (!tunables_for_vm(&w->tunables, a->pressure, &params, &floor_origin,
+                         errp)) {
         return false;
     }
     bad = balloon_policy_state_check(&w->state, &params, now);
@@ -920,8 +949,11 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     if (!a->state_migrated) {
         if (a->realized) {
             /* On here only: rest where the source left the balloon. */
-            balloon_policy_state_init(&a->state, virtio_balloon_auto_target(s));
-            balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s), now_ns());
+            balloon_policy_state_init(&a->state,
+                                      virtio_balloon_auto_target(s));
+            balloon_policy_driver_reset(&a->state,
+                                        virtio_balloon_auto_actual(s),
+                                        now_ns());
             auto_schedule(s);
         }
         return 0;

@@ -727,7 +727,8 @@ static uint64_t run_host_allocator(bool headroom, uint64_t *peak)
         if (t % (SEC / 4) == 0) {
             BalloonPolicyHost h = {
                 .time = f.now, .read_time = f.now, .usage = usage,
-                .limit = limit, .footprint = actual,
+                .limit = limit, .setpoint = limit / 1000 * 800,
+                .footprint = actual,
             };
 
             if (headroom) {
@@ -735,7 +736,8 @@ static uint64_t run_host_allocator(bool headroom, uint64_t *peak)
             }
             if (usage >= limit / 100 * 80) {
                 balloon_policy_note_pressure(
-                    &f.s, balloon_headroom_level(usage, limit), f.now);
+                    &f.s, balloon_headroom_level(&balloon_headroom_cgroup,
+                                                 usage, limit), f.now);
             }
             /* the guest drops cache to fill the balloon */
             set_stats(&f, actual > app ? actual - app - MIN(0, cache) : 0);
@@ -785,7 +787,8 @@ static void test_deficit_shares(void)
         f.p.max_step = sizes[i];        /* the shares, not the cap */
         h = (BalloonPolicyHost) {
             .time = f.now, .read_time = f.now, .usage = usage,
-            .limit = limit, .footprint = sizes[i],
+            .limit = limit, .setpoint = limit / 1000 * 800,
+            .footprint = sizes[i],
         };
         balloon_policy_note_host(&f.s, &h);
         set_stats(&f, sizes[i] * 3 / 4);
@@ -825,7 +828,8 @@ static void test_return_hysteresis(void)
     balloon_policy_driver_reset(&f.s, 600 * MiB, f.now);
     h = (BalloonPolicyHost) {
         .time = f.now, .read_time = f.now, .usage = limit / 100 * 78,
-        .limit = limit, .footprint = 600 * MiB,
+        .limit = limit, .setpoint = limit / 1000 * 800,
+        .footprint = 600 * MiB,
     };
     balloon_policy_note_host(&f.s, &h);
     set_stats(&f, 300 * MiB);
@@ -864,7 +868,8 @@ static void run_inflation_skew(bool balloon_in_total, uint64_t skew)
     for (i = 0; i < 6; i++) {
         BalloonPolicyHost h = {
             .time = f.now, .read_time = f.now, .usage = 3 * GiB,
-            .limit = 3 * GiB, .footprint = GiB,
+            .limit = 3 * GiB, .setpoint = 3 * GiB / 1000 * 800,
+            .footprint = GiB,
         };
         /* every other sample, the driver went on after it */
         uint64_t actual = GiB - balloon - (i % 2 ? skew : 0);
@@ -910,7 +915,7 @@ static void test_host_steps(void)
         /* the guest's pages given to the balloon leave the host at once */
         BalloonPolicyHost h = {
             .time = f.now + t, .read_time = f.now + t, .limit = limit,
-            .footprint = 700 * MiB - given,
+            .setpoint = limit / 1000 * 800, .footprint = 700 * MiB - given,
         };
         BalloonPolicyDecision d;
 
@@ -1002,7 +1007,7 @@ static void test_host_growth_clock(void)
     Fixture f;
     BalloonPolicyHost h = {
         .time = 0, .read_time = 0, .usage = 500 * MiB, .limit = GiB,
-        .footprint = 200 * MiB,
+        .setpoint = GiB / 1000 * 800, .footprint = 200 * MiB,
     };
 
     fixture_init(&f, GiB, GiB);

@@ -84,35 +84,50 @@ static void fake_destroy(FakeTree *t)
     g_free(t->mnt);
 }
 
-/* Headroom: levels at 80/90/95% of the limit; polls sooner when near. */
+/*
+ * Headroom: levels at 80/90/95% of a cgroup's limit, at the setpoint, +5%
+ * and +10% of the host's memory; polls sooner when near.
+ */
 static void test_headroom(void)
 {
+    static const struct {
+        uint64_t usage_mib;
+        BalloonPolicyLevel level;
+    } cgroup[] = {
+        { 0, BALLOON_POLICY_LEVEL_NONE }, { 799, BALLOON_POLICY_LEVEL_NONE },
+        { 800, BALLOON_POLICY_LEVEL_LOW }, { 900, BALLOON_POLICY_LEVEL_MEDIUM },
+        { 990, BALLOON_POLICY_LEVEL_CRITICAL },
+        { 2000, BALLOON_POLICY_LEVEL_CRITICAL },
+    };
+    const BalloonHeadroomScale *cg = &balloon_headroom_cgroup;
     const uint64_t limit = 1000 * MiB;
+    BalloonHeadroomScale host;
     int64_t prev = INT64_MAX;
     uint64_t usage;
+    size_t i;
 
-    g_assert_cmpint(balloon_headroom_level(0, limit), ==,
+    for (i = 0; i < ARRAY_SIZE(cgroup); i++) {
+        g_assert_cmpint(balloon_headroom_level(cg, cgroup[i].usage_mib * MiB,
+                                               limit), ==, cgroup[i].level);
+    }
+    g_assert_cmpint(balloon_headroom_level(cg, 2000 * MiB, 0), ==,
                     BALLOON_POLICY_LEVEL_NONE);
-    g_assert_cmpint(balloon_headroom_level(799 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_NONE);
-    g_assert_cmpint(balloon_headroom_level(800 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_LOW);
-    g_assert_cmpint(balloon_headroom_level(900 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_MEDIUM);
-    g_assert_cmpint(balloon_headroom_level(990 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_CRITICAL);
-    g_assert_cmpint(balloon_headroom_level(2000 * MiB, limit), ==,
-                    BALLOON_POLICY_LEVEL_CRITICAL);
-    g_assert_cmpint(balloon_headroom_level(2000 * MiB, 0), ==,
-                    BALLOON_POLICY_LEVEL_NONE);
-    g_assert_cmpuint(balloon_headroom_threshold(BALLOON_POLICY_LEVEL_MEDIUM,
+    g_assert_cmpuint(balloon_headroom_threshold(cg, BALLOON_POLICY_LEVEL_MEDIUM,
                                                 limit), ==, 900 * MiB);
+    balloon_headroom_host_scale(&host, 70);
+    g_assert_cmpuint(balloon_headroom_threshold(&host,
+                                                BALLOON_POLICY_LEVEL_LOW,
+                                                limit), ==, 700 * MiB);
+    g_assert_cmpint(balloon_headroom_level(&host, 760 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_MEDIUM);
+    g_assert_cmpint(balloon_headroom_level(&host, 800 * MiB, limit), ==,
+                    BALLOON_POLICY_LEVEL_CRITICAL);
 
     /* far: at most one look per 10 s; nearer: sooner, never below 100 ms */
-    g_assert_cmpint(balloon_headroom_interval_ms(0, 1024 * GiB), ==,
+    g_assert_cmpint(balloon_headroom_interval_ms(cg, 0, 1024 * GiB), ==,
                     BALLOON_HEADROOM_MAX_MS);
     for (usage = 0; usage < 800 * MiB; usage += 50 * MiB) {
-        int64_t ms = balloon_headroom_interval_ms(usage, limit);
+        int64_t ms = balloon_headroom_interval_ms(cg, usage, limit);
 
         g_assert_cmpint(ms, <=, prev);
         g_assert_cmpint(ms, >=, BALLOON_HEADROOM_MIN_MS);
@@ -123,7 +138,7 @@ static void test_headroom(void)
                                  (BALLOON_HEADROOM_FAST_RATE / 1000)));
         prev = ms;
     }
-    g_assert_cmpint(balloon_headroom_interval_ms(850 * MiB, limit), ==,
+    g_assert_cmpint(balloon_headroom_interval_ms(cg, 850 * MiB, limit), ==,
                     BALLOON_HEADROOM_BUSY_MS);
 }
 
@@ -600,6 +615,163 @@ static void test_v2_garbled_usage(void)
     fake_v2_close(&f);
 }
 
+static void test_parse_meminfo(void)
+{
+    static const char good[] =
+        "MemTotal:        1004500 kB\n"
+        "MemFree:          100000 kB\n"
+        "MemAvailable:     250000 kB\n"
+        "Buffers:            1000 kB\n";
+    uint64_t total, avail;
+
+    g_assert_true(balloon_headroom_parse_meminfo(good, &total, &avail));
+    g_assert_cmpuint(total, ==, 1004500 * KiB);
+    g_assert_cmpuint(avail, ==, 250000 * KiB);
+    /* what a short read, another file or garbage looks like */
+    g_assert_false(balloon_headroom_parse_meminfo("MemTotal:  1004500 kB\n",
+                                                  &total, &avail));
+    g_assert_false(balloon_headroom_parse_meminfo(
+        "MemTotal: 1004500 kB\nMemAvailable: 12x kB\n", &total, &avail));
+    g_assert_false(balloon_headroom_parse_meminfo(
+        "MemTotal: 99999999999999999999 kB\nMemAvailable: 1 kB\n", &total,
+        &avail));
+    g_assert_false(balloon_headroom_parse_meminfo(
+        "MemTotal: 0 kB\nMemAvailable: 0 kB\n", &total, &avail));
+    g_assert_false(balloon_headroom_parse_meminfo("", &total, &avail));
+    g_assert_false(balloon_headroom_parse_meminfo(
+        "MemTotalX: 1 kB\nMemAvailable: 1 kB\n", &total, &avail));
+}
+
+/* The host's own memory, from a fake /proc. */
+typedef struct FakeHost {
+    FakeTree t;
+    char *proc;
+    BalloonPressure *bp;
+    Seen seen;
+} FakeHost;
+
+static char *meminfo_text(uint64_t total_mib, uint64_t avail_mib)
+{
+    return g_strdup_printf("MemTotal:       %" PRIu64 " kB\n"
+                           "MemFree:        1000 kB\n"
+                           "MemAvailable:   %" PRIu64 " kB\n",
+                           total_mib * 1024, avail_mib * 1024);
+}
+
+/* The source on a fake /proc whose meminfo says @meminfo (NULL: none). */
+static BalloonPressure *fake_host_open(FakeHost *f, const char *meminfo,
+                                       Error **errp)
+{
+    BalloonPressureConfig cfg = {
+        .kind = BALLOON_PRESSURE_HOST,
+        .psi_window_ms = 2000,
+        .host_setpoint_pct = 80,
+    };
+    g_autofree char *pressure = NULL;
+
+    fake_init(&f->t);
+    f->proc = fake_mkdir(&f->t, "proc");
+    g_free(fake_mkdir(&f->t, "proc/self"));
+    pressure = fake_mkdir(&f->t, "proc/pressure");
+    fake_write(pressure, "memory", "");
+    if (meminfo) {
+        fake_write(f->proc, "meminfo", meminfo);
+    }
+    memset(&f->seen, 0, sizeof(f->seen));
+    cfg.proc = f->proc;
+    f->bp = balloon_pressure_open(&cfg, record, &f->seen, errp);
+    return f->bp;
+}
+
+static void fake_host_close(FakeHost *f)
+{
+    balloon_pressure_close(f->bp);
+    g_free(f->proc);
+    fake_destroy(&f->t);
+}
+
+/*
+ * The host's memory in use (MemTotal - MemAvailable) against its
+ * setpoint: the levels at 80, 85 and 90%, the setpoint in the reading, a
+ * new setpoint at run time.
+ */
+static void test_host_source(void)
+{
+    FakeHost f;
+    BalloonPressureReading r;
+    g_autofree char *detail = NULL;
+    g_autofree char *half = meminfo_text(1000, 500);
+    g_autofree char *busy = meminfo_text(1000, 140);
+
+    g_assert_nonnull(fake_host_open(&f, half, &error_abort));
+    detail = balloon_pressure_detail(f.bp);
+    g_test_message("%s", detail);
+    g_assert_cmpint(balloon_pressure_kind(f.bp), ==, BALLOON_PRESSURE_HOST);
+    g_assert_nonnull(strstr(detail, "80/85/90% of the 1000 MiB MemTotal"));
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    g_assert_cmpuint(r.usage, ==, 500 * MiB);
+    g_assert_cmpuint(r.limit, ==, 1000 * MiB);
+    g_assert_cmpuint(r.setpoint, ==, 800 * MiB);
+    g_assert_cmpuint(f.seen.events[BALLOON_POLICY_LEVEL_LOW], ==, 0);
+
+    /* 860 MiB in use: past the setpoint and +5% */
+    fake_rewrite(f.proc, "meminfo", busy);
+    run_main_loop_for(600);
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    g_assert_cmpuint(r.usage, ==, 860 * MiB);
+    g_assert_cmpuint(f.seen.events[BALLOON_POLICY_LEVEL_MEDIUM], >, 0);
+    g_assert_cmpuint(f.seen.events[BALLOON_POLICY_LEVEL_CRITICAL], ==, 0);
+
+    /* the setpoint at 90%: 860 MiB in use is no pressure any more */
+    balloon_pressure_set_host_setpoint(f.bp, 90);
+    memset(&f.seen, 0, sizeof(f.seen));
+    run_main_loop_for(600);
+    g_assert_true(balloon_pressure_headroom(f.bp, &r));
+    g_assert_cmpuint(r.setpoint, ==, 900 * MiB);
+    g_assert_cmpuint(f.seen.events[BALLOON_POLICY_LEVEL_LOW], ==, 0);
+    fake_host_close(&f);
+}
+
+/*
+ * /proc/meminfo that cannot be read, reads short or garbled: opening the
+ * source says why; a running source that reads garbage is lost with the
+ * reason, and nothing else happens.
+ */
+static void test_host_bad_meminfo(void)
+{
+    static const char *const bad[] = {
+        NULL, "", "MemTotal:       1024000 kB\nMemFr",
+        "MemTotal: 1024000 kB\nMemAvailable: lots kB\n",
+    };
+    g_autofree char *half = meminfo_text(1000, 500);
+    g_autofree char *detail = NULL;
+    FakeHost f;
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(bad); i++) {
+        Error *err = NULL;
+
+        g_assert_null(fake_host_open(&f, bad[i], &err));
+        g_test_message("%s -> %s", bad[i] ?: "(none)",
+                       error_get_pretty(err));
+        g_assert_nonnull(strstr(error_get_pretty(err), "meminfo"));
+        error_free(err);
+        g_free(f.proc);
+        fake_destroy(&f.t);
+    }
+
+    g_assert_nonnull(fake_host_open(&f, half, &error_abort));
+    fake_rewrite(f.proc, "meminfo", bad[2]);
+    run_main_loop_for(2000);
+    detail = balloon_pressure_detail(f.bp);
+    g_test_message("short read: %s", detail);
+    g_assert_true(f.seen.lost);
+    g_assert_true(balloon_pressure_lost(f.bp));
+    g_assert_nonnull(strstr(detail, "lost: /proc/meminfo has no MemTotal "
+                            "and MemAvailable"));
+    fake_host_close(&f);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -617,5 +789,9 @@ int main(int argc, char **argv)
                     test_v2_limit_removed);
     g_test_add_func("/balloon-pressure/v2-garbled-usage",
                     test_v2_garbled_usage);
+    g_test_add_func("/balloon-headroom/parse-meminfo", test_parse_meminfo);
+    g_test_add_func("/balloon-pressure/host-source", test_host_source);
+    g_test_add_func("/balloon-pressure/host-bad-meminfo",
+                    test_host_bad_meminfo);
     return g_test_run();
 }

@@ -23,9 +23,6 @@
 /* The guest balloons 4 KiB pages: every target is a multiple of this. */
 #define BALLOON_POLICY_PAGE 4096
 
-/* Host usage above this, of the limit in force, is a deficit. */
-#define BALLOON_POLICY_SETPOINT_PERMILLE 800
-
 /* Inflate steps per host pressure level without a known headroom, %. */
 #define BALLOON_POLICY_INFLATE_LOW_PCT 5
 #define BALLOON_POLICY_INFLATE_MEDIUM_PCT 10
@@ -83,7 +80,7 @@ typedef struct BalloonPolicyGuestStats {
  * usage and the limit in force, and how much of the usage is this VM's.
  */
 typedef struct BalloonPolicyHost {
-    int64_t time;               /* when noted, on the policy's clock, or NEVER */
+    int64_t time;               /* when noted (policy's clock), or NEVER */
     /*
      * When read, on the source's own clock: host growth is timed on it,
      * since the policy's clock stops while the VM does and the host's
@@ -92,6 +89,7 @@ typedef struct BalloonPolicyHost {
     int64_t read_time;
     uint64_t usage;
     uint64_t limit;
+    uint64_t setpoint;          /* usage above this is a deficit */
     uint64_t footprint;         /* this VM's part of @usage (QEMU's RSS) */
 } BalloonPolicyHost;
 
@@ -112,8 +110,8 @@ typedef struct BalloonPolicyParams {
     int64_t pingpong_window;    /* deflate this soon after inflate */
     int64_t pingpong_hold;      /* how long a raised floor lasts */
     int64_t host_max_age;       /* older host readings are unknown */
-    uint32_t setpoint_permille; /* host usage to keep below, of the limit */
-    uint32_t return_permille;   /* give memory back only below this */
+    /* give memory back only this far below the setpoint, of the limit */
+    uint32_t return_gap_permille;
     int64_t lead;               /* host growth foreseen, time */
     uint64_t guest_fast_rate;   /* fastest plausible guest allocation, B/s */
 } BalloonPolicyParams;
@@ -182,10 +180,6 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline);
 /* A host reading (usage against the limit) at @h->time. */
 void balloon_policy_note_host(BalloonPolicyState *s,
                               const BalloonPolicyHost *h);
-
-/* Host usage above this is a deficit (of the last reading's limit). */
-uint64_t balloon_policy_host_setpoint(const BalloonPolicyState *s,
-                                      const BalloonPolicyParams *p);
 
 /*
  * The VM stopped and runs again: host growth measured before the stop

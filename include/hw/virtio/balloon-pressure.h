@@ -25,6 +25,7 @@ typedef enum BalloonPressureKind {
     BALLOON_PRESSURE_SYSTEM,
     BALLOON_PRESSURE_FD,
     BALLOON_PRESSURE_NONE,
+    BALLOON_PRESSURE_HOST,
     BALLOON_PRESSURE__MAX,
 } BalloonPressureKind;
 
@@ -43,6 +44,8 @@ typedef struct BalloonPressureConfig {
     const char *fd;             /* descriptor from management, or NULL */
     BalloonPolicyLevel fd_level;
     uint32_t psi_window_ms;
+    /* the host's own memory: usage above this, % of MemTotal, is a deficit */
+    uint32_t host_setpoint_pct;
     /* tests: a directory standing for /proc (NULL: /proc) */
     const char *proc;
     /*
@@ -94,13 +97,15 @@ typedef struct BalloonPressureReading {
     uint64_t usage;
     uint64_t footprint;         /* QEMU's resident memory then: its part */
     uint64_t limit;
+    uint64_t setpoint;          /* usage above this is a deficit */
     uint64_t count;             /* readings so far: a new one changes it */
     int64_t time;               /* when read, QEMU_CLOCK_REALTIME ns */
 } BalloonPressureReading;
 
 /*
- * The last reading of the watched cgroup's memory usage against the limit
- * in force; false if the source knows no limit.
+ * The last reading of memory usage against the limit in force (the
+ * watched cgroup's, or the host's own memory; where both count, the one
+ * further above its setpoint); false if the source knows no limit.
  */
 bool balloon_pressure_headroom(const BalloonPressure *bp,
                                BalloonPressureReading *r);
@@ -115,6 +120,10 @@ bool balloon_pressure_headroom(const BalloonPressure *bp,
  */
 bool balloon_pressure_take_fd(BalloonPressure *bp, const char *name,
                               BalloonPolicyLevel level, Error **errp);
+
+/* The host's own memory: usage above @setpoint_pct of MemTotal is a deficit. */
+void balloon_pressure_set_host_setpoint(BalloonPressure *bp,
+                                        uint32_t setpoint_pct);
 
 const char *balloon_pressure_kind_name(BalloonPressureKind kind);
 int balloon_pressure_kind_parse(const char *name);

@@ -62,6 +62,7 @@ typedef struct VirtIOBalloonAuto {
     char *fd;
     char *fd_level;
     uint32_t psi_window_ms;
+    uint8_t host_setpoint;      /* percent of MemTotal */
     BalloonAutoTunables tunables;
 
     /* Run time */
@@ -98,6 +99,7 @@ typedef struct VirtIOBalloonAuto {
     DEFINE_PROP_STRING("pressure-fd", _s, _f.fd),                           \
     DEFINE_PROP_STRING("pressure-fd-level", _s, _f.fd_level),               \
     DEFINE_PROP_UINT32("psi-window-ms", _s, _f.psi_window_ms, 1000),        \
+    DEFINE_PROP_UINT8("host-setpoint", _s, _f.host_setpoint, 80),           \
     DEFINE_PROP_SIZE("auto-floor", _s, _f.tunables.floor, 0),               \
     DEFINE_PROP_SIZE("auto-reserve", _s, _f.tunables.reserve, 0),           \
     DEFINE_PROP_UINT8("inflate-low", _s,                                    \

@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+A host inside a test guest: the bundled 6.12 guest booted as a host of
+its own (scripts/fork/build-v2-host.sh: the fork built small, the stable
+test guest to run nested, Python and the management helper), with the
+memory controller on cgroup v2 (or, with v1=True, on a v1 hierarchy next
+to v2: a hybrid host).  The machines here bind the memory controller to
+cgroup v1 and must never run out of memory themselves, so scenarios
+without a cgroup limit, where the host's own RAM is the limit, run only
+in such a host.
+
+NestedHost runs shell commands on its console, starts the fork there
+with a nested guest (TCG inside TCG) in a cgroup of its own, talks QMP to
+it and to the nested guest's console through bgt, and runs host
+processes that allocate memory.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+
+from qemu_balloon_auto import MiB
+from qemu_balloon_auto.testing import wait_until
+from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
+
+CG = '/sys/fs/cgroup'
+
+
+def host_paths():
+    """(kernel, initrd, kernel command line extras for a v2 host)."""
+    min_build = os.path.join(TREE, 'build-min')
+    out = subprocess.run([os.path.join(TOP, 'scripts', 'fork',
+                                       'build-v2-host.sh'), min_build,
+                          '--print-paths'], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    vals = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+    return vals['KERNEL'], vals['INITRD'], vals['V2_APPEND']
+
+
+class NestedHost:
+    """The host guest with @mem of RAM: a cgroup v2 host, or with @v1 a
+    hybrid one (memory controller on v1, mounted at CG/memory, v2 at
+    CG/unified)."""
+
+    def __init__(self, name, mem='3G', v1=False, workdir=None):
+        kernel, initrd, append = host_paths()
+        if v1:
+            append = 'psi=1'
+        self.v1 = v1
+        self.vm = TestVM(name, mem=mem, guest=(kernel, initrd),
+                         append=append, args=('-smp', '2'), workdir=workdir)
+        self.console = None
+
+    def launch(self):
+        self.vm.launch(boot_timeout=600)
+        self.console = self.vm.console
+        if self.v1:
+            self.sh('mount -t tmpfs none %s && mkdir %s/memory %s/unified && '
+                    'mount -t cgroup -o memory none %s/memory && '
+                    'mount -t cgroup2 none %s/unified' % ((CG,) * 5))
+        else:
+            self.sh('mount -t cgroup2 none %s && echo +memory > '
+                    '%s/cgroup.subtree_control' % (CG, CG))
+        return self
+
+    def shutdown(self):
+        self.vm.shutdown()
+
+    def sh(self, cmd, timeout=120):
+        return self.console.check(cmd, timeout)
+
+    def read(self, path):
+        return '\n'.join(self.sh('cat ' + shlex.quote(path)))
+
+    def keyed(self, path):
+        """A file of 'key value' lines (memory.events, /proc/vmstat) or
+        'Key: value kB' lines (/proc/meminfo, in bytes) as a dict."""
+        vals = {}
+        for line in self.sh('cat ' + shlex.quote(path)):
+            f = line.replace(':', ' ').split()
+            if len(f) >= 2 and f[1].isdigit():
+                vals[f[0]] = int(f[1]) * (1024 if f[2:3] == ['kB'] else 1)
+        return vals
+
+    def oom_kills(self):
+        return self.keyed('/proc/vmstat')['oom_kill']
+
+    def mem_available(self):
+        return self.keyed('/proc/meminfo')['MemAvailable']
+
+    def qmp(self, sock, command, **arguments):
+        msg = {'execute': command}
+        if arguments:
+            msg['arguments'] = arguments
+        out = self.sh('bgt qmp %s %s' % (sock, shlex.quote(json.dumps(msg))))
+        reply = json.loads(out[-1])
+        if 'error' in reply:
+            raise AssertionError('%s: %s' % (command, reply['error']))
+        return reply['return']
+
+    def nested(self, sock, line, timeout=300):
+        """Run @line in a nested guest; (rc, output)."""
+        return self.console.run('bgt console %s %s %d' % (
+            sock, shlex.quote(line), timeout), timeout + 60)
+
+    def alive(self, pid):
+        state = self.sh('grep -s State: /proc/%d/status || true' % pid)
+        return bool(state) and not re.match(r'State:\s+Z', state[-1])
+
+    def mkcgroup(self, path, threaded_child=None):
+        """Make the v2 cgroup @path (under CG) with the memory controller
+        on the way down; with @threaded_child, a threaded child of it."""
+        parts = path.strip('/').split('/')
+        for i in range(len(parts)):
+            d = '%s/%s' % (CG, '/'.join(parts[:i + 1]))
+            self.sh('mkdir -p %s' % d)
+            if i < len(parts) - 1 or threaded_child:
+                self.sh('echo +memory > %s/cgroup.subtree_control' % d)
+        if threaded_child:
+            self.sh('mkdir %s/%s/%s && echo threaded > %s/%s/%s/cgroup.type'
+                    % (CG, path, threaded_child, CG, path, threaded_child))
+
+    def rmcgroups(self, *paths):
+        """Remove the v2 cgroups @paths (deepest first), waiting for their
+        processes to go."""
+        for path in paths:
+            self.sh('d=%s/%s; while [ -d $d ] && ! rmdir $d 2>/dev/null; do '
+                    'sleep 0.2; done' % (CG, path), 60)
+
+    def start_qemu(self, name, cgroup, balloon, mem='512M', user=None,
+                   threads=None, disk_mib=0):
+        """The fork with the nested guest, in the cgroup @cgroup (a
+        directory under CG; its threads in the threaded child @threads,
+        as libvirt puts them), as @user (a uid) if given, with a disk of
+        @disk_mib MiB of zeroes that take no host memory (/dev/vda in the
+        guest) if given; returns (qmp socket, console socket, pid) once
+        the nested guest answers."""
+        qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
+        qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
+                '-accel tcg -M q35 -m %s -nodefaults -display none '
+                '-kernel /opt/nested/vmlinuz -initrd /opt/nested/initrd.img '
+                '-append "console=ttyS0 panic=-1 loglevel=4" '
+                '-chardev socket,id=con,path=%s,server=on,wait=off '
+                '-serial chardev:con -qmp unix:%s,server=on,wait=off '
+                '-device virtio-balloon-pci,id=balloon0,%s '
+                '-msg timestamp=on -trace enable=virtio_balloon_auto_*' % (
+                    mem, con, qmp, balloon))
+        if disk_mib:
+            qemu += (' -blockdev driver=null-co,node-name=d0,size=%dM,'
+                     'read-zeroes=on -device virtio-blk-pci,drive=d0' %
+                     disk_mib)
+        if user is not None:
+            qemu = 'bgt as %d %s' % (user, qemu)
+        move = 'echo $$ > %s/%s/cgroup.procs' % (CG, cgroup)
+        if threads:
+            move += ' && echo $$ > %s/%s/%s/cgroup.threads' % (CG, cgroup,
+                                                             threads)
+        # the shell's pid is QEMU's once it execs (bgt as execs too)
+        pid = int(self.sh("sh -c '%s && exec %s' > /tmp/%s.log 2>&1 & "
+                          "echo $!" % (move, qemu, name))[-1])
+
+        def up():
+            if self.nested(con, 'true', 10)[0] == 0:
+                return True
+            if not self.alive(pid):
+                raise AssertionError('the nested QEMU exited: %s' %
+                                     self.read('/tmp/%s.log' % name))
+            return False
+
+        wait_until(up, 600, interval=2, what='the nested guest')
+        return qmp, con, pid
+
+    def hog(self, cgroup, mib, step=20, delay_ms=1000, hold=3600,
+            name='hog'):
+        """A host process in the v2 cgroup @cgroup taking @mib MiB in @step
+        MiB chunks every @delay_ms (0: as fast as it can); returns (pid,
+        log file)."""
+        log = '/tmp/%s.log' % name
+        pid = int(self.sh("sh -c 'echo $$ > %s/%s/cgroup.procs && exec bgt "
+                          "alloc %d --step %d --delay-ms %d --hold %d' > %s "
+                          "2>&1 & echo $!" % (CG, cgroup, mib, step, delay_ms,
+                                              hold, log))[-1])
+        return pid, log
+
+    def hog_done(self, log):
+        return any('alloc ok' in line for line in self.sh('cat %s' % log))
+
+    def kill(self, *pids):
+        self.sh('kill -9 %s 2>/dev/null; true' % ' '.join(
+            str(p) for p in pids if p))
+
+    def wait_gone(self, pid, timeout=60):
+        wait_until(lambda: not self.alive(pid), timeout, interval=1,
+                   what='process %d gone' % pid)
+
+
+def mib(nbytes):
+    return nbytes // MiB

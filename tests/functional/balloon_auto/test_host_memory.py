@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+The host's own memory as the limit.  Most KVM hosts set no cgroup limit
+(libvirt, Proxmox VE and OpenStack put VMs in machine.slice scopes with no
+memory.max): the limit is the host's RAM, and the global OOM killer acts
+when it runs out.  This machine must never run out of memory itself, so
+the host is the bundled 6.12 test guest booted with 1 GiB as a cgroup v2
+host (and once as a v1 hybrid one), running the fork with a nested guest
+in a scope of its own with no limit anywhere, while a service in
+system.slice takes the host's available memory and 150 MiB more.
+"""
+
+import time
+import unittest
+
+import harness
+from harness import MiB
+from qemu_balloon_auto.testing.nested import NestedHost
+
+HOST_MEM = '1G'
+SERVICE = 'system.slice/svc.service'
+# the service's pace: (name, MiB per step, ms between steps)
+RATES = (('20 MiB/s', 20, 1000), ('100 MiB/s', 20, 200),
+         ('unpaced', 64, 0))
+
+
+def counts(info):
+    return harness.decision_counts(info)
+
+
+class HostMemoryTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.host = NestedHost('hostmem', mem=HOST_MEM).launch()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.host.shutdown()
+
+    def setUp(self):
+        self.pids = []
+
+    def tearDown(self):
+        self.host.kill(*self.pids)
+        for pid in self.pids:
+            self.host.wait_gone(pid)
+        self.host.rmcgroups(SERVICE, 'system.slice', 'machine.slice/a.scope',
+                            'machine.slice/b.scope', 'machine.slice')
+
+    def vm(self, name, balloon, mem='448M', disk_mib=0):
+        self.host.mkcgroup('machine.slice/%s.scope' % name)
+        qmp, con, pid = self.host.start_qemu(
+            name, 'machine.slice/%s.scope' % name, balloon, mem=mem,
+            disk_mib=disk_mib)
+        self.pids.append(pid)
+        return qmp, con, pid
+
+    def service(self, step, delay_ms, extra_mib=150):
+        """The service takes the host's available memory and @extra_mib
+        more; returns (pid, log, MiB)."""
+        self.host.mkcgroup(SERVICE)
+        need = self.host.mem_available() // MiB + extra_mib
+        pid, log = self.host.hog(SERVICE, need, step=step, delay_ms=delay_ms)
+        self.pids.append(pid)
+        return pid, log, need
+
+    def run_service(self, qemu_pid, step, delay_ms, timeout=600):
+        """Start the service and wait until it has all it asked for, or
+        something died; returns (service pid, its log, MiB, seconds)."""
+        start = time.monotonic()
+        pid, log, need = self.service(step, delay_ms)
+        harness.wait_until(
+            lambda: self.host.hog_done(log) or not self.host.alive(pid) or
+            not self.host.alive(qemu_pid), timeout, interval=2,
+            what='the service')
+        return pid, log, need, time.monotonic() - start
+
+    def test_1_one_vm_at_rising_rates(self):
+        """The fork, alone on the host with automatic=on, no limit on any
+        cgroup: the source is the host's own memory; a service needing
+        more than the host has at 20 MiB/s, 100 MiB/s and unpaced gets
+        it, and nobody is OOM-killed."""
+        h = self.host
+        qmp, con, qemu = self.vm('a', 'automatic=on')
+        info = h.qmp(qmp, 'query-balloon-auto')
+        print('# source: %s %s (%s)' % (info['source']['kind'],
+                                         info['source']['path'],
+                                         info['source']['detail']))
+        self.assertIn('host memory in use', info['source']['detail'])
+        self.assertEqual(info['host']['limit'],
+                         h.keyed('/proc/meminfo')['MemTotal'])
+        self.assertEqual(info['host']['setpoint'],
+                         info['host']['limit'] // 1000 * 800)
+        rc, out = h.nested(con, 'bgt alloc 300', 600)
+        self.assertEqual(rc, 0, out)
+        for name, step, delay_ms in RATES:
+            oom = h.oom_kills()
+            before = h.qmp(qmp, 'query-balloon-auto')
+            svc, log, need, took = self.run_service(qemu, step, delay_ms)
+            alive = h.alive(qemu)
+            after = h.qmp(qmp, 'query-balloon-auto') if alive else None
+            print('# %s: service took %d MiB in %.0f s; QEMU %s; balloon '
+                  '%s MiB; host-pressure decisions %s; oom_kill +%d' % (
+                      name, need, took, 'alive' if alive else 'KILLED',
+                      '%d -> %d' % (before['actual'] // MiB,
+                                    after['actual'] // MiB) if after else '?',
+                      counts(after)['host-pressure'] -
+                      counts(before)['host-pressure'] if after else '?',
+                      h.oom_kills() - oom))
+            self.assertTrue(alive, h.sh('dmesg | tail -n 20'))
+            self.assertTrue(h.hog_done(log), h.read(log))
+            self.assertEqual(h.oom_kills(), oom)
+            self.assertGreater(counts(after)['host-pressure'],
+                               counts(before)['host-pressure'])
+            # the service goes; once the host is calm the guest gets its
+            # memory back
+            h.kill(svc)
+            h.wait_gone(svc)
+            harness.wait_until(
+                lambda: h.qmp(qmp, 'query-balloon-auto')['target'] ==
+                after['baseline'], 180, interval=3,
+                what='memory back at the baseline')
+
+    def test_2_without_automatic(self):
+        """The same service with automatic=off: the global OOM killer
+        kills (the test bites)."""
+        h = self.host
+        qmp, con, qemu = self.vm('a', 'automatic=off')
+        rc, out = h.nested(con, 'bgt alloc 300', 600)
+        self.assertEqual(rc, 0, out)
+        oom = h.oom_kills()
+        svc, log, need, took = self.run_service(qemu, 20, 1000)
+        print('# automatic=off: oom_kill +%d; QEMU %s; service %s' % (
+            h.oom_kills() - oom, 'alive' if h.alive(qemu) else 'KILLED',
+            'done' if h.hog_done(log) else 'killed'))
+        self.assertGreater(h.oom_kills(), oom)
+
+    def test_3_two_vms(self):
+        """Two VMs in their own scopes, no coordinator: one guest holds an
+        anonymous working set, the other page cache.  The service gets
+        what it needs, nobody is OOM-killed, and the guest whose memory
+        is reclaimable gives first."""
+        h = self.host
+        qmp_a, con_a, qemu_a = self.vm('a', 'automatic=on', mem='320M')
+        qmp_b, con_b, qemu_b = self.vm('b', 'automatic=on', mem='320M',
+                                       disk_mib=512)
+        rc, out = h.nested(con_a, 'bgt alloc 180 --hold 100000 '
+                           '>/dev/null 2>&1 &', 60)
+        self.assertEqual(rc, 0, out)
+        rc, out = h.nested(con_b, 'bgt cache /dev/vda 180 --hold 100000 '
+                           '>/dev/null 2>&1 &', 60)
+        self.assertEqual(rc, 0, out)
+        time.sleep(20)
+        start = {n: h.qmp(q, 'query-balloon-auto')
+                 for n, q in (('a', qmp_a), ('b', qmp_b))}
+        oom = h.oom_kills()
+        svc, log, need, took = self.run_service(qemu_a, 20, 1000)
+        alive = h.alive(qemu_a) and h.alive(qemu_b)
+        gave = {}
+        for n, q in (('a', qmp_a), ('b', qmp_b)):
+            info = h.qmp(q, 'query-balloon-auto') if alive else None
+            gave[n] = (start[n]['actual'] - info['actual']) // MiB \
+                if info else None
+        print('# two VMs: service %d MiB in %.0f s; gave: working set %s '
+              'MiB, page cache %s MiB; oom_kill +%d' % (
+                  need, took, gave['a'], gave['b'], h.oom_kills() - oom))
+        self.assertTrue(alive)
+        self.assertTrue(h.hog_done(log), h.read(log))
+        self.assertEqual(h.oom_kills(), oom)
+        self.assertGreater(gave['b'], gave['a'])
+
+
+class HybridHostTest(unittest.TestCase):
+    """A host with the memory controller on cgroup v1 and no limit on the
+    VM's memcg: the v1 source has no headroom of its own there, and the
+    host's memory counts instead."""
+
+    def test_v1_without_limit(self):
+        host = NestedHost('hybrid', mem=HOST_MEM, v1=True).launch()
+        pids = []
+        try:
+            host.sh('mkdir -p /sys/fs/cgroup/memory/machine/vm')
+            qmp, con, qemu = host.start_qemu('vm', 'memory/machine/vm',
+                                             'automatic=on')
+            pids.append(qemu)
+            info = host.qmp(qmp, 'query-balloon-auto')
+            src = info['source']
+            print('# hybrid: %s %s (%s)' % (src['kind'], src['path'],
+                                             src['detail']))
+            self.assertEqual(src['kind'], 'cgroup-v1')
+            self.assertIn('no memory limit', src['detail'])
+            self.assertIn('host memory in use', src['detail'])
+            rc, out = host.nested(con, 'bgt alloc 300', 600)
+            self.assertEqual(rc, 0, out)
+            host.sh('mkdir -p /sys/fs/cgroup/memory/system')
+            oom = host.oom_kills()
+            need = host.mem_available() // MiB + 150
+            svc, log = host.hog('memory/system', need, step=20, delay_ms=200)
+            pids.append(svc)
+            harness.wait_until(lambda: host.hog_done(log) or
+                               not host.alive(svc) or not host.alive(qemu),
+                               600, interval=2, what='the service')
+            info = host.qmp(qmp, 'query-balloon-auto')
+            print('# hybrid: service %d MiB at 100 MiB/s: QEMU alive, '
+                  '%d host-pressure decisions, oom_kill +%d' % (
+                      need, counts(info)['host-pressure'],
+                      host.oom_kills() - oom))
+            self.assertTrue(host.hog_done(log))
+            self.assertEqual(host.oom_kills(), oom)
+        finally:
+            host.kill(*pids)
+            host.shutdown()
+
+
+if __name__ == '__main__':
+    harness.main()
