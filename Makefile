@@ -10,6 +10,7 @@
 #   make docs            the manual and man pages (build/qemu/build-docs)
 #   make deb             a Debian package of the fork (build/*.deb)
 #   make sanitize        ASan+UBSan build of the device and its tests
+#                        (the clang build the fuzz targets come from)
 #   make fuzz            libFuzzer on the automatic balloon (FUZZ_TIME s)
 #   make bench           benchmarks against upstream and peers (BENCH_ARGS)
 #   make install         install into $(PREFIX) (default /usr/local)
@@ -26,10 +27,10 @@ TREE := build/qemu
 BLD := $(TREE)/build
 PRISTINE := build/pristine
 QEMU := $(BLD)/qemu-system-x86_64
-# Test-only builds of the same tree: sanitizers, fuzzing
+# Test-only builds of the same tree: one clang build with ASan, UBSan and
+# libFuzzer for the sanitizer runs and the fuzz targets
 DOCS := $(TREE)/build-docs
 MIN := $(TREE)/build-min
-SAN := $(TREE)/build-san
 FUZZ := $(TREE)/build-fuzz
 FUZZ_TIME ?= 1800
 BENCH_ARGS ?=
@@ -86,12 +87,9 @@ v2host: build $(MIN)/build.ninja guest
 	@scripts/fork/build-tree.sh $(MIN) tests/unit/test-balloon-pressure
 	@scripts/fork/build-v2-host.sh $(MIN)
 
-$(SAN)/build.ninja: $(BLD)/build.ninja
-	scripts/fork/configure-variant.sh $(TREE) san
-
 # ASan + UBSan build of the device and its tests (make check runs them)
-sanitize: build $(SAN)/build.ninja
-	@scripts/fork/build-tree.sh $(SAN) $(SAN_TARGETS)
+sanitize: build $(FUZZ)/build.ninja
+	@scripts/fork/build-tree.sh $(FUZZ) $(SAN_TARGETS)
 
 $(FUZZ)/build.ninja: $(BLD)/build.ninja
 	scripts/fork/configure-variant.sh $(TREE) fuzz
@@ -110,7 +108,7 @@ guest:
 check: setup
 	$(MAKE) build pristine guest sanitize fuzz-build deb v2host
 	$(PYENV) $(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE) \
-	    --sanitized $(SAN) --fuzz $(FUZZ)
+	    --sanitized $(FUZZ) --fuzz $(FUZZ)
 
 check-quick: build
 	$(PYENV) $(PYTHON) scripts/fork/check.py --tree $(TREE) --quick

@@ -3,7 +3,7 @@
 #
 # build-tree.sh BUILDDIR [NINJA-TARGET...]: build qemu-system-x86_64, the
 # x86 option ROMs and any extra targets in a configured build directory of
-# an assembled tree (TREE/build, or a test variant such as TREE/build-san),
+# an assembled tree (TREE/build, or a test variant such as TREE/build-fuzz),
 # and make the uninstalled binary find its firmware: run from the build
 # directory it relocates every firmware path into qemu-bundle/, so the ROMs
 # are linked into the bundle's data dir and the host's firmware dirs

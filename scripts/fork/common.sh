@@ -316,7 +316,8 @@ EOF
 
 # Extra build directories of the assembled fork: the manual, and the same
 # tree built small for tests only (never shipped): plain (to run inside a
-# test guest), with sanitizers, or for fuzzing.
+# test guest), or with clang, sanitizers and libFuzzer (the sanitizer runs
+# and the fuzz targets).
 variant_configure_args() {
     if [ "$1" = docs ]; then
         # only the manual and the man pages, with Debian's Sphinx; paths as
@@ -350,13 +351,10 @@ EOF2
     min)
         # small enough to run inside a test guest (cgroup v2 host tests)
         printf '%s\n' --cc=/usr/lib/ccache/cc --cxx=/usr/lib/ccache/c++ ;;
-    san)
-        # AddressSanitizer and UndefinedBehaviorSanitizer, with gcc
-        printf '%s\n' --enable-asan --enable-ubsan \
-            --cc=/usr/lib/ccache/cc --cxx=/usr/lib/ccache/c++ ;;
     fuzz)
-        # libFuzzer needs clang; ASan finds what the fuzzer provokes
-        printf '%s\n' --enable-fuzzing --enable-asan \
+        # libFuzzer needs clang; ASan and UBSan find what the fuzzer
+        # provokes, and the same build runs the tests under them
+        printf '%s\n' --enable-fuzzing --enable-asan --enable-ubsan \
             --cc=/usr/lib/ccache/clang --cxx=/usr/lib/ccache/clang++ ;;
     *)
         die "unknown build variant '$1'" ;;

@@ -3,7 +3,8 @@
 #
 # configure-variant.sh TREE NAME: configure the test-only build TREE/build-NAME
 # of an assembled tree (NAME: docs for the manual, min for a small build
-# that runs inside a test guest, san for ASan+UBSan, fuzz for libFuzzer).
+# that runs inside a test guest, fuzz for clang with ASan, UBSan and
+# libFuzzer: the sanitizer runs and the fuzz targets).
 set -eu
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 . "$srcdir/scripts/fork/common.sh"
