@@ -2401,6 +2401,64 @@ static void test_host_growth_real_clock(void)
     cgroup_remove(&c);
 }
 
+/*
+ * The host's own memory as the source: its usage, MemTotal and the
+ * setpoint in the query; the setpoint validated and changed at run time.
+ */
+static void test_host_source(void)
+{
+    QTestState *qts = qtest_init("-M q35 -m 1G -device virtio-balloon-pci,"
+                                 "id=balloon0,automatic=on,"
+                                 "pressure-source=host,host-setpoint=70");
+    BalloonDriver d;
+    int efd = eventfd(0, 0);
+    QDict *info, *host, *src, *rsp;
+    int64_t limit;
+
+    info = query(qts);
+    src = qdict_get_qdict(info, "source");
+    g_test_message("%s: %s", qdict_get_str(src, "path"),
+                   qdict_get_str(src, "detail"));
+    g_assert_cmpstr(qdict_get_str(src, "kind"), ==, "host");
+    g_assert_cmpstr(qdict_get_str(src, "path"), ==, "/proc/meminfo");
+    g_assert_nonnull(strstr(qdict_get_str(src, "detail"),
+                            "host memory in use"));
+    qobject_unref(info);
+    assert_set_refused(qts, "{'host-setpoint': 5}", "'host-setpoint'");
+    assert_set_refused(qts, "{'host-setpoint': 95}", "'host-setpoint'");
+    qtest_quit(qts);
+
+    /* with a driver the policy has read the host */
+    qts = driver_boot(&d, efd, ",pressure-source=host,host-setpoint=70");
+    driver_send_stats(&d, 800 * MiB);
+    info = query(qts);
+    host = qdict_get_qdict(info, "host");
+    limit = qdict_get_int(host, "limit");
+    g_test_message("host: %" PRId64 " of %" PRId64 " MiB, setpoint %" PRId64,
+                   qdict_get_int(host, "usage") / MiB, limit / MiB,
+                   qdict_get_int(host, "setpoint") / MiB);
+    g_assert_cmpint(qdict_get_int(host, "setpoint"), ==, limit / 1000 * 700);
+    qobject_unref(info);
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'host-setpoint': 85}}");
+    g_assert_cmpint(qom_get_int(qts, "balloon0", "host-setpoint"), ==, 85);
+    /* taken at the next reading (at most 10 s when far from it) */
+    qtest_clock_step(qts, STATS_POLL_NS);
+    driver_send_stats(&d, 800 * MiB);
+    info = query(qts);
+    host = qdict_get_qdict(info, "host");
+    g_assert_cmpint(qdict_get_int(host, "setpoint"), ==, limit / 1000 * 850);
+    qobject_unref(info);
+    rsp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                    " {'driver': 'virtio-balloon-pci', 'id': 'b2',"
+                    " 'host-setpoint': 99}}");
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"),
+                                          "desc"), "'host-setpoint'"));
+    qobject_unref(rsp);
+    driver_stop(&d);
+    close(efd);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2466,5 +2524,6 @@ int main(int argc, char **argv)
                    test_migration_bad_times);
     qtest_add_func("balloon-auto/host-growth-real-clock",
                    test_host_growth_real_clock);
+    qtest_add_func("balloon-auto/host-source", test_host_source);
     return g_test_run();
 }
