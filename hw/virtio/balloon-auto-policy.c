@@ -241,11 +241,11 @@ static uint64_t follow_rate(uint64_t old_rate, uint64_t from, uint64_t to,
  */
 #define HOST_RATE_WINDOW (SEC_NS / 2)
 
-void balloon_policy_note_host(BalloonPolicyState *s,
+bool balloon_policy_note_host(BalloonPolicyState *s,
                               const BalloonPolicyHost *h)
 {
     if (s->host.time != BALLOON_POLICY_NEVER && h->time <= s->host.time) {
-        return;
+        return false;
     }
     if (s->host_from.time == BALLOON_POLICY_NEVER ||
         h->read_time < s->host_from.read_time) {
@@ -256,6 +256,7 @@ void balloon_policy_note_host(BalloonPolicyState *s,
         s->host_from = *h;
     }
     s->host = *h;
+    return true;
 }
 
 /* A past event at @now: a time no later than @now, or NEVER. */

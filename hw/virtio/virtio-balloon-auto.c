@@ -404,8 +404,10 @@ static void auto_note_host(VirtIOBalloon *s, int64_t now)
             .footprint = r.footprint,
         };
 
-        a->host_reading = r.count;
-        balloon_policy_note_host(&a->state, &h);
+        /* taken once the policy's clock has moved on */
+        if (balloon_policy_note_host(&a->state, &h)) {
+            a->host_reading = r.count;
+        }
     }
 }
 

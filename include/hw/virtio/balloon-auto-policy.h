@@ -177,8 +177,11 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size);
 const char *balloon_policy_params_check(const BalloonPolicyParams *p);
 void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline);
 
-/* A host reading (usage against the limit) at @h->time. */
-void balloon_policy_note_host(BalloonPolicyState *s,
+/*
+ * A host reading (usage against the limit) at @h->time; false if it is
+ * not newer than the last one on the policy's clock (it is ignored).
+ */
+bool balloon_policy_note_host(BalloonPolicyState *s,
                               const BalloonPolicyHost *h);
 
 /*
