@@ -106,6 +106,8 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     /* 75% of a cgroup's limit, 5% under its setpoint: the hysteresis */
     p->return_gap_permille = 50;
     p->lead = 1 * SEC_NS;
+    p->lead_max = 5 * SEC_NS;
+    p->inflate_rate_guess = 128 * MiB_BYTES;
     p->guest_fast_rate = 512 * MiB_BYTES;
 }
 
@@ -155,6 +157,7 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     s->host_from.time = BALLOON_POLICY_NEVER;
     s->stats_seen = BALLOON_POLICY_NEVER;
     s->stats_used = BALLOON_POLICY_NEVER;
+    s->inflate_from_time = BALLOON_POLICY_NEVER;
 }
 
 void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
@@ -168,6 +171,8 @@ void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
     s->guest_rate = 0;
     s->stats_seen = BALLOON_POLICY_NEVER;
     s->stats_used = BALLOON_POLICY_NEVER;
+    s->inflate_rate = 0;
+    s->inflate_from_time = BALLOON_POLICY_NEVER;
 }
 
 uint64_t balloon_policy_device_reset(BalloonPolicyState *s,
@@ -494,11 +499,28 @@ static bool host_known(const BalloonPolicyState *s,
            now - s->host.time <= p->host_max_age;
 }
 
+/*
+ * How far ahead host growth is foreseen: the next second, and the time
+ * the driver needs to give what a second of it takes (a driver slower
+ * than the allocator has to start earlier), up to lead_max.
+ */
+static int64_t host_lead(const BalloonPolicyState *s,
+                         const BalloonPolicyParams *p)
+{
+    uint64_t driver = s->inflate_rate ?: p->inflate_rate_guess;
+    uint64_t second = mul_div_sat(s->host_rate, p->lead / 1000000, 1000);
+    uint64_t catch_up_ms = mul_div_sat(second, 1000, MAX(driver, 1));
+
+    return p->lead + MIN(catch_up_ms, (uint64_t)(p->lead_max - p->lead) /
+                                      1000000) * 1000000;
+}
+
 static uint64_t host_deficit(const BalloonPolicyState *s,
                              const BalloonPolicyParams *p, uint64_t actual)
 {
     uint64_t setpoint = s->host.setpoint;
-    uint64_t growth = mul_div_sat(s->host_rate, p->lead / 1000000, 1000);
+    uint64_t growth = mul_div_sat(s->host_rate, host_lead(s, p) / 1000000,
+                                  1000);
     uint64_t foreseen = s->host.usage + MIN(growth, s->host.limit);
     uint64_t deficit, share, pending;
 
@@ -711,6 +733,37 @@ static Step guest_idle(Context *c)
 }
 
 /*
+ * How fast the driver inflates, measured over at least INFLATE_WINDOW
+ * while it moves towards a smaller target (not while it rests or
+ * deflates).
+ */
+#define INFLATE_WINDOW (SEC_NS / 2)
+
+static void note_inflation(BalloonPolicyState *s, uint64_t actual,
+                           int64_t now)
+{
+    if (actual >= s->last_actual || s->target >= s->last_actual) {
+        if (actual != s->last_actual || actual <= s->target) {
+            s->inflate_from_time = BALLOON_POLICY_NEVER;
+        }
+        return;
+    }
+    if (s->inflate_from_time == BALLOON_POLICY_NEVER ||
+        now - s->inflate_from_time > 4 * INFLATE_WINDOW) {
+        /* a new start, or a long pause that says nothing of its speed */
+        bool recent = now - s->last_progress <= INFLATE_WINDOW;
+
+        s->inflate_from = recent ? s->last_actual : actual;
+        s->inflate_from_time = recent ? s->last_progress : now;
+    } else if (now - s->inflate_from_time >= INFLATE_WINDOW) {
+        s->inflate_rate = growth_rate(actual, s->inflate_from,
+                                      now - s->inflate_from_time);
+        s->inflate_from = actual;
+        s->inflate_from_time = now;
+    }
+}
+
+/*
  * The step to take, by reason, in order of precedence: the guest's need,
  * then (unless only the guest may move the target) a stuck driver, host
  * pressure, and the way back to the baseline when everything is calm.
@@ -728,6 +781,7 @@ static Step next_step(Context *c)
     if (deflated) {
         want = MAX(want, c->actual);
     }
+    note_inflation(s, c->actual, c->in->now);
     /* driver progress: moving, or at the target */
     if (c->actual != s->last_actual || c->actual == s->target) {
         s->last_progress = c->in->now;

@@ -1129,6 +1129,62 @@ static void test_dry_run(void)
         f.s.counters.decisions[BALLOON_POLICY_REASON_HOST_PRESSURE], ==, 1);
 }
 
+/*
+ * A driver slower than the host's allocator has to start earlier: with
+ * the host 100 MiB below its setpoint and growing 70 MiB/s, a driver
+ * seen inflating 28 MiB/s needs 2.5 s for each second of growth, so the
+ * balloon inflates now; a driver at 350 MiB/s can wait.
+ */
+static void test_slow_driver_starts_early(void)
+{
+    static const struct {
+        uint64_t driver_mib;
+        BalloonPolicyReason reason;
+    } drivers[] = {
+        { 28, BALLOON_POLICY_REASON_HOST_PRESSURE },
+        { 350, BALLOON_POLICY_REASON_NONE },
+    };
+    const uint64_t limit = 1000 * MiB, setpoint = 800 * MiB;
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(drivers); i++) {
+        Fixture f;
+        BalloonPolicyDecision d;
+        int64_t t;
+
+        fixture_init(&f, 448 * MiB, 448 * MiB);
+        /* the driver inflated at its speed a while ago */
+        balloon_policy_set_baseline(&f.s, &f.p, 200 * MiB, f.now);
+        for (t = 0; t <= SEC; t += SEC / 10) {
+            uint64_t gone = drivers[i].driver_mib * MiB * t / SEC;
+
+            decide_at(&f, MAX(448 * MiB - MIN(gone, 448 * MiB), 200 * MiB),
+                      f.now + t, false);
+        }
+        f.now += 30 * SEC;
+        /* the host 100 MiB below its setpoint, 70 MiB/s more */
+        for (t = 0; t <= SEC; t += SEC / 2) {
+            BalloonPolicyHost h = {
+                .time = f.now + t, .read_time = f.now + t,
+                .usage = setpoint - 170 * MiB + 70 * MiB * t / SEC,
+                .limit = limit, .setpoint = setpoint, .footprint = 500 * MiB,
+            };
+
+            balloon_policy_note_host(&f.s, &h);
+        }
+        f.now += SEC;
+        set_stats(&f, 300 * MiB);
+        d = decide(&f, 200 * MiB);
+        g_test_message("driver %" PRIu64 " MiB/s (seen %" PRIu64 "): %s",
+                       drivers[i].driver_mib, f.s.inflate_rate / MiB,
+                       balloon_policy_reason_name(d.reason));
+        g_assert_cmpuint(f.s.host_rate, ==, 70 * MiB);
+        g_assert_cmpuint(f.s.inflate_rate / MiB, >=,
+                         drivers[i].driver_mib * 9 / 10);
+        g_assert_cmpint(d.reason, ==, drivers[i].reason);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1177,6 +1233,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/guest-only", test_guest_only);
     g_test_add_func("/balloon-auto-policy/stats-flood", test_stats_flood);
     g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
+    g_test_add_func("/balloon-auto-policy/slow-driver-starts-early",
+                    test_slow_driver_starts_early);
     g_test_add_func("/balloon-auto-policy/growth-no-wrap",
                     test_growth_no_wrap);
     return g_test_run();

@@ -112,7 +112,9 @@ typedef struct BalloonPolicyParams {
     int64_t host_max_age;       /* older host readings are unknown */
     /* give memory back only this far below the setpoint, of the limit */
     uint32_t return_gap_permille;
-    int64_t lead;               /* host growth foreseen, time */
+    int64_t lead;               /* host growth foreseen, time, at least */
+    int64_t lead_max;           /* ... and at most */
+    uint64_t inflate_rate_guess; /* the driver's, before it was seen, B/s */
     uint64_t guest_fast_rate;   /* fastest plausible guest allocation, B/s */
 } BalloonPolicyParams;
 
@@ -144,6 +146,9 @@ typedef struct BalloonPolicyState {
     BalloonPolicyHost host_from; /* the reading host_rate is measured from */
     uint64_t host_rate;         /* growth of host usage, bytes/s */
     bool driver_stuck;
+    uint64_t inflate_rate;      /* how fast the driver inflated lately, B/s */
+    uint64_t inflate_from;      /* ... measured from this size */
+    int64_t inflate_from_time;  /* ... at this time, or NEVER */
     int64_t stats_seen;         /* the latest statistics offered */
     int64_t stats_used;         /* the latest statistics acted upon */
     BalloonPolicyCounters counters;
