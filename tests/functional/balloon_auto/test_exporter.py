@@ -117,9 +117,11 @@ class Exporter:
         return parse_metrics(self.scrape()[1])
 
     def cpu_seconds(self):
+        """CPU time of the exporter and of the children it waited for
+        (virsh)."""
         with open('/proc/%d/stat' % self.proc.pid) as f:
             fields = f.read().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+        return sum(int(f) for f in fields[11:15]) / os.sysconf('SC_CLK_TCK')
 
     def output(self):
         self.log.seek(0)
@@ -682,9 +684,34 @@ class FakeTest(unittest.TestCase):
                          ['balloon.prom', 'ok.qmp'])
 
 
+PERF_DOMAIN_XML = '''\
+<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <features><acpi/></features>
+  <devices>
+    <emulator>{emulator}</emulator>
+    <controller type='usb' model='none'/>
+    <memballoon model='virtio'><alias name='balloon0'/></memballoon>
+  </devices>
+  <qemu:override>
+    <qemu:device alias='balloon0'>
+      <qemu:frontend>
+        <qemu:property name='automatic' type='bool' value='true'/>
+        <qemu:property name='pressure-source' type='string' value='none'/>
+      </qemu:frontend>
+    </qemu:device>
+  </qemu:override>
+</domain>
+'''
+
+
 class PerformanceTest(unittest.TestCase):
     """Scrape time and exporter CPU for 1 and 20 QEMUs (-accel qtest, a
-    balloon with automatic=on, no guest): measured and printed."""
+    balloon with automatic=on, no guest) over QMP, and for 1 and 20
+    paused domains of a private libvirtd: measured and printed."""
 
     SCRAPES = 20
 
@@ -716,13 +743,12 @@ class PerformanceTest(unittest.TestCase):
                            60, what='QMP sockets')
         return sorted(glob.glob(os.path.join(self.dir, 'vm*.qmp')))
 
-    def measure(self, socks):
-        exporter = Exporter(*socks)
+    def measure(self, count, *args):
+        exporter = Exporter(*args)
         try:
             m = exporter.metrics()
             self.assertEqual(sum(v for (n, _), v in m.items()
-                                 if n == 'qemu_balloon_auto_up'),
-                             len(socks))
+                                 if n == 'qemu_balloon_auto_up'), count)
             cpu = exporter.cpu_seconds()
             times = []
             for _ in range(self.SCRAPES):
@@ -737,12 +763,37 @@ class PerformanceTest(unittest.TestCase):
         results = {}
         for count in (1, 20):
             socks = self.start_qemus(count)
-            results[count] = self.measure(socks)
+            results[count] = self.measure(count, *socks)
+        self.report('over QMP', results)
+
+    @staticmethod
+    def report(how, results):
         for count, (median, worst, cpu) in results.items():
-            print('# %2d VM%s over QMP: scrape %.1f ms median, %.1f ms max;'
+            print('# %2d VM%s %s: scrape %.1f ms median, %.1f ms max;'
                   ' exporter CPU %.1f ms per scrape' % (
-                      count, 's' if count > 1 else ' ', median * 1000,
+                      count, 's' if count > 1 else ' ', how, median * 1000,
                       worst * 1000, cpu * 1000))
+
+    def test_libvirt_scrape_cost(self):
+        """The same through a private libvirtd (Debian's 9.0): one 'virsh
+        list' and one 'virsh qemu-monitor-command' per domain and scrape.
+        The domains stay paused (no guest runs)."""
+        import test_libvirt
+        lv = test_libvirt.PrivateLibvirtd(os.path.join(self.dir, 'libvirt'))
+        self.addCleanup(lv.stop)
+        results = {}
+        started = 0
+        for count in (1, 20):
+            while started < count:
+                xml = os.path.join(self.dir, 'perf%02d.xml' % started)
+                with open(xml, 'w') as f:
+                    f.write(PERF_DOMAIN_XML.format(
+                        name='perf%02d' % started,
+                        emulator=harness.qemu_binary()))
+                lv.virsh('create', xml, '--paused')
+                started += 1
+            results[count] = self.measure(count, '--connect', lv.uri)
+        self.report('through libvirt', results)
 
 
 if __name__ == '__main__':
