@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -90,10 +91,13 @@ class Exporter:
         self.port = free_port()
         self.url = 'http://%s:%d/metrics' % (LOOPBACK, self.port)
         self.log = tempfile.TemporaryFile(mode='w+')
+        # a session of its own: stop() ends it with the virsh processes
+        # it may still be waiting for
         self.proc = subprocess.Popen(
             [sys.executable, EXPORTER, '--listen',
              '%s:%d' % (LOOPBACK, self.port)] + list(args),
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
         try:
             harness.wait_until(self._listening, 30, interval=0.1,
                                what='exporter listening')
@@ -135,6 +139,11 @@ class Exporter:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:
+            # its process group (its pid: a session of its own)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.log.close()
 
 
