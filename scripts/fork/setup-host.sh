@@ -79,9 +79,7 @@ prometheus_was_installed() {
         grep -q 'install ok installed'
 }
 no_system_prometheus() {
-    if command -v deb-systemd-helper >/dev/null; then
-        deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || :
-    fi
+    # the init script's links and, through systemctl, the systemd unit's
     update-rc.d prometheus disable >/dev/null 2>&1 || :
 }
 
