@@ -30,6 +30,17 @@ DESTDIR="$stage" ninja -C "$docs" install >"$work/install-docs.log"
 DESTDIR="$stage" ninja -C "$bld" install >"$work/install.log"
 install -m 0644 "$bld"/pc-bios/optionrom/*.bin "$stage/usr/share/qemu/"
 install -m 0755 "$srcdir/scripts/qemu-balloon-auto-pressure" "$stage/usr/bin/"
+# the Prometheus exporter (its unit comes from debian/ through
+# dh_installsystemd), its settings, the alerting rules and the dashboard
+install -m 0755 "$srcdir/scripts/qemu-balloon-auto-exporter" "$stage/usr/bin/"
+install -D -m 0644 \
+    "$srcdir/scripts/fork/debian/qemu-balloon-auto.qemu-balloon-auto-exporter.default" \
+    "$stage/etc/default/qemu-balloon-auto-exporter"
+share="$stage/usr/share/qemu-balloon-auto"
+install -d "$share"
+install -m 0644 "$srcdir"/contrib/balloon-auto/qemu-balloon-auto.rules.yml \
+    "$srcdir"/contrib/balloon-auto/qemu-balloon-auto.rules.test.yml \
+    "$srcdir"/contrib/balloon-auto/qemu-balloon-auto-dashboard.json "$share/"
 # the helper's Python package, where /usr/bin/python3 finds it (its
 # 'testing' part is for the checkout's tests and bench only)
 pydir="$stage/usr/lib/python3/dist-packages/qemu_balloon_auto"
@@ -37,7 +48,8 @@ install -d "$pydir"
 install -m 0644 "$srcdir"/scripts/qemu_balloon_auto/*.py "$pydir/"
 
 for f in rules qemu-balloon-auto.install qemu-balloon-auto.postinst \
-         qemu-balloon-auto.prerm; do
+         qemu-balloon-auto.prerm \
+         qemu-balloon-auto.qemu-balloon-auto-exporter.service; do
     cp "$srcdir/scripts/fork/debian/$f" "$work/src/debian/"
 done
 sed "s|@BASE@|$base|" "$srcdir/scripts/fork/debian/control.in" \

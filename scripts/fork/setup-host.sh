@@ -29,6 +29,7 @@ PACKAGES_BASE="ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
 flex bison dpkg-dev gcc-i686-linux-gnu seabios ccache git xz-utils cpio
 busybox-static python3 python3-venv ipxe-qemu pkgconf
 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-matplotlib
+python3-prometheus-client prometheus
 $PACKAGES_FEATURES
 python3-sphinx python3-sphinx-rtd-theme
 debhelper fakeroot debootstrap
@@ -64,6 +65,24 @@ libvirt_user() {
         die "cannot create the libvirt-qemu system user"
 }
 
+# Debian's prometheus package (its promtool, and the server the exporter
+# test runs by itself on loopback) enables and starts a system Prometheus
+# listening on every address (port 9090).  A host that did not run one
+# before gets none: the start is refused through policy-rc.d (unless the
+# host has its own policy) and the service is disabled again.
+PROMETHEUS_POLICY='#!/bin/sh
+# qemu-balloon-auto-fork setup-host.sh: no system Prometheus
+case " $* " in *" prometheus "*|*" prometheus.service "*) exit 101;; esac
+exit 0'
+prometheus_was_installed() {
+    dpkg-query -W -f='${Status}\n' prometheus 2>/dev/null |
+        grep -q 'install ok installed'
+}
+no_system_prometheus() {
+    # the init script's links and, through systemctl, the systemd unit's
+    update-rc.d prometheus disable >/dev/null 2>&1 || :
+}
+
 if [ -f "$STAMP" ] && [ -z "$(missing)" ] && [ -f "$LIST" ]; then
     libvirt_user
     echo "setup-host: all dependencies present"
@@ -92,8 +111,19 @@ mv "$LIST.tmp" "$LIST"
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q || die "apt-get update failed: is the Debian archive reachable?"
+policy=
+if ! prometheus_was_installed; then
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '%s\n' "$PROMETHEUS_POLICY" > "$policy"
+        chmod 755 "$policy"
+    fi
+    new_prometheus=y
+fi
 apt-get install -y -q --no-install-recommends $PACKAGES_BASE ||
-    die "installing base packages failed"
+    { [ -z "$policy" ] || rm -f "$policy"; die "installing base packages failed"; }
+[ -z "$policy" ] || rm -f "$policy"
+[ -z "${new_prometheus:-}" ] || no_system_prometheus
 apt-get install -y -q --no-install-recommends -t bookworm-backports $PACKAGES_BACKPORTS ||
     die "installing meson/python3-pycotap from bookworm-backports failed"
 [ -z "$(missing)" ] || die "still missing after install: $(missing)"

@@ -2,7 +2,8 @@
 """
 Python support shared by the tools of the automatic-balloon fork: the
 host-side view (scripts/balloon_auto_top.py), the management helper
-(scripts/qemu-balloon-auto-pressure), the benchmark (bench/) and the
+(scripts/qemu-balloon-auto-pressure), the Prometheus exporter
+(scripts/qemu-balloon-auto-exporter), the benchmark (bench/) and the
 functional tests (tests/functional/balloon_auto/).
 
   qemu_balloon_auto.qmp      QMP on a unix socket or through libvirt

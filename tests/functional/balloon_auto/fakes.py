@@ -25,7 +25,10 @@ As a program it is a fake QEMU process or a fake virsh:
       (an ID, then a UUID, then a name), answers list, domuuid, domname
       and domid, forwards qemu-monitor-command (with --pass-fds) to the
       domain's SOCKET, and appends its argv and the domain it resolved to
-      FILE.  An URI other than the file's fails as virsh does.
+      FILE.  An URI other than the file's fails as virsh does, and so
+      does every command with "down": true (libvirtd not running).  A
+      domain with "gone": true is listed but is not found by any other
+      command (destroyed between the listing and the query).
 """
 
 import argparse
@@ -46,21 +49,34 @@ def fd_description(fd):
         return '?'
 
 
-def qemu_like_replies(name='fake', actual=512 * MiB):
+def qemu_like_replies(name='fake', actual=512 * MiB,
+                      uuid='00000000-0000-0000-0000-000000000000'):
     """Replies of a QEMU with an automatic balloon, enough for
-    balloon_auto_top.py."""
+    balloon_auto_top.py and the exporter."""
     return {
         'query-name': {'name': name},
+        'query-uuid': {'UUID': uuid},
         'query-status': {'status': 'running', 'running': True},
         'query-cpus-fast': [{'cpu-index': 0, 'thread-id': os.getpid()}],
         'query-balloon': {'actual': actual},
         'query-balloon-auto': {
-            'enabled': True, 'status': 'active', 'level': 'none',
+            'enabled': True, 'dry-run': False, 'status': 'active',
+            'level': 'none', 'actual': actual,
             'target': actual, 'baseline': actual, 'floor': 128 * MiB,
-            'max': 1024 * MiB, 'guest-stats': {'available': 300 * MiB},
+            'floor-origin': 'fake', 'max': 1024 * MiB,
+            'reserve': 64 * MiB,
+            'guest-stats': {'age-ms': 500, 'available': 300 * MiB,
+                            'total': 480 * MiB},
             'events': [{'level': level, 'events': 0}
                        for level in ('low', 'medium', 'critical')],
-            'source': {'kind': 'none', 'path': '', 'detail': 'fake'},
+            'decisions': [{'reason': reason, 'count': 0, 'bytes': 0}
+                          for reason in ('host-pressure', 'guest-pressure',
+                                         'guest-deflated', 'host-calm',
+                                         'guest-idle', 'driver-stuck')],
+            'pingpongs': 0, 'driver-responding': True,
+            'hold-remaining-ms': 0,
+            'source': {'kind': 'none', 'path': '', 'detail': 'fake',
+                       'lost': False},
         },
     }
 
@@ -70,8 +86,9 @@ class FakeMonitor:
 
     def __init__(self, path, mode='ok', replies=None, fail=None, events=0):
         """@replies: {command: return value}; @fail: {command: error desc}
-        (class GenericError); @events: asynchronous events sent before
-        each reply."""
+        (class GenericError) or {command: (class, desc)}; @events:
+        asynchronous events sent before each reply.  A command taken out
+        of @replies is one this QEMU does not have (CommandNotFound)."""
         self.path = path
         self.mode = mode
         self.replies = dict(qemu_like_replies(), **(replies or {}))
@@ -176,8 +193,10 @@ class FakeMonitor:
         if name in self.fail:
             if fd is not None:
                 os.close(fd)
-            return {'error': {'class': 'GenericError',
-                              'desc': self.fail[name]}}
+            error = self.fail[name]
+            if not isinstance(error, tuple):
+                error = ('GenericError', error)
+            return {'error': {'class': error[0], 'desc': error[1]}}
         if name == 'qmp_capabilities':
             return {'return': {}}
         if name == 'getfd':
@@ -216,11 +235,12 @@ class FakeMonitor:
             return {'return': {}}
         if name == 'balloon-auto-set':
             return {'return': {}}
-        if name == 'query-balloon-auto':
+        if name == 'query-balloon-auto' and name in self.replies:
             info = dict(self.replies['query-balloon-auto'])
             with self._lock:
                 info['source'] = {'kind': 'fd' if self.taken else 'none',
-                                  'path': '', 'detail': ', '.join(
+                                  'path': '', 'lost': False,
+                                  'detail': ', '.join(
                                       '%s (%s)' % (level, fd_description(f))
                                       for level, f in self.taken.items())
                                   or 'no descriptors'}
@@ -277,6 +297,7 @@ def fake_virsh(argv):
 
     def lookup(text):
         # virsh: an ID first, then a UUID, then a name
+        domains = [d for d in state['domains'] if not d.get('gone')]
         if text.isdigit():
             for d in domains:
                 if d.get('id') == int(text):
@@ -289,7 +310,7 @@ def fake_virsh(argv):
                 return d
         return None
 
-    if state.get('uri') and uri != state['uri']:
+    if state.get('uri') and uri != state['uri'] or state.get('down'):
         return fail('failed to connect to the hypervisor')
     if state.get('hang'):
         time.sleep(3600)
@@ -298,8 +319,15 @@ def fake_virsh(argv):
         shown = domains if '--all' in args else [d for d in domains
                                                  if d.get('id')]
         for d in shown:
-            print(d['name'] if '--name' in args else
-                  ' %s    %s    running' % (d.get('id') or '-', d['name']))
+            if '--uuid' in args and '--name' in args:
+                print('%-36s %-30s' % (d['uuid'], d['name']))
+            elif '--uuid' in args:
+                print(d['uuid'])
+            elif '--name' in args:
+                print(d['name'])
+            else:
+                print(' %s    %s    running' % (d.get('id') or '-',
+                                                d['name']))
         return 0
     domain = lookup(args[0]) if args else None
     if domain is None:

@@ -41,6 +41,12 @@ FD_DOMAIN = 'balloon-auto-fd'
 # usage thresholds management arms, in percent of the partition's limit
 # the management helper the fork ships
 HELPER = os.path.join(harness.TOP, 'scripts', 'qemu-balloon-auto-pressure')
+# the Prometheus exporter: the installed one when the test runs against
+# the installed package (test_package.py), else the checkout's
+INSTALLED_EXPORTER = '/usr/bin/qemu-balloon-auto-exporter'
+EXPORTER = (INSTALLED_EXPORTER if os.environ.get('QEMU_FORK_EMULATOR') and
+            os.path.exists(INSTALLED_EXPORTER) else
+            os.path.join(harness.TOP, 'scripts', 'qemu-balloon-auto-exporter'))
 # one partition per test run; without systemd libvirt names a partition's
 # directory <name>.partition
 PARTITION = '/machine/balloon-auto-test-%d' % os.getpid()
@@ -417,6 +423,22 @@ class LibvirtTest(unittest.TestCase):
             hog.stop()
         self.assertEqual(part.oom_kills(), 0)
 
+    def exporter_sample(self):
+        """One sample of the exporter over every domain of the private
+        libvirtd: a function (name, **labels) -> value of the sample
+        with exactly those labels."""
+        from prometheus_client.parser import text_string_to_metric_families
+        path = self.libvirt.path('exporter.prom')
+        subprocess.run([EXPORTER, '--connect', self.libvirt.uri,
+                        '--textfile', path, '--once'], check=True,
+                       timeout=120)
+        with open(path) as f:
+            samples = {(s.name, frozenset(s.labels.items())): s.value
+                       for fam in text_string_to_metric_families(f.read())
+                       for s in fam.samples}
+        return lambda name, **labels: samples[(name,
+                                               frozenset(labels.items()))]
+
     def test_domain_xml_passthrough_and_virsh(self):
         lv = self.libvirt
         console = self.start_domain(DOMAIN, (
@@ -521,6 +543,32 @@ class LibvirtTest(unittest.TestCase):
         self.assertEqual([(r['vm'], r['pid'], r['actual'], r['status'])
                           for r in snap['vms']],
                          [(DOMAIN, self.pid(), actual, 'active')])
+        # and so does the Prometheus exporter, naming it by name and UUID
+        sample = self.exporter_sample()
+        vm = {'domain': DOMAIN, 'uuid': lv.virsh('domuuid', DOMAIN).strip()}
+        self.assertEqual(sample('qemu_balloon_auto_up', **vm), 1)
+        # the controller may still step (4 MiB) between two reads
+        self.assertAlmostEqual(sample('qemu_balloon_auto_actual_bytes',
+                                      **vm), self.query()['actual'],
+                               delta=32 * MiB)
+        self.assertEqual(sample('qemu_balloon_auto_host_limit_bytes', **vm),
+                         LIMIT)
+        self.assertEqual(sample('qemu_balloon_auto_status', status='active',
+                                **vm), 1)
+        self.assertEqual(sample('qemu_balloon_auto_source_info',
+                                kind='cgroup-v1', path=PARTITION_DIR, **vm),
+                         1)
+        self.assertGreaterEqual(sample('qemu_balloon_auto_decisions_total',
+                                       reason='host-pressure', **vm),
+                                decisions['host-pressure'])
+        self.assertEqual(sample('qemu_balloon_auto_libvirt_up', uri=lv.uri),
+                         1)
+        print('# exporter (%s) through libvirt: up, actual %d MiB; scrape'
+              ' %.0f ms, %.0f ms of it reading the domain' % (
+                  EXPORTER, actual // MiB, 1000 * sample(
+                      'qemu_balloon_auto_exporter_scrape_duration_seconds'),
+                  1000 * sample('qemu_balloon_auto_scrape_duration_seconds',
+                                **vm)))
         print('# host pressure: balloon %d -> %d MiB in %.0f s, QEMU RSS %d'
               ' -> %d MiB, events %s; dommemstat actual %s KiB usable %s KiB'
               ' rss %s KiB' % (

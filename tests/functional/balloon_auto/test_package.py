@@ -35,10 +35,11 @@ EMULATOR = '/usr/bin/qemu-system-x86_64'
 # the package needs seabios >= 1.16.3, which Debian 12 has in
 # bookworm-backports only; named as the README's install command names it
 FIRMWARE = ['seabios/bookworm-backports']
-# what the libvirt test needs besides the package
+# what the libvirt test needs besides the package (the exporter's
+# library is only a Recommends, which the root does not install)
 LIBVIRT_PACKAGES = ['libvirt-daemon', 'libvirt-daemon-driver-qemu',
                     'libvirt-clients', 'python3', 'python3-pycotap',
-                    'procps']
+                    'procps', 'python3-prometheus-client']
 
 # A boot sector for the AHCI test: it reads sector 1 of the boot drive
 # with INT 13h (extended read, so through SeaBIOS's AHCI driver) and
