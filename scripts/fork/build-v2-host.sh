@@ -62,9 +62,12 @@ report() {
         echo "INITRD=$out/initrd.img"
         # cgroup v2 only, memory controller there, PSI on
         echo "V2_APPEND=cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 psi=1"
+        echo "V1_KERNEL=$nested_kernel"
+        echo "V1_INITRD=$out/initrd-v1.img"
     fi
 }
-if [ -f "$out/initrd.img" ] && [ "$(cat "$out/inputs" 2>/dev/null)" = "$inputs" ]; then
+if [ -f "$out/initrd.img" ] && [ -f "$out/initrd-v1.img" ] &&
+   [ "$(cat "$out/inputs" 2>/dev/null)" = "$inputs" ]; then
     log "up to date: $out"
     report
     exit 0
@@ -114,6 +117,10 @@ done
     die "cannot write the v2 host layer"
 # Linux unpacks concatenated initramfs archives one after the other.
 cat "$outer_initrd" "$work/layer.img" > "$work/initrd.img"
+# The same host on the stable (6.1) kernel, whose memory controller can
+# be on cgroup v1 (the 6.12 kernel is built without CONFIG_MEMCG_V1).
+cat "$nested_initrd" "$work/layer.img" > "$work/initrd-v1.img"
+mv -f "$work/initrd-v1.img" "$out/initrd-v1.img"
 mv -f "$work/initrd.img" "$out/initrd.img"
 echo "$inputs" > "$out/inputs"
 log "done: $out/initrd.img ($(du -h "$out/initrd.img" | cut -f1))"

@@ -14,7 +14,7 @@ tree="$srcdir/build/qemu"
 status=0
 
 for p in $(series_list); do
-    out=$(cd "$tree" && scripts/checkpatch.pl --no-signoff "$srcdir/patches/$p" 2>&1) ||
+    out=$(cd "$tree" && scripts/checkpatch.pl "$srcdir/patches/$p" 2>&1) ||
         status=1
     echo "$p: $(echo "$out" | grep '^total:')"
     echo "$out" | grep -E '^(ERROR|WARNING)' -A 3 || :
@@ -29,7 +29,12 @@ for f in $(git ls-files -- hw include qapi stubs tests/qtest tests/unit \
     printf 'diff --git a/%s b/%s\nnew file mode 100644\n--- /dev/null\n+++ b/%s\n@@ -0,0 +1,%d @@\n' \
         "$f" "$f" "$f" "$n"
     sed 's/^/+/' "$f"
-done > "$synthetic"
+done > "$synthetic.files"
+# the series lists the new files in MAINTAINERS: checked together, first
+sed -n '/^diff --git a\/MAINTAINERS/,$p' "$srcdir"/patches/*MAINTAINERS*.patch \
+    > "$synthetic"
+cat "$synthetic.files" >> "$synthetic"
+rm -f "$synthetic.files"
 out=$(cd "$tree" && scripts/checkpatch.pl --no-signoff "$synthetic" 2>&1) || status=1
 echo "new files: $(echo "$out" | grep '^total:')"
 echo "$out" | grep -E '^(ERROR|WARNING)' -A 4 || :

@@ -54,7 +54,7 @@ typedef struct BalloonAutoWire {
 } BalloonAutoWire;
 
 typedef struct VirtIOBalloonAuto {
-    /* Properties (see DEFINE_VIRTIO_BALLOON_AUTO_PROPERTIES) */
+    /* Properties (virtio-balloon.c's) */
     bool enabled;
     bool dry_run;
     char *source;
@@ -90,32 +90,6 @@ typedef struct VirtIOBalloonAuto {
     bool state_migrated;        /* the subsection arrived, not yet applied */
     BalloonAutoWire wire;
 } VirtIOBalloonAuto;
-
-#define DEFINE_VIRTIO_BALLOON_AUTO_PROPERTIES(_s, _f)                        \
-    DEFINE_PROP_BOOL("automatic", _s, _f.enabled, false),                   \
-    DEFINE_PROP_BOOL("auto-dry-run", _s, _f.dry_run, false),                \
-    DEFINE_PROP_STRING("pressure-source", _s, _f.source),                   \
-    DEFINE_PROP_STRING("pressure-cgroup", _s, _f.cgroup),                   \
-    DEFINE_PROP_STRING("pressure-fd", _s, _f.fd),                           \
-    DEFINE_PROP_STRING("pressure-fd-level", _s, _f.fd_level),               \
-    DEFINE_PROP_UINT32("psi-window-ms", _s, _f.psi_window_ms, 1000),        \
-    DEFINE_PROP_UINT8("host-setpoint", _s, _f.host_setpoint, 80),           \
-    DEFINE_PROP_SIZE("auto-floor", _s, _f.tunables.floor, 0),               \
-    DEFINE_PROP_SIZE("auto-reserve", _s, _f.tunables.reserve, 0),           \
-    DEFINE_PROP_UINT8("inflate-low", _s,                                    \
-                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_LOW],    \
-                      BALLOON_POLICY_INFLATE_LOW_PCT),                      \
-    DEFINE_PROP_UINT8("inflate-medium", _s,                                 \
-                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_MEDIUM], \
-                      BALLOON_POLICY_INFLATE_MEDIUM_PCT),                   \
-    DEFINE_PROP_UINT8("inflate-critical", _s,                               \
-                      _f.tunables.inflate_pct[BALLOON_POLICY_LEVEL_CRITICAL], \
-                      BALLOON_POLICY_INFLATE_CRITICAL_PCT),                 \
-    DEFINE_PROP_SIZE("auto-max-step", _s, _f.tunables.max_step, 0),         \
-    DEFINE_PROP_SIZE("auto-return-step", _s, _f.tunables.return_step, 0),   \
-    DEFINE_PROP_UINT32("auto-calm-time-ms", _s, _f.tunables.calm_time_ms,   \
-                       10000),                                              \
-    DEFINE_PROP_UINT32("auto-cooldown-ms", _s, _f.tunables.cooldown_ms, 1000)
 
 extern const VMStateDescription vmstate_virtio_balloon_auto;
 

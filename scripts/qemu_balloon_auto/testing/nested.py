@@ -3,8 +3,9 @@
 A host inside a test guest: the bundled 6.12 guest booted as a host of
 its own (scripts/fork/build-v2-host.sh: the fork built small, the stable
 test guest to run nested, Python and the management helper), with the
-memory controller on cgroup v2 (or, with v1=True, on a v1 hierarchy next
-to v2: a hybrid host).  The machines here bind the memory controller to
+memory controller on cgroup v2 (or, with v1=True, the stable 6.1 guest
+with the memory controller on a v1 hierarchy next to v2: a hybrid host;
+the 6.12 kernel has no v1 memory controller).  The machines here bind the memory controller to
 cgroup v1 and must never run out of memory themselves, so scenarios
 without a cgroup limit, where the host's own RAM is the limit, run only
 in such a host.
@@ -28,14 +29,18 @@ from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 CG = '/sys/fs/cgroup'
 
 
-def host_paths():
-    """(kernel, initrd, kernel command line extras for a v2 host)."""
+def host_paths(v1=False):
+    """(kernel, initrd, kernel command line extras) of the v2 host, or with
+    @v1 of the same host on the stable kernel, whose memory controller
+    can be on cgroup v1."""
     min_build = os.path.join(TREE, 'build-min')
     out = subprocess.run([os.path.join(TOP, 'scripts', 'fork',
                                        'build-v2-host.sh'), min_build,
                           '--print-paths'], check=True,
                          stdout=subprocess.PIPE, text=True).stdout
     vals = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+    if v1:
+        return vals['V1_KERNEL'], vals['V1_INITRD'], 'psi=1'
     return vals['KERNEL'], vals['INITRD'], vals['V2_APPEND']
 
 
@@ -45,9 +50,7 @@ class NestedHost:
     CG/unified)."""
 
     def __init__(self, name, mem='3G', v1=False, workdir=None):
-        kernel, initrd, append = host_paths()
-        if v1:
-            append = 'psi=1'
+        kernel, initrd, append = host_paths(v1)
         self.v1 = v1
         self.vm = TestVM(name, mem=mem, guest=(kernel, initrd),
                          append=append, args=('-smp', '2'), workdir=workdir)
@@ -148,9 +151,9 @@ class NestedHost:
                 '-msg timestamp=on -trace enable=virtio_balloon_auto_*' % (
                     mem, con, qmp, balloon))
         if disk_mib:
-            qemu += (' -blockdev driver=null-co,node-name=d0,size=%dM,'
+            qemu += (' -blockdev driver=null-co,node-name=d0,size=%d,'
                      'read-zeroes=on -device virtio-blk-pci,drive=d0' %
-                     disk_mib)
+                     (disk_mib * MiB))
         if user is not None:
             qemu = 'bgt as %d %s' % (user, qemu)
         move = 'echo $$ > %s/%s/cgroup.procs' % (CG, cgroup)
