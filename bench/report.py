@@ -297,15 +297,19 @@ def nolimit_table(results):
     summary = nolimit_summary(results)
     for s in _setups(rows, 'no-limit'):
         best = summary['highest'][s]
-        kinds = {}
+        # rates (MiB/s) with the same outcomes together: "100, 200: ..."
+        by_rate = {}
         for rate, verdicts in summary['died'][s].items():
-            for v in verdicts:
-                kinds.setdefault(_outcome(v), set()).add(_rate_key(rate))
+            by_rate[_rate_key(rate)] = ' / '.join(sorted(
+                {_outcome(v) for v in verdicts}))
+        kinds = {}
+        for rate in sorted(by_rate, key=rate_value):
+            kinds.setdefault(by_rate[rate], []).append(
+                'no pacing' if rate == 'max' else str(rate))
         out.append('    %-10s %-11s %s' % (
             s, rate_text(best) if best else 'none',
-            '; '.join('%s: %s' % (k, ', '.join(
-                rate_text(x) for x in sorted(v, key=rate_value)))
-                for k, v in kinds.items())))
+            ' | '.join('%s: %s' % (', '.join(v), k)
+                       for k, v in kinds.items())))
     if p:
         out.append('    %-10s %-11s (%d MiB x %.0f MiB/s / %d MiB)' % (
             'perfect', 'up to %.0f MiB/s' % p['bound'], p['need'],
@@ -514,7 +518,7 @@ def _plot_nolimit(ax, results):
                             ha='center', fontsize=7)
     if p:
         y = len(setups)
-        for rate, (secs, given, ok) in p['rates'].items():
+        for rate, (secs, given, ok, _) in p['rates'].items():
             x = xs.get(_rate_key(rate))
             if x is None:
                 continue
@@ -554,12 +558,16 @@ def _plot_stage_run(ax, results):
     if st.get('setpoint'):
         ax.axhline(st['setpoint'], color='grey', linestyle=':',
                    label='setpoint')
-    for key, name in (('fork_reading', 'reading'), ('decision', 'decision'),
-                      ('progress', 'progress'), ('service_end', 'done')):
+    top = ax.get_ylim()[1]
+    for i, (key, name) in enumerate((
+            ('decision', 'first decision'), ('fork_reading', 'reading over'),
+            ('progress', 'driver moves'), ('service_end', 'service done'))):
         if st.get(key) is not None:
             ax.axvline(st[key], color='black', linestyle='--', lw=0.7)
-            ax.annotate(name, (st[key], ax.get_ylim()[1]), rotation=90,
-                        va='top', ha='right', fontsize=7)
+            # stages a fraction of a second apart: labels one under another
+            ax.annotate(name, (st[key], top * (0.62 - 0.07 * i)),
+                        xytext=(3, 0), textcoords='offset points',
+                        fontsize=7)
     ax.set_xlabel('seconds since the service started')
     ax.set_ylabel('MiB')
     ax.set_title('no-limit: %s at %s, run %d (%s)' % (
