@@ -247,8 +247,13 @@ def main():
                     'removed at the end unless --keep)')
     ap.add_argument('--keep', action='store_true',
                     help='keep the scratch directory (console logs)')
+    ap.add_argument('--report', metavar='RESULTS',
+                    help='run nothing: print the table of RESULTS (a '
+                    'results.json) and draw its bench.png into --out')
     ap.add_argument('-v', '--verbose', action='store_true')
     args = ap.parse_args()
+    if args.report:
+        return render(args.report, args.out)
 
     q = args.quick
     scenarios = csv(args.scenario)
@@ -387,6 +392,24 @@ def main():
     print('results: %s, plot: %s (%.0f min)' % (
         os.path.join(args.out, 'results.json'), png,
         (time.monotonic() - started) / 60))
+    return 0
+
+
+def render(path, out):
+    """The table and plot of an earlier run's results.json."""
+    with open(path) as f:
+        data = json.load(f)
+    results = data['results']
+    summary = data.get('summary', [])
+    for line in summary:
+        print(line)
+    text = report.table(results)
+    if text:
+        print(text)
+    os.makedirs(out, exist_ok=True)
+    png = os.path.join(out, 'bench.png')
+    report.plot(results, png, summary + [''] + report.headline(results))
+    print('plot: %s' % png)
     return 0
 
 
