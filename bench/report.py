@@ -283,7 +283,7 @@ def nolimit_table(results):
             table.append((
                 'perfect', rate_text(rate).replace(' MiB/s', ''), '-', '-',
                 '%.1f%s' % (secs, '' if how == 'survived runs' else '*'),
-                '-', '%s: %d MiB/s x %.1f s = %d MiB' % (
+                '-', '%s: %.0f MiB/s x %.1f s = %d MiB' % (
                     'survives' if ok else 'too late', p['speed'], secs,
                     given)))
     widths = [max(len(str(row[i])) for row in table) for i in range(6)]
