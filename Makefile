@@ -117,7 +117,7 @@ demo: setup
 	$(MAKE) build guest
 	$(PYENV) $(PYTHON) scripts/fork/demo.py --qemu $(QEMU)
 
-bench: build pristine guest
+bench: build pristine guest v2host
 	$(PYENV) $(PYTHON) bench/run.py --fork $(QEMU) --pristine $(PRISTINE)/build/qemu-system-x86_64 $(BENCH_ARGS)
 
 install: build

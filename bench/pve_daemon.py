@@ -9,7 +9,10 @@ This is our own implementation of the published description, not Proxmox
 code.  Every cycle (10 s in PVE; the benchmark also runs it at 1 s):
 
 - host usage: the memory cgroup's memory.usage_in_bytes against its
-  memory.limit_in_bytes; the goal is to keep usage at 80 % of the limit;
+  memory.limit_in_bytes (--cgroup), or, as pvestatd itself does, the
+  host's memory in use against MemTotal from /proc/meminfo (--meminfo,
+  for hosts that set no limit); the goal is to keep usage at 80 % of the
+  limit;
 - a dead band of +-10 MiB around the goal: nothing is done inside it;
 - above the goal, the VMs shrink toward their configured minimum (PVE's
   "balloon" setting; the benchmark uses 25 % of the VM's size unless told
@@ -27,8 +30,17 @@ Free memory is the guest's stat-free-memory from the balloon's guest
 statistics (the daemon turns stats polling on through qom-set), the current
 size is query-balloon's actual.
 
+In use with --meminfo: pvestatd reads it with pve-common's read_meminfo,
+whose memused is MemTotal - MemFree - Buffers - Cached (--memused
+cached); --memused available (the default) counts MemTotal - MemAvailable
+instead, the reading the fork's host source takes.  The two differ by
+what Cached holds that cannot be reclaimed: shared memory and tmpfs (in
+the benchmark's nested host, the whole initramfs root), which the
+classic reading counts as free.
+
 Usage:
-  pve_daemon.py --cgroup V1DIR [--interval 10] [--log FILE]
+  pve_daemon.py (--cgroup V1DIR | --meminfo [--memused available|cached])
+                [--interval 10] [--log FILE]
                 --vm NAME:QMP-SOCKET:MAX-MIB:MIN-MIB[:SHARES] ...
 
 One JSON line per cycle goes to --log (or stdout).  SIGTERM ends it.
@@ -114,11 +126,54 @@ def read_int(path):
         return int(f.read())
 
 
+def read_meminfo(path='/proc/meminfo'):
+    """/proc/meminfo as {key: bytes}."""
+    vals = {}
+    with open(path) as f:
+        for line in f:
+            key, _, rest = line.partition(':')
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                vals[key] = int(parts[0]) * (1024 if parts[1:2] == ['kB']
+                                             else 1)
+    return vals
+
+
+def meminfo_usage(info, memused='available'):
+    """(usage, limit) of the host from /proc/meminfo values @info:
+    memory in use against MemTotal.  @memused 'cached': pve-common's
+    MemTotal - (MemFree + Buffers + Cached); 'available': MemTotal -
+    MemAvailable."""
+    total = info['MemTotal']
+    if memused == 'cached':
+        free = info['MemFree'] + info.get('Buffers', 0) + \
+            info.get('Cached', 0)
+    else:
+        free = info['MemAvailable']
+    return max(0, total - free), total
+
+
+def host_usage(args):
+    """(usage, limit) in bytes: the cgroup's or the host's."""
+    if args.meminfo:
+        return meminfo_usage(read_meminfo(), args.memused)
+    return (read_int(os.path.join(args.cgroup, 'memory.usage_in_bytes')),
+            read_int(os.path.join(args.cgroup, 'memory.limit_in_bytes')))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument('--cgroup', required=True,
-                    help='v1 memory cgroup directory of the host')
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument('--cgroup',
+                       help='v1 memory cgroup directory of the host')
+    where.add_argument('--meminfo', action='store_true',
+                       help='the host\'s own memory (/proc/meminfo)')
+    ap.add_argument('--memused', choices=('available', 'cached'),
+                    default='available',
+                    help='--meminfo: memory in use is MemTotal - '
+                    'MemAvailable (available) or MemTotal - MemFree - '
+                    'Buffers - Cached (cached, pve-common\'s)')
     ap.add_argument('--interval', type=float, default=10.0)
     ap.add_argument('--vm', action='append', required=True,
                     help='NAME:QMP-SOCKET:MAX-MIB:MIN-MIB[:SHARES]')
@@ -156,10 +211,7 @@ def main():
     while not stop:
         entry = {'t': round(time.monotonic() - t0, 3)}
         try:
-            usage = read_int(os.path.join(args.cgroup,
-                                          'memory.usage_in_bytes'))
-            limit = read_int(os.path.join(args.cgroup,
-                                          'memory.limit_in_bytes'))
+            usage, limit = host_usage(args)
         except OSError:
             break                               # the cgroup is gone
         live = []

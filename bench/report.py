@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Results table and PNG plot of the benchmark with peers."""
 
+import re
 import statistics
 
 
@@ -113,6 +114,247 @@ def largest_n(rows, setup):
     return max(ok) if ok else None
 
 
+# ----------------------------------------------------------------- no-limit
+
+def _spread(values, fmt='%.0f'):
+    """Median and range of @values as text ('-' if none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return '-'
+    med = fmt % statistics.median(values)
+    if len(values) == 1 or min(values) == max(values):
+        return med
+    return '%s [%s-%s]' % (med, fmt % min(values), fmt % max(values))
+
+
+def _outcome(verdict):
+    """A verdict without the times and sizes that differ from run to
+    run."""
+    return re.sub(r' at [\d.]+ s| at \d+( of \d+)? MiB', '', verdict)
+
+
+def _rates(rows):
+    return sorted({r['rate'] for r in rows}, key=rate_value)
+
+
+def nolimit_stage_result(results):
+    """The measurement the fork's stages are reported from: the one
+    marked stage_run (the first fork-auto run at 100 MiB/s), else the
+    first with stages."""
+    rows = [r for r in results if r['scenario'] == 'no-limit' and
+            r.get('stages')]
+    for r in rows:
+        if r.get('stage_run'):
+            return r
+    return rows[0] if rows else None
+
+
+def driver_speed(results):
+    """The nested guest driver's inflate rate in MiB/s and where it comes
+    from: the stage run, else the median of every measurement's."""
+    r = nolimit_stage_result(results)
+    if r and r['stages'].get('inflate'):
+        return r['stages']['inflate'], 'the stage run'
+    rates = [r['inflate'] for r in results if r['scenario'] == 'no-limit'
+             and r.get('inflate')]
+    if rates:
+        return statistics.median(rates), 'median of all measurements'
+    return None, None
+
+
+def perfect_controller(results):
+    """The reference: a controller that starts inflating at the driver's
+    speed the moment the service starts.  By the time the service is done
+    it has given speed x service time; it survives if that is the extra
+    MiB the service takes beyond MemAvailable.  Its bound: the service
+    rate need x speed / extra.  Returns None without a driver speed, else
+    {speed, from, need, extra, bound, rates: {rate: [seconds, given,
+    ok]}} (service time: the median of the completed services at that
+    rate, else need / rate)."""
+    speed, origin = driver_speed(results)
+    rows = [r for r in results if r['scenario'] == 'no-limit' and
+            r.get('need')]
+    if not speed or not rows:
+        return None
+    # the service's time: from the runs that survived at that rate, else
+    # need / the service's pace while the host still had memory free (a
+    # run with an OOM kill includes the stall), else need / rate
+    need = statistics.median(r['need'] for r in rows)
+    extra = rows[0].get('extra', 150)
+    out = {'speed': speed, 'from': origin, 'need': need, 'extra': extra,
+           'bound': round(need * speed / extra, 1), 'rates': {}}
+    for rate in _rates(rows):
+        rs = [r for r in rows if r['rate'] == rate]
+        secs = [r['service_seconds'] for r in rs
+                if r.get('ok') and r.get('service_seconds')]
+        free = [r['free_rate'] for r in rs if r.get('free_rate')]
+        if secs:
+            t, how = statistics.median(secs), 'survived runs'
+        elif free:
+            t, how = need / statistics.median(free), 'pace while free'
+        elif rate != 'max':
+            t, how = need / rate, 'nominal'
+        else:
+            continue
+        out['rates'][str(rate)] = [round(t, 1), round(speed * t),
+                                   speed * t >= extra, how]
+    return out
+
+
+def nolimit_summary(results):
+    """What results.json keeps of the no-limit scenario: per setup the
+    highest nominal rate survived in every run and what killed it where
+    it died; the fork's stages; the perfect controller."""
+    rows = [r for r in results if r['scenario'] == 'no-limit']
+    if not rows:
+        return None
+    out = {'highest': {}, 'died': {}}
+    for s in _setups(rows, 'no-limit'):
+        best = highest_survived(rows, s)
+        out['highest'][s] = best
+        died = {}
+        for r in rows:
+            if r['setup'] == s and not r.get('ok'):
+                died.setdefault(str(r['rate']), []).append(r['verdict'])
+        out['died'][s] = died
+    st = nolimit_stage_result(results)
+    if st:
+        out['stages'] = dict(st['stages'], setup=st['setup'],
+                             rate=st['rate'], run=st.get('run', 0))
+    out['perfect'] = perfect_controller(results)
+    return out
+
+
+def nolimit_table(results):
+    rows = [r for r in results if r['scenario'] == 'no-limit']
+    if not rows:
+        return []
+    r0 = rows[0]
+    host = r0.get('host', {})
+    runs = max(r.get('run', 0) for r in rows) + 1
+    p = perfect_controller(results)
+    out = ['no-limit: a nested cgroup v2 host with %s MiB MemTotal (TCG);'
+           ' one %d MiB VM in machine.slice/vm.scope, its guest has used'
+           ' and freed %d MiB; no memory limit anywhere; a service in'
+           ' system.slice takes MemAvailable + %d MiB in %d MiB steps' % (
+               host.get('mem_total', '?'), r0.get('vm_mib', 448),
+               r0.get('guest_used', 300), r0.get('extra', 150),
+               r0.get('step', 20)),
+           '  every setup runs the fork\'s binary (upstream and pve-*:'
+           ' automatic=off; the PVE daemon counts MemTotal - MemAvailable'
+           ' in use); %d run(s): median [range]' % runs]
+    if p:
+        out.append('  perfect: a reference, not run: inflating at the'
+                   ' driver\'s %.0f MiB/s (%s) from the moment the service'
+                   ' starts, it survives if %.0f MiB/s x the service\'s'
+                   ' time >= %d MiB' % (p['speed'], p['from'], p['speed'],
+                                        p['extra']) +
+                   '; its service time is that of the runs that survived'
+                   ' (*: need / the service\'s pace while the host still'
+                   ' had memory, or need / rate)')
+    table = [('setup', 'nominal', 'ok/runs', 'achieved MiB/s', 'service s',
+              'balloon MiB', 'outcome')]
+    for rate in _rates(rows):
+        for s in _setups(rows, 'no-limit'):
+            rs = [r for r in rows if r['setup'] == s and r['rate'] == rate]
+            if not rs:
+                continue
+            outcomes = []
+            for r in rs:
+                o = _outcome(r['verdict'])
+                if o not in outcomes:
+                    outcomes.append(o)
+            counted = ['%s (%d)' % (o, sum(1 for r in rs
+                                           if _outcome(r['verdict']) == o))
+                       if len(rs) > 1 else o for o in outcomes]
+            after = [r.get('after') for r in rs]
+            table.append((
+                s, rate_text(rate).replace(' MiB/s', ''),
+                '%d/%d' % (sum(1 for r in rs if r.get('ok')), len(rs)),
+                _spread([r.get('achieved') for r in rs]),
+                _spread([r.get('service_seconds') for r in rs], '%.1f'),
+                '%s->%s' % (_spread([r.get('before') for r in rs]),
+                            _spread(after) if any(a is not None
+                                                  for a in after)
+                            else 'dead'),
+                '; '.join(counted)))
+        if p and str(rate) in p['rates']:
+            secs, given, ok, how = p['rates'][str(rate)]
+            table.append((
+                'perfect', rate_text(rate).replace(' MiB/s', ''), '-', '-',
+                '%.1f%s' % (secs, '' if how == 'survived runs' else '*'),
+                '-', '%s: %.0f MiB/s x %.1f s = %d MiB' % (
+                    'survives' if ok else 'too late', p['speed'], secs,
+                    given)))
+    widths = [max(len(str(row[i])) for row in table) for i in range(6)]
+    for row in table:
+        out.append('  ' + '  '.join(
+            str(v).ljust(w) if i == 0 else str(v).rjust(w)
+            for i, (v, w) in enumerate(zip(row[:6], widths))) +
+            '  ' + row[6])
+    out.append('  highest nominal rate survived (every run at that rate),'
+               ' and what died where it did not:')
+    summary = nolimit_summary(results)
+    for s in _setups(rows, 'no-limit'):
+        best = summary['highest'][s]
+        # rates (MiB/s) with the same outcomes together: "100, 200: ..."
+        by_rate = {}
+        for rate, verdicts in summary['died'][s].items():
+            by_rate[_rate_key(rate)] = ' / '.join(sorted(
+                {_outcome(v) for v in verdicts}))
+        kinds = {}
+        for rate in sorted(by_rate, key=rate_value):
+            kinds.setdefault(by_rate[rate], []).append(
+                'no pacing' if rate == 'max' else str(rate))
+        out.append('    %-10s %-11s %s' % (
+            s, rate_text(best) if best else 'none',
+            ' | '.join('%s: %s' % (', '.join(v), k)
+                       for k, v in kinds.items())))
+    if p:
+        out.append('    %-10s %-11s (%d MiB x %.0f MiB/s / %d MiB)' % (
+            'perfect', 'up to %.0f MiB/s' % p['bound'], p['need'],
+            p['speed'], p['extra']))
+    out += nolimit_stage_lines(results)
+    return out
+
+
+def _rate_key(text):
+    return 'max' if text == 'max' else int(text)
+
+
+def nolimit_stage_lines(results):
+    r = nolimit_stage_result(results)
+    if not r:
+        return []
+    st = r['stages']
+
+    def at(key):
+        return '+%.2f s' % st[key] if st.get(key) is not None else 'never'
+    items = [
+        ('service start', '0'),
+        ('host memory in use over 80 % of MemTotal (meminfo)',
+         at('host_over')),
+        ('the fork\'s first host reading over its setpoint',
+         at('fork_reading') + (' (setpoint %s MiB)' % st['setpoint']
+                               if st.get('setpoint') else '')),
+        ('first decision (host-pressure)',
+         at('decision') + (' (target %d -> %d MiB)' % tuple(
+             st['decision_target']) if st.get('decision_target') else '')),
+        ('the driver\'s first progress (query-balloon)', at('progress')),
+        ('the driver\'s inflate rate while following',
+         '%.0f MiB/s' % st['inflate'] if st.get('inflate') else '-'),
+        ('service done (or dead)', at('service_end')),
+        ('given by then', '%.0f MiB' % st['given_by_end']
+         if st.get('given_by_end') is not None else '-')]
+    out = ['  the fork\'s reaction, %s run %d at %s (its trace; polls every'
+           ' %.1f s, %.2f s apart in the median): %s' % (
+               r['setup'], r.get('run', 0) + 1, rate_text(r['rate']),
+               st['poll_s'], st.get('poll_median') or 0, r['verdict'])]
+    for name, value in items:
+        out.append('    %-52s %s' % (name, value))
+    return out
+
+
 def headline(results):
     """Per setup: highest host rate survived, seed successes, largest N."""
     lines = []
@@ -130,12 +372,22 @@ def headline(results):
     for s in _setups(dn, 'density'):
         lines.append('density   %-17s largest N: %s' % (
             s, largest_n(dn, s) or 'none'))
+    nl = [r for r in results if r['scenario'] == 'no-limit']
+    for s in _setups(nl, 'no-limit'):
+        best = highest_survived(nl, s)
+        lines.append('no-limit  %-17s highest survived: %s' % (
+            s, rate_text(best) if best else 'none'))
+    p = perfect_controller(results)
+    if p:
+        lines.append('no-limit  %-17s up to %.0f MiB/s (driver %.0f MiB/s)'
+                     % ('perfect', p['bound'], p['speed']))
     return lines
 
 
 def table(results):
     lines = []
-    for part in (host_rate_table, seed_table, density_table):
+    for part in (host_rate_table, seed_table, density_table,
+                 nolimit_table):
         got = part(results)
         if got:
             lines += got + ['']
@@ -147,7 +399,7 @@ def plot(results, path, extra_lines=()):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    fig, axes = plt.subplots(3, 2, figsize=(14, 15))
     ax = axes[0][0]
     rows = [r for r in results if r['scenario'] == 'host-rate']
     setups = _setups(rows, 'host-rate')
@@ -232,10 +484,93 @@ def plot(results, path, extra_lines=()):
     else:
         ax.text(0.5, 0.5, 'not run', ha='center', transform=ax.transAxes)
 
-    ax = axes[1][1]
+    _plot_nolimit(axes[1][1], results)
+    _plot_stage_run(axes[2][0], results)
+
+    ax = axes[2][1]
     ax.axis('off')
     ax.text(0, 1, '\n'.join(extra_lines) or '', va='top', family='monospace',
             fontsize=8, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_nolimit(ax, results):
+    """Setups against rates: o survived, x died (labels: achieved MiB/s;
+    the perfect controller's row from its bound)."""
+    rows = [r for r in results if r['scenario'] == 'no-limit']
+    setups = _setups(rows, 'no-limit')
+    rates = _rates(rows)
+    xs = {rate: i for i, rate in enumerate(rates)}
+    p = perfect_controller(results)
+    labels = list(setups) + (['perfect'] if p else [])
+    for y, s in enumerate(setups):
+        for r in rows:
+            if r['setup'] != s:
+                continue
+            x = xs[r['rate']] + 0.15 * r.get('run', 0)
+            ax.scatter(x, y, marker='o' if r.get('ok') else 'x',
+                       color='tab:green' if r.get('ok') else 'tab:red', s=80)
+            if r.get('achieved') is not None:
+                ax.annotate('%.0f' % r['achieved'], (x, y),
+                            textcoords='offset points', xytext=(0, 8),
+                            ha='center', fontsize=7)
+    if p:
+        y = len(setups)
+        for rate, (secs, given, ok, _) in p['rates'].items():
+            x = xs.get(_rate_key(rate))
+            if x is None:
+                continue
+            ax.scatter(x, y, marker='o' if ok else 'x', s=80,
+                       facecolors='none' if ok else None,
+                       color='tab:green' if ok else 'tab:red')
+            ax.annotate('%d MiB' % given, (x, y),
+                        textcoords='offset points', xytext=(0, 8),
+                        ha='center', fontsize=7)
+    ax.set_xticks(range(len(rates)))
+    ax.set_xticklabels([rate_text(r) for r in rates], fontsize=8)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels)
+    ax.set_ylim(-0.5, len(labels) - 0.3)
+    ax.set_xlabel('service rate, nominal (label: achieved MiB/s; perfect:'
+                  ' MiB given by the end)')
+    ax.set_title('no-limit, nested 1 GiB host: o survived, x died')
+    if not rows:
+        ax.text(0.5, 0.5, 'not run', ha='center', transform=ax.transAxes)
+
+
+def _plot_stage_run(ax, results):
+    """The stage run over time: the VM's size, the service's memory and
+    the host's memory in use, with the stages marked."""
+    r = nolimit_stage_result(results)
+    if not r or not r.get('samples'):
+        ax.axis('off')
+        ax.text(0.5, 0.5, 'no-limit stage run: not run', ha='center',
+                transform=ax.transAxes)
+        return
+    sm = r['samples']
+    t = [x['t'] for x in sm]
+    ax.plot(t, [x.get('actual') for x in sm], label='VM size (actual)')
+    ax.plot(t, [x['svc'] for x in sm], label='service memory')
+    ax.plot(t, [x['used'] for x in sm], label='host memory in use')
+    st = r['stages']
+    if st.get('setpoint'):
+        ax.axhline(st['setpoint'], color='grey', linestyle=':',
+                   label='setpoint')
+    top = ax.get_ylim()[1]
+    for i, (key, name) in enumerate((
+            ('decision', 'first decision'), ('fork_reading', 'reading over'),
+            ('progress', 'driver moves'), ('service_end', 'service done'))):
+        if st.get(key) is not None:
+            ax.axvline(st[key], color='black', linestyle='--', lw=0.7)
+            # stages a fraction of a second apart: labels one under another
+            ax.annotate(name, (st[key], top * (0.62 - 0.07 * i)),
+                        xytext=(3, 0), textcoords='offset points',
+                        fontsize=7)
+    ax.set_xlabel('seconds since the service started')
+    ax.set_ylabel('MiB')
+    ax.set_title('no-limit: %s at %s, run %d (%s)' % (
+        r['setup'], rate_text(r['rate']), r.get('run', 0) + 1,
+        r['verdict']))
+    ax.legend(fontsize=7)

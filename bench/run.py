@@ -58,19 +58,55 @@ Scenarios:
    page cache it was not using ("+free": page cache or free memory), from
    query-balloon and `bgt meminfo` on the consoles about once a second.
 
+6. no-limit: the host's own memory as the limit, as on most KVM hosts
+   (no memory.max on any cgroup), in a nested host, since this machine
+   must never run out of memory itself (bench/nolimit.py): the bundled
+   6.12 guest booted with 1 GiB as a cgroup v2 host with the fork built
+   small (`make v2host`; qemu_balloon_auto.testing.nested), booted once
+   for all measurements.  In it one 448 MiB nested guest (TCG inside TCG)
+   in machine.slice/vm.scope, started afresh for every measurement, uses
+   and frees 300 MiB (`bgt alloc 300`), then after the same 10 s for
+   every setup a service in system.slice takes the host's MemAvailable
+   + 150 MiB (`bgt alloc N --step 20 --delay-ms D`) at a nominal 20, 50,
+   100, 200 MiB/s and with no delay (--no-limit-rates).  Setups, all with
+   the fork's binary: fork-auto (automatic=on: auto-detection takes the
+   host's memory), upstream (automatic=off, nobody drives the balloon),
+   pve-10s and pve-1s (automatic=off, bench/pve_daemon.py --meminfo in
+   the nested host, host memory in use against 80 % of MemTotal).  Per
+   setup and rate: survived (QEMU alive, the service done, /proc/vmstat
+   oom_kill unchanged, 10 s after the service is done) or what the OOM
+   killer took (kernel log), the achieved rate, the service's time, the
+   balloon's size before and after; per setup the highest rate survived.
+   Measured inside the nested host by bench/nolimit_probe.py, polling
+   every 0.2 s.  From the first fork-auto run at 100 MiB/s, the stages
+   of the fork's reaction (its trace: -trace enable=virtio_balloon_auto_*
+   -msg timestamp=on): service start, host over the setpoint, the fork's
+   first reading over it, its first decision, the driver's first
+   progress and its inflate rate; and a reference row: a controller
+   that inflates at that driver speed from the service's first moment
+   survives while speed x service time >= 150 MiB.
+
 Usage:
-  run.py --pristine PRISTINE [--fork FORK] [--scenario LIST] [--setups LIST]
-         [--runs N] [--rates LIST] [--guests LIST] [--quick] [--out DIR]
+  run.py [--pristine PRISTINE] [--fork FORK] [--scenario LIST]
+         [--setups LIST] [--runs N] [--rates LIST] [--guests LIST]
+         [--no-limit-rates LIST] [--quick] [--out DIR]
 
 --scenario takes a comma-separated subset of reaction, idle, host-rate,
-seed, density (default: all).  --setups picks setups for the peer
-scenarios, --runs repeats each measurement (default 3).  --quick: one run,
-rates 300 and 1000, N = 2 and 3, setups fork-auto, upstream and pve-1s
-(seed adds fork-auto+doo and pve-1s+doo), 5 reaction samples, 20 s idle.
-Results go to OUT/results.json and OUT/bench.png (default OUT:
-build/bench); -v prints progress, --keep keeps console logs.  On a 2-core
-machine under TCG a full run takes about 1.5 hours (about 30 minutes per
-run of the peer scenarios), --quick about 8 minutes.
+seed, density, no-limit (default: all; every one but reaction and
+no-limit needs --pristine).  --setups picks setups for the peer
+scenarios (no-limit: fork-auto, upstream, pve-10s, pve-1s unless given),
+--runs repeats each measurement (default 3), interleaved: for each run,
+for each rate, each setup in turn.  --quick: one run, rates 300 and
+1000, N = 2 and 3, setups fork-auto, upstream and pve-1s (seed adds
+fork-auto+doo and pve-1s+doo; no-limit keeps its four), 5 reaction
+samples, 20 s idle.  Results go to OUT/results.json (no-limit's summary
+under "no_limit") and OUT/bench.png (default OUT: build/bench); -v prints
+progress, --keep keeps console logs.  On a 2-core machine under TCG the
+scenarios but no-limit take about 1.5 hours (about 30 minutes per run of
+the peer scenarios), --quick about 8 minutes; no-limit about 55 minutes
+per run (20 measurements of about 2.7 minutes, most of it booting the
+nested guest, about 110 s), so about 55 minutes with --quick and 2.75
+hours in full.
 """
 
 import argparse
@@ -86,6 +122,7 @@ from qemu_balloon_auto import MiB
 from qemu_balloon_auto.testing import wait_until
 from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 
+import nolimit
 import peers
 import report
 import scenarios as scenarios_mod
@@ -141,8 +178,11 @@ def idle_cost(tree, balloon, seconds, workdir=None):
     return cpu1 - cpu0, ctx1 - ctx0
 
 
-SCENARIOS = ['reaction', 'idle', 'host-rate', 'seed', 'density']
+SCENARIOS = ['reaction', 'idle', 'host-rate', 'seed', 'density', 'no-limit']
+# the scenarios that run the pristine build
+PRISTINE_SCENARIOS = ['idle', 'host-rate', 'seed', 'density']
 SEED_EXTRA = ['fork-auto+doo', 'pve-1s+doo']
+NOLIMIT_SETUPS = ['fork-auto', 'upstream', 'pve-10s', 'pve-1s']
 
 
 def tree_of(binary):
@@ -175,8 +215,9 @@ def main():
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument('--fork', help='qemu-system-x86_64 of the fork (default:'
                     ' this checkout\'s build)')
-    ap.add_argument('--pristine', required=True,
-                    help='qemu-system-x86_64 of the pristine build')
+    ap.add_argument('--pristine',
+                    help='qemu-system-x86_64 of the pristine build (%s)'
+                    % ', '.join(PRISTINE_SCENARIOS))
     ap.add_argument('--scenario', default=','.join(SCENARIOS),
                     help='comma-separated subset of %s' % ','.join(SCENARIOS))
     ap.add_argument('--setups', help='comma-separated setups for the peer '
@@ -190,6 +231,9 @@ def main():
                     help='seed: bgt alloc --step values, 0 = one mapping '
                     '(default 0,32: both)')
     ap.add_argument('--guests', help='density guest counts (default 2,3,4)')
+    ap.add_argument('--no-limit-rates',
+                    help='no-limit service nominal MiB/s, max for no delay '
+                    '(default %s)' % ','.join(str(r) for r in nolimit.RATES))
     ap.add_argument('--quick', action='store_true',
                     help='a short run: see the description')
     ap.add_argument('--samples', type=int, help='reaction events (10)')
@@ -204,8 +248,13 @@ def main():
                     'removed at the end unless --keep)')
     ap.add_argument('--keep', action='store_true',
                     help='keep the scratch directory (console logs)')
+    ap.add_argument('--report', metavar='RESULTS',
+                    help='run nothing: print the table of RESULTS (a '
+                    'results.json) and draw its bench.png into --out')
     ap.add_argument('-v', '--verbose', action='store_true')
     args = ap.parse_args()
+    if args.report:
+        return render(args.report, args.out)
 
     q = args.quick
     scenarios = csv(args.scenario)
@@ -215,6 +264,7 @@ def main():
                 s, ', '.join(SCENARIOS)))
     setups = csv(args.setups) if args.setups else (
         ['fork-auto', 'upstream', 'pve-1s'] if q else peers.DEFAULT_SETUPS)
+    nl_setups = csv(args.setups) if args.setups else NOLIMIT_SETUPS
     try:
         for s in setups:
             peers.Setup(s)
@@ -225,14 +275,20 @@ def main():
         [300, 1000] if q else [100, 300, 500, 1000, 2000])
     guests = csv(args.guests, int) if args.guests else (
         [2, 3] if q else [2, 3, 4])
+    nl_rates = csv(args.no_limit_rates, host_rate_arg) \
+        if args.no_limit_rates else nolimit.RATES
     seed_steps = csv(args.seed_steps, int)
     samples = args.samples or (5 if q else 10)
     idle_seconds = args.idle_seconds or (20 if q else 60)
-    for binary in [args.pristine] + ([args.fork] if args.fork else []):
+    if set(scenarios) & set(PRISTINE_SCENARIOS) and not args.pristine:
+        ap.error('--pristine is needed by %s' % ', '.join(
+            s for s in scenarios if s in PRISTINE_SCENARIOS))
+    for binary in ([args.pristine] if args.pristine else []) + (
+            [args.fork] if args.fork else []):
         if not os.access(binary, os.X_OK):
             ap.error('%s: no such executable (make pristine / make)' % binary)
     fork_tree = tree_of(args.fork) if args.fork else None
-    pristine_tree = tree_of(args.pristine)
+    pristine_tree = tree_of(args.pristine) if args.pristine else None
     os.makedirs(args.out, exist_ok=True)
     workdir = args.workdir or tempfile.mkdtemp(prefix='balloon-bench-')
     os.makedirs(workdir, exist_ok=True)
@@ -246,8 +302,12 @@ def main():
         summary.append(line)
 
     def save():
+        data = {'summary': summary, 'results': results}
+        nl_summary = report.nolimit_summary(results)
+        if nl_summary:
+            data['no_limit'] = nl_summary
         with open(os.path.join(args.out, 'results.json'), 'w') as f:
-            json.dump({'summary': summary, 'results': results}, f, indent=1)
+            json.dump(data, f, indent=1)
 
     def record(res):
         results.append(res)
@@ -299,6 +359,24 @@ def main():
                 for n in guests:
                     for s in setups:
                         record(scenarios_mod.density(env, peers.Setup(s), n))
+        if 'no-limit' in scenarios:
+            print('no-limit: setups %s, rates %s, %d run(s), in a nested '
+                  'host' % (','.join(nl_setups), nl_rates, runs), flush=True)
+            nenv = nolimit.NestedEnv(workdir, args.verbose, fork_tree)
+            t0 = time.monotonic()
+            try:
+                for run in range(runs):
+                    for rate in nl_rates:
+                        for s in nl_setups:
+                            record(nolimit.no_limit(nenv, peers.Setup(s),
+                                                    rate, run))
+            finally:
+                nenv.shutdown()
+            say('no-limit: %d measurement(s) in %.0f min, nested host '
+                'booted %d time(s) (%s s)' % (
+                    runs * len(nl_rates) * len(nl_setups),
+                    (time.monotonic() - t0) / 60, len(nenv.boots),
+                    ', '.join('%.0f' % b for b in nenv.boots)))
     finally:
         save()
         if not args.keep and not args.workdir:
@@ -318,9 +396,29 @@ def main():
     return 0
 
 
+def render(path, out):
+    """The table and plot of an earlier run's results.json."""
+    with open(path) as f:
+        data = json.load(f)
+    results = data['results']
+    summary = data.get('summary', [])
+    for line in summary:
+        print(line)
+    text = report.table(results)
+    if text:
+        print(text)
+    os.makedirs(out, exist_ok=True)
+    png = os.path.join(out, 'bench.png')
+    report.plot(results, png, summary + [''] + report.headline(results))
+    print('plot: %s' % png)
+    return 0
+
+
 def short(res):
     """One progress line per measurement."""
     what = {'host-rate': lambda r: report.rate_text(r['rate']),
+            'no-limit': lambda r: 'run %d %s' % (
+                r.get('run', 0) + 1, report.rate_text(r['rate'])),
             'seed': lambda r: '%s: %s s' % (r['alloc'],
                                             r.get('seconds', '-')),
             'density': lambda r: 'N=%d' % r['n']}[res['scenario']](res)

@@ -16,6 +16,8 @@ it and to the nested guest's console through bgt, and runs host
 processes that allocate memory.
 """
 
+import base64
+import gzip
 import json
 import os
 import re
@@ -29,11 +31,11 @@ from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 CG = '/sys/fs/cgroup'
 
 
-def host_paths(v1=False):
-    """(kernel, initrd, kernel command line extras) of the v2 host, or with
-    @v1 of the same host on the stable kernel, whose memory controller
-    can be on cgroup v1."""
-    min_build = os.path.join(TREE, 'build-min')
+def host_paths(v1=False, tree=None):
+    """(kernel, initrd, kernel command line extras) of the v2 host with the
+    small build of @tree (default TREE), or with @v1 of the same host on
+    the stable kernel, whose memory controller can be on cgroup v1."""
+    min_build = os.path.join(tree or TREE, 'build-min')
     out = subprocess.run([os.path.join(TOP, 'scripts', 'fork',
                                        'build-v2-host.sh'), min_build,
                           '--print-paths'], check=True,
@@ -47,10 +49,11 @@ def host_paths(v1=False):
 class NestedHost:
     """The host guest with @mem of RAM: a cgroup v2 host, or with @v1 a
     hybrid one (memory controller on v1, mounted at CG/memory, v2 at
-    CG/unified)."""
+    CG/unified); the fork in it is @tree's small build (default
+    TREE's)."""
 
-    def __init__(self, name, mem='3G', v1=False, workdir=None):
-        kernel, initrd, append = host_paths(v1)
+    def __init__(self, name, mem='3G', v1=False, workdir=None, tree=None):
+        kernel, initrd, append = host_paths(v1, tree)
         self.v1 = v1
         self.vm = TestVM(name, mem=mem, guest=(kernel, initrd),
                          append=append, args=('-smp', '2'), workdir=workdir)
@@ -132,13 +135,26 @@ class NestedHost:
             self.sh('d=%s/%s; while [ -d $d ] && ! rmdir $d 2>/dev/null; do '
                     'sleep 0.2; done' % (CG, path), 60)
 
+    def push(self, data, path, mode=0o644, chunk=1800):
+        """Write @data (bytes) to @path in the host, over the console
+        (gzip and base64 in lines the console takes)."""
+        text = base64.b64encode(gzip.compress(data, mtime=0)).decode()
+        tmp = shlex.quote(path + '.b64')
+        self.sh('mkdir -p %s && : > %s' % (
+            shlex.quote(os.path.dirname(path) or '.'), tmp))
+        for i in range(0, len(text), chunk):
+            self.sh('echo %s >> %s' % (text[i:i + chunk], tmp))
+        self.sh('base64 -d %s | gunzip > %s && rm %s && chmod %o %s' % (
+            tmp, shlex.quote(path), tmp, mode, shlex.quote(path)))
+
     def start_qemu(self, name, cgroup, balloon, mem='512M', user=None,
-                   threads=None, disk_mib=0):
+                   threads=None, disk_mib=0, args=''):
         """The fork with the nested guest, in the cgroup @cgroup (a
         directory under CG; its threads in the threaded child @threads,
         as libvirt puts them), as @user (a uid) if given, with a disk of
         @disk_mib MiB of zeroes that take no host memory (/dev/vda in the
-        guest) if given; returns (qmp socket, console socket, pid) once
+        guest) if given and more QEMU arguments @args (a string for the
+        host's shell); returns (qmp socket, console socket, pid) once
         the nested guest answers."""
         qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
         qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
@@ -154,6 +170,8 @@ class NestedHost:
             qemu += (' -blockdev driver=null-co,node-name=d0,size=%d,'
                      'read-zeroes=on -device virtio-blk-pci,drive=d0' %
                      (disk_mib * MiB))
+        if args:
+            qemu += ' ' + args
         if user is not None:
             qemu = 'bgt as %d %s' % (user, qemu)
         move = 'echo $$ > %s/%s/cgroup.procs' % (CG, cgroup)
