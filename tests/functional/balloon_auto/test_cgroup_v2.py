@@ -20,23 +20,13 @@ import unittest
 
 import harness
 from harness import MiB
+from qemu_balloon_auto.testing.nested import host_paths
 
 CG = '/sys/fs/cgroup'
 SCOPE = CG + '/machine.slice/machine-qemu-1-vm.scope'
 VMCG = SCOPE + '/libvirt'           # where libvirt writes the limits
 LIMIT = 800 * MiB
 NESTED_MEM = '512M'
-
-
-def v2_host_paths():
-    """(kernel, initrd, kernel command line extras) of the v2 host."""
-    min_build = os.path.join(harness.TREE, 'build-min')
-    out = subprocess.run([os.path.join(harness.TOP, 'scripts', 'fork',
-                                       'build-v2-host.sh'), min_build,
-                          '--print-paths'], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
-    vals = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
-    return vals['KERNEL'], vals['INITRD'], vals['V2_APPEND']
 
 
 class V2Host:
@@ -80,7 +70,7 @@ class CgroupV2Test(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        kernel, initrd, append = v2_host_paths()
+        kernel, initrd, append = host_paths()
         cls.vm = harness.TestVM('v2host', mem='3G', guest=(kernel, initrd),
                                 append=append, args=('-smp', '2'))
         cls.vm.launch(boot_timeout=600)
