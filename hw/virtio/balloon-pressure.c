@@ -1115,8 +1115,40 @@ static void close_own(BalloonPressure *bp)
 }
 
 /* Open the source's own part as @cfg says; false and @errp if it fails. */
-static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
-                     Error **errp)
+/*
+ * The kind the user named; with fall_back_to_none, a host where it cannot
+ * be opened leaves guest pressure only, with a warning, instead of failing.
+ */
+static bool open_named(BalloonPressure *bp, const BalloonPressureConfig *cfg,
+                       Error **errp)
+{
+    Error *err = NULL;
+
+    if (open_kind(bp, cfg->kind, cfg, false, &err)) {
+        return true;
+    }
+    close_own(bp);
+    if (!cfg->fall_back_to_none) {
+        error_propagate(errp, err);
+        return false;
+    }
+    warn_report("virtio-balloon: cannot open the host memory-pressure "
+                "source '%s' here (%s); automatic ballooning reacts to "
+                "guest pressure only",
+                balloon_pressure_kind_name(cfg->kind), error_get_pretty(err));
+    bp->kind = BALLOON_PRESSURE_NONE;
+    bp->detail = g_strdup_printf("could not open '%s' on this host: %s",
+                                 balloon_pressure_kind_name(cfg->kind),
+                                 error_get_pretty(err));
+    error_free(err);
+    return true;
+}
+
+/*
+ * 'auto': the first of cgroup v2, cgroup v1 and the host's memory that
+ * opens; next to a cgroup, the host's memory counts too.
+ */
+static void open_detected(BalloonPressure *bp, const BalloonPressureConfig *cfg)
 {
     static const BalloonPressureKind order[] = {
         BALLOON_PRESSURE_CGROUP_V2, BALLOON_PRESSURE_CGROUP_V1,
@@ -1125,30 +1157,6 @@ static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
     g_autoptr(GString) tried = g_string_new("");
     Error *err = NULL;
     size_t i;
-
-    bp->lost = false;
-    if (cfg->kind != BALLOON_PRESSURE_AUTO) {
-        if (open_kind(bp, cfg->kind, cfg, false, &err)) {
-            return true;
-        }
-        if (!cfg->fall_back_to_none) {
-            error_propagate(errp, err);
-            close_own(bp);
-            return false;
-        }
-        close_own(bp);
-        warn_report("virtio-balloon: cannot open the host memory-pressure "
-                    "source '%s' here (%s); automatic ballooning reacts to "
-                    "guest pressure only",
-                    balloon_pressure_kind_name(cfg->kind),
-                    error_get_pretty(err));
-        bp->kind = BALLOON_PRESSURE_NONE;
-        bp->detail = g_strdup_printf("could not open '%s' on this host: %s",
-                                     balloon_pressure_kind_name(cfg->kind),
-                                     error_get_pretty(err));
-        error_free(err);
-        return true;
-    }
 
     for (i = 0; i < ARRAY_SIZE(order); i++) {
         if (open_kind(bp, order[i], cfg, true, &err)) {
@@ -1161,7 +1169,7 @@ static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
             bp->detail = g_strdup_printf("auto-detected: %s%s%s", old,
                                          tried->len ? "; skipped: " : "",
                                          tried->str);
-            return true;
+            return;
         }
         g_string_append_printf(tried, "%s%s (%s)", tried->len ? ", " : "",
                                balloon_pressure_kind_name(order[i]),
@@ -1176,6 +1184,16 @@ static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
     bp->kind = BALLOON_PRESSURE_NONE;
     bp->detail = g_strdup_printf("auto-detection found no source: %s",
                                  tried->str);
+}
+
+static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
+                     Error **errp)
+{
+    bp->lost = false;
+    if (cfg->kind != BALLOON_PRESSURE_AUTO) {
+        return open_named(bp, cfg, errp);
+    }
+    open_detected(bp, cfg);
     return true;
 }
 

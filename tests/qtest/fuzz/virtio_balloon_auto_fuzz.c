@@ -224,8 +224,75 @@ static void check_invariants(const Before *b, bool floor_may_change)
     qapi_free_BalloonAutoInfo(info);
 }
 
-static void balloon_auto_fuzz(QTestState *s, const unsigned char *data,
-                              size_t size)
+/* Carry out one operation, taking its arguments from @in. */
+static void run_op(Driver *d, Input *in, uint8_t op, uint64_t features)
+{
+    QTestState *s = d->qts;
+    uint8_t len, q, buf[MAX_BUF];
+    uint16_t ticks;
+    uint32_t val;
+    uint64_t one = 1;
+
+    switch (op % OP__MAX) {
+    case OP_STATS:
+        if (take(in, &len, 1) && take(in, buf, MIN(len, in->size))) {
+            queue_buffer(d, 2, buf, MIN(len, sizeof(buf)));
+        }
+        break;
+    case OP_PAGES:
+        if (take(in, &q, 1) && take(in, &len, 1)) {
+            len = MIN(len % 64 * 4, in->size);
+            if (take(in, buf, len)) {
+                queue_buffer(d, q % 2 ? 1 : (q & 2 ? 3 : 0), buf, len);
+            }
+        }
+        break;
+    case OP_ACTUAL:
+        if (take(in, &val, sizeof(val))) {
+            qpci_io_writel(d->dev->pdev, d->dev->bar,
+                           d->dev->device_cfg_offset +
+                           offsetof(struct virtio_balloon_config, actual),
+                           val);
+        }
+        break;
+    case OP_CLOCK:
+        if (take(in, &ticks, sizeof(ticks))) {
+            /* 10 ms to 11 min; qtest refuses a step of 0 */
+            qtest_clock_step(s, ((int64_t)ticks + 1) * 10 * SCALE_MS);
+        }
+        break;
+    case OP_PRESSURE:
+        g_assert_cmpint(write(pressure_efd, &one, sizeof(one)), ==,
+                        sizeof(one));
+        break;
+    case OP_BALLOON:
+        if (take(in, &val, sizeof(val))) {
+            Error *err = NULL;
+
+            qmp_balloon((int64_t)val << 12, &err);
+            error_free(err);
+        }
+        break;
+    case OP_SET:
+        op_set(in);
+        break;
+    case OP_STATUS:
+        if (take(in, &q, 1)) {
+            if (q == 0) {
+                /* a reset, and a driver that starts again */
+                driver_stop(d);
+                qvirtio_reset(&d->dev->vdev);
+                driver_start(d, features);
+            } else {
+                d->dev->vdev.bus->set_status(&d->dev->vdev, q);
+            }
+        }
+        break;
+    }
+}
+
+/* Every input starts from a fresh automatic balloon: off, then on. */
+static void auto_restart(void)
 {
     BalloonAutoSettings defaults = {
         .has_enabled = true, .enabled = true,
@@ -238,17 +305,22 @@ static void balloon_auto_fuzz(QTestState *s, const unsigned char *data,
         .has_calm_time_ms = true, .calm_time_ms = 10000,
         .has_cooldown_ms = true, .cooldown_ms = 1000,
     };
-    Input in = { data, size };
-    Driver d = { .qts = s };
-    uint64_t features = ~0ull;
-    uint8_t op, buf[MAX_BUF];
 
-    /* every input starts from a fresh automatic balloon: off, then on */
     qmp_balloon_auto_set(&(BalloonAutoSettings) { .has_enabled = true },
                          &error_abort);
     qmp_balloon(RAM_SIZE, &error_abort);
     qmp_balloon_auto_set(&defaults, &error_abort);
+}
 
+static void balloon_auto_fuzz(QTestState *s, const unsigned char *data,
+                              size_t size)
+{
+    Input in = { data, size };
+    Driver d = { .qts = s };
+    uint64_t features = ~0ull;
+    uint8_t op;
+
+    auto_restart();
     pc_alloc_init(&d.alloc, s, ALLOC_NO_FLAGS);
     d.bus = qpci_new_pc(s, &d.alloc);
     d.dev = virtio_pci_new(d.bus, &(QPCIAddress) {
@@ -258,69 +330,10 @@ static void balloon_auto_fuzz(QTestState *s, const unsigned char *data,
     driver_start(&d, features);
 
     while (in.size && take(&in, &op, 1)) {
-        uint8_t len, q;
-        uint16_t ticks;
-        uint32_t val;
-        uint64_t one = 1;
         Before before;
 
         note_before(&before);
-        switch (op % OP__MAX) {
-        case OP_STATS:
-            if (take(&in, &len, 1) && take(&in, buf, MIN(len, in.size))) {
-                queue_buffer(&d, 2, buf, MIN(len, sizeof(buf)));
-            }
-            break;
-        case OP_PAGES:
-            if (take(&in, &q, 1) && take(&in, &len, 1)) {
-                len = MIN(len % 64 * 4, in.size);
-                if (take(&in, buf, len)) {
-                    queue_buffer(&d, q % 2 ? 1 : (q & 2 ? 3 : 0), buf, len);
-                }
-            }
-            break;
-        case OP_ACTUAL:
-            if (take(&in, &val, sizeof(val))) {
-                qpci_io_writel(d.dev->pdev, d.dev->bar,
-                               d.dev->device_cfg_offset +
-                               offsetof(struct virtio_balloon_config, actual),
-                               val);
-            }
-            break;
-        case OP_CLOCK:
-            if (take(&in, &ticks, sizeof(ticks))) {
-                /* 10 ms to 11 min; qtest refuses a step of 0 */
-                qtest_clock_step(s, ((int64_t)ticks + 1) * 10 * SCALE_MS);
-            }
-            break;
-        case OP_PRESSURE:
-            g_assert_cmpint(write(pressure_efd, &one, sizeof(one)), ==,
-                            sizeof(one));
-            break;
-        case OP_BALLOON:
-            if (take(&in, &val, sizeof(val))) {
-                Error *err = NULL;
-
-                qmp_balloon((int64_t)val << 12, &err);
-                error_free(err);
-            }
-            break;
-        case OP_SET:
-            op_set(&in);
-            break;
-        case OP_STATUS:
-            if (take(&in, &q, 1)) {
-                if (q == 0) {
-                    /* a reset, and a driver that starts again */
-                    driver_stop(&d);
-                    qvirtio_reset(&d.dev->vdev);
-                    driver_start(&d, features);
-                } else {
-                    d.dev->vdev.bus->set_status(&d.dev->vdev, q);
-                }
-            }
-            break;
-        }
+        run_op(&d, &in, op, features);
         flush_events(s);
         /* balloon-auto-set may set a floor above an earlier decision */
         check_invariants(&before, op % OP__MAX == OP_SET);
