@@ -342,11 +342,33 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
     virtio_balloon_auto_evaluate(s);
 }
 
+/* The pressure events and the decisions by reason, in one line each. */
+static void hmp_print_counts(Monitor *mon, BalloonAutoInfo *info)
+{
+    BalloonAutoReasonCount *rc;
+    BalloonAutoLevelCount *lc;
+
+    monitor_printf(mon, "  events:");
+    for (BalloonAutoLevelCountList *l = info->events; l; l = l->next) {
+        lc = l->value;
+        monitor_printf(mon, " %s=%" PRIu64, BalloonPressureLevel_str(lc->level),
+                       lc->events);
+    }
+    monitor_printf(mon, "\n  decisions:");
+    for (BalloonAutoReasonCountList *l = info->decisions; l; l = l->next) {
+        rc = l->value;
+        if (rc->count) {
+            monitor_printf(mon, " %s=%" PRIu64 "/%" PRIu64 "MiB",
+                           BalloonAutoReason_str(rc->reason), rc->count,
+                           rc->bytes / MiB);
+        }
+    }
+    monitor_printf(mon, "\n");
+}
+
 void hmp_info_balloon_auto(Monitor *mon)
 {
     g_autoptr(BalloonAutoInfo) info = qmp_query_balloon_auto(NULL);
-    BalloonAutoReasonCount *rc;
-    BalloonAutoLevelCount *lc;
 
     if (!info || !info->enabled) {
         return;
@@ -370,22 +392,14 @@ void hmp_info_balloon_auto(Monitor *mon)
                        info->guest_stats->available / MiB,
                        info->guest_stats->age_ms, info->reserve / MiB);
     }
-    monitor_printf(mon, "  events:");
-    for (BalloonAutoLevelCountList *l = info->events; l; l = l->next) {
-        lc = l->value;
-        monitor_printf(mon, " %s=%" PRIu64, BalloonPressureLevel_str(lc->level),
-                       lc->events);
+    if (info->host) {
+        monitor_printf(mon, "  host: %" PRIu64 " of %" PRIu64
+                       " MiB in use, setpoint %" PRIu64 " MiB, growing %"
+                       PRIu64 " MiB/s\n", info->host->usage / MiB,
+                       info->host->limit / MiB, info->host->setpoint / MiB,
+                       info->host->growth_rate / MiB);
     }
-    monitor_printf(mon, "\n  decisions:");
-    for (BalloonAutoReasonCountList *l = info->decisions; l; l = l->next) {
-        rc = l->value;
-        if (rc->count) {
-            monitor_printf(mon, " %s=%" PRIu64 "/%" PRIu64 "MiB",
-                           BalloonAutoReason_str(rc->reason), rc->count,
-                           rc->bytes / MiB);
-        }
-    }
-    monitor_printf(mon, "\n");
+    hmp_print_counts(mon, info);
     if (info->last_decision) {
         monitor_printf(mon, "  last: %s %" PRId64 " -> %" PRId64 " MiB, %"
                        PRId64 " ms ago%s\n",

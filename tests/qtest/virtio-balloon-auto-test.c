@@ -2413,6 +2413,7 @@ static void test_host_source(void)
     BalloonDriver d;
     int efd = eventfd(0, 0);
     QDict *info, *host, *src, *rsp;
+    g_autofree char *hmp = NULL, *out = NULL;
     int64_t limit;
 
     info = query(qts);
@@ -2438,6 +2439,13 @@ static void test_host_source(void)
                    qdict_get_int(host, "usage") / MiB, limit / MiB,
                    qdict_get_int(host, "setpoint") / MiB);
     g_assert_cmpint(qdict_get_int(host, "setpoint"), ==, limit / 1000 * 700);
+    hmp = g_strdup_printf("host: %" PRId64 " of %" PRId64
+                          " MiB in use, setpoint %" PRId64 " MiB",
+                          qdict_get_int(host, "usage") / MiB, limit / MiB,
+                          qdict_get_int(host, "setpoint") / MiB);
+    out = qtest_hmp(qts, "info balloon");
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, hmp));
     qobject_unref(info);
     qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
                              " 'arguments': {'host-setpoint': 85}}");
