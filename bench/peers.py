@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from qemu_balloon_auto import MiB
+from qemu_balloon_auto.testing import terminate
 from qemu_balloon_auto.testing.guest import TestVM, guest_paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -144,13 +145,7 @@ class PveDaemon:
 
     def stop(self):
         """Stop the daemon; returns its cycles (parsed log)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         cycles = []
         try:
             with open(self.log_path) as f:

@@ -14,6 +14,7 @@ and, here, the small helpers they share.  Part of the checkout only: the
 Debian package installs qemu_balloon_auto without it.
 """
 
+import subprocess
 import time
 
 
@@ -28,6 +29,19 @@ def wait_until(predicate, timeout, interval=0.5, what='condition'):
         if time.monotonic() > deadline:
             raise TimeoutError('%s not reached within %ss' % (what, timeout))
         time.sleep(interval)
+
+
+def terminate(proc, timeout=10):
+    """Stop the subprocess.Popen @proc: SIGTERM, and SIGKILL if it has
+    not ended after @timeout seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def proc_rss(pid):

@@ -111,6 +111,10 @@ class NestedHost:
         return self.console.run('bgt console %s %s %d' % (
             sock, shlex.quote(line), timeout), timeout + 60)
 
+    def pid_of(self, name):
+        out = self.sh('pidof %s || true' % name)
+        return int(out[0].split()[0]) if out and out[0].strip() else None
+
     def alive(self, pid):
         state = self.sh('grep -s State: /proc/%d/status || true' % pid)
         return bool(state) and not re.match(r'State:\s+Z', state[-1])

@@ -10,77 +10,30 @@ cgroup with its limit, QEMU's threads in a threaded 'emulator' child)
 while a host process allocates next to it.
 """
 
-import json
-import os
 import re
-import shlex
-import subprocess
 import time
 import unittest
 
 import harness
 from harness import MiB
-from qemu_balloon_auto.testing.nested import host_paths
+from qemu_balloon_auto.testing.nested import CG, NestedHost
 
-CG = '/sys/fs/cgroup'
 SCOPE = CG + '/machine.slice/machine-qemu-1-vm.scope'
 VMCG = SCOPE + '/libvirt'           # where libvirt writes the limits
+VM_EVENTS = VMCG + '/memory.events'
 LIMIT = 800 * MiB
 NESTED_MEM = '512M'
-
-
-class V2Host:
-    """Commands on the v2 host guest's console."""
-
-    def __init__(self, vm):
-        self.console = vm.console
-
-    def sh(self, cmd, timeout=120):
-        return self.console.check(cmd, timeout)
-
-    def read(self, path):
-        return '\n'.join(self.sh('cat ' + shlex.quote(path)))
-
-    def events(self, cgroup):
-        return {k: int(v) for k, v in (line.split() for line in
-                                       self.sh('cat %s/memory.events' %
-                                               cgroup))}
-
-    def qmp(self, sock, command, **arguments):
-        msg = {'execute': command}
-        if arguments:
-            msg['arguments'] = arguments
-        out = self.sh('bgt qmp %s %s' % (sock, shlex.quote(json.dumps(msg))))
-        reply = json.loads(out[-1])
-        if 'error' in reply:
-            raise AssertionError('%s: %s' % (command, reply['error']))
-        return reply['return']
-
-    def nested(self, sock, line, timeout=300):
-        """Run @line in the nested guest; (rc, output)."""
-        return self.console.run('bgt console %s %s %d' % (
-            sock, shlex.quote(line), timeout), timeout + 60)
-
-    def pid_of(self, name):
-        out = self.sh('pidof %s || true' % name)
-        return int(out[0].split()[0]) if out and out[0].strip() else None
 
 
 class CgroupV2Test(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        kernel, initrd, append = host_paths()
-        cls.vm = harness.TestVM('v2host', mem='3G', guest=(kernel, initrd),
-                                append=append, args=('-smp', '2'))
-        cls.vm.launch(boot_timeout=600)
-        cls.host = V2Host(cls.vm)
-        cls.host.sh('mount -t cgroup2 none %s && echo +memory > '
-                    '%s/cgroup.subtree_control' % (CG, CG))
+        cls.host = NestedHost('v2host').launch()
 
     @classmethod
     def tearDownClass(cls):
-        cls.vm.shutdown()
+        cls.host.shutdown()
 
     def test_1_kernel_is_a_v2_host(self):
         h = self.host
@@ -203,10 +156,10 @@ class CgroupV2Test(unittest.TestCase):
             if h.pid_of('qemu-system-x86_64') is None:
                 self.fail('QEMU was killed; hog: %s; memory.events: %s; '
                           'decisions: %s' % (
-                              h.read(log), h.events(VMCG),
+                              h.read(log), h.keyed(VM_EVENTS),
                               h.sh('tail -n 30 /tmp/auto.log')))
             self.assertTrue(self.hog_done(log), h.read(log))
-            events = h.events(VMCG)
+            events = h.keyed(VM_EVENTS)
             self.assertEqual(events['oom_kill'], 0)
             info = h.qmp(qmp, 'query-balloon-auto')
             counts = harness.decision_counts(info)
@@ -254,9 +207,9 @@ class CgroupV2Test(unittest.TestCase):
             self.assertEqual(rc, 0, out)
             log = self.hog(450)
             harness.wait_until(lambda: self.hog_done(log) or
-                               h.events(VMCG)['oom_kill'] > 0, 600,
+                               h.keyed(VM_EVENTS)['oom_kill'] > 0, 600,
                                interval=3, what='the hog or an OOM kill')
-            events = h.events(VMCG)
+            events = h.keyed(VM_EVENTS)
             self.assertGreater(events['oom_kill'], 0)
             qemu_alive = h.pid_of('qemu-system-x86_64') is not None
             print('# v2 without automatic: memory.events %s, QEMU %s' % (

@@ -37,6 +37,7 @@ import urllib.request
 import harness
 from harness import MiB
 import fakes
+from qemu_balloon_auto.testing import terminate
 
 EXPORTER = os.path.join(harness.TOP, 'scripts', 'qemu-balloon-auto-exporter')
 CONTRIB = os.path.join(harness.TOP, 'contrib', 'balloon-auto')
@@ -132,13 +133,7 @@ class Exporter:
         return self.log.read()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         try:
             # its process group (its pid: a session of its own)
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -205,13 +200,7 @@ class Prometheus:
         return [(float(t), float(v)) for t, v in result[0]['values']]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 30)
         self.log.close()
 
 

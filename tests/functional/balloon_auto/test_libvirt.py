@@ -32,6 +32,7 @@ import unittest
 import harness
 from harness import MiB
 from qemu_balloon_auto import qmp
+from qemu_balloon_auto.testing import terminate
 
 import balloon_auto_top
 
@@ -208,12 +209,7 @@ class PrivateLibvirtd:
                 for name in self.virsh('list', '--name').split():
                     self.virsh('destroy', name)
             finally:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                terminate(self.proc, 30)
         try:
             with open(self.path('run', 'virtlogd.pid')) as f:
                 os.kill(int(f.read()), signal.SIGTERM)
