@@ -39,12 +39,14 @@ class Cgroup:
     PSI) holding the same processes."""
 
     def __init__(self, limit, name=None):
+        """@limit: memory.limit_in_bytes of the v1 memcg; None for none."""
         self.name = name or 'qemu-balloon-auto-test-' + uuid.uuid4().hex[:8]
         self.v1 = os.path.join(_own_v1_memcg(), self.name)
         self.v2 = os.path.join(V2_ROOT, self.name)
         os.mkdir(self.v1)
         try:
-            _write(os.path.join(self.v1, 'memory.limit_in_bytes'), limit)
+            if limit is not None:
+                _write(os.path.join(self.v1, 'memory.limit_in_bytes'), limit)
             os.mkdir(self.v2)
         except BaseException:
             self.remove()

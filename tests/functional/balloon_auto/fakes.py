@@ -237,8 +237,10 @@ class FakeMonitor:
             return {'return': {}}
         if name == 'query-balloon-auto' and name in self.replies:
             info = dict(self.replies['query-balloon-auto'])
+            own = info['source']['kind']
             with self._lock:
-                info['source'] = {'kind': 'fd' if self.taken else 'none',
+                info['source'] = {'kind': 'fd' if self.taken and own == 'none'
+                                  else own,
                                   'path': '', 'lost': False,
                                   'detail': ', '.join(
                                       '%s (%s)' % (level, fd_description(f))
@@ -266,9 +268,17 @@ def fake_qemu(argv):
                     choices=('ok', 'silent', 'mute', 'trickle'))
     ap.add_argument('--fail', action='append', default=[],
                     help='answer COMMAND with an error')
+    ap.add_argument('--source', default='none',
+                    help="the kind of QEMU's own pressure source")
+    ap.add_argument('--disabled', action='store_true',
+                    help='automatic ballooning is off')
     args, _ = ap.parse_known_args(argv)
+    auto = qemu_like_replies()['query-balloon-auto']
+    auto['source']['kind'] = args.source
+    auto['enabled'] = not args.disabled
     FakeMonitor(args.socket, mode=args.mode,
-                fail={c: 'fake failure of ' + c for c in args.fail})
+                fail={c: 'fake failure of ' + c for c in args.fail},
+                replies={'query-balloon-auto': auto})
     while True:
         time.sleep(3600)
 

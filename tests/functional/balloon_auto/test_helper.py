@@ -32,6 +32,9 @@ SLACK = 10
 # the cgroup whose limit is in force
 LIMIT = 256 * MiB
 LEVELS = ('low', 'medium', 'critical')
+SYSTEM_PSI = '/proc/pressure/memory'
+# memory.limit_in_bytes of a v1 memcg without a limit is about 2^63
+V1_UNLIMITED = 1 << 62
 URI = 'test:///fake'
 # libvirt's pid files, in a mount namespace of the helper's own: a tmpfs on
 # /run with /run/libvirt/qemu/NAME.pid for each NAME=PID argument
@@ -313,6 +316,60 @@ class HelperTest(unittest.TestCase):
             self.assertIn(said, err)
             print('# %s monitor: the helper gave up after %.1f s: %s' % (
                 mode, took, err.strip()))
+
+    def unlimited_qemu(self, name, *cmdline):
+        """A fake QEMU in a memcg with no limit on its path, as libvirt's
+        machine.slice scopes are by default."""
+        cg = harness.Cgroup(limit=None)
+        self.addCleanup(cg.remove)
+        lowest = lowest_limit_above(cg.v1)
+        if lowest is not None and lowest < V1_UNLIMITED:
+            self.skipTest('a cgroup above the test\'s has a limit of %d MiB'
+                          % (lowest // MiB))
+        q = FakeQemu(cg, os.path.join(self.dir, name + '.qmp'), *cmdline)
+        self.addCleanup(q.stop)
+        return q
+
+    def test_no_limit_arms_system_wide_psi(self):
+        """No limit on the VM's path: the stall is the host's, not the VM
+        cgroup's; the helper hands over system-wide PSI triggers."""
+        if not os.path.exists(SYSTEM_PSI):
+            self.skipTest('no %s on this kernel' % SYSTEM_PSI)
+        qemu = self.unlimited_qemu('vm', '--source', 'cgroup-v1')
+        rc, out, err, _ = self.helper('--qmp', qemu.sock, '--pid',
+                                      str(qemu.pid))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(qemu.state()['taken'], {level: SYSTEM_PSI
+                                                 for level in LEVELS})
+        self.assertTrue(out.startswith('system %s:' % SYSTEM_PSI), out)
+        print('# no limit: ' + out.strip())
+
+    def test_no_limit_and_qemu_watches_host_memory(self):
+        """No limit on the path and QEMU's own source is the host's memory:
+        nothing to hand over.  Under a limit the same QEMU still gets the
+        cgroup's descriptors (the host's memory does not see the limit)."""
+        idle = self.unlimited_qemu('idle', '--source', 'host')
+        rc, out, err, _ = self.helper('--qmp', idle.sock, '--pid',
+                                      str(idle.pid))
+        self.assertEqual(rc, 0, err)
+        self.assertUntouched(idle)
+        self.assertIn('nothing to hand over', out)
+        print('# ' + out.strip())
+        limited = self.qemu('limited', '--source', 'host')
+        rc, out, err, _ = self.helper('--qmp', limited.sock, '--pid',
+                                      str(limited.pid))
+        self.assertEqual(rc, 0, err)
+        self.assertHandedOver(limited, out)
+
+    def test_automatic_off(self):
+        """Automatic ballooning off: refused before anything is armed."""
+        qemu = self.qemu('vm', '--disabled')
+        rc, _, err, _ = self.helper('--qmp', qemu.sock, '--pid',
+                                    str(qemu.pid))
+        self.assertNotEqual(rc, 0)
+        self.assertUntouched(qemu)
+        self.assertIn('automatic ballooning is off', err)
+        print('# ' + err.strip())
 
 
 if __name__ == '__main__':
