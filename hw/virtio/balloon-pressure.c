@@ -1114,7 +1114,6 @@ static void close_own(BalloonPressure *bp)
     g_clear_pointer(&bp->detail, g_free);
 }
 
-/* Open the source's own part as @cfg says; false and @errp if it fails. */
 /*
  * The kind the user named; with fall_back_to_none, a host where it cannot
  * be opened leaves guest pressure only, with a warning, instead of failing.
@@ -1186,6 +1185,7 @@ static void open_detected(BalloonPressure *bp, const BalloonPressureConfig *cfg)
                                  tried->str);
 }
 
+/* Open the source's own part as @cfg says; false and @errp if it fails. */
 static bool open_own(BalloonPressure *bp, const BalloonPressureConfig *cfg,
                      Error **errp)
 {
