@@ -122,10 +122,11 @@ class PackageTest(unittest.TestCase):
 
     def test_guest_with_automatic(self):
         """The installed QEMU boots the guest under TCG with the automatic
-        balloon on, and the balloon follows a manual request."""
+        balloon on, the balloon follows a manual request, and the
+        installed exporter reports it."""
         qmp = os.path.join(ROOT, 'tmp', 'qmp.sock')
         console = os.path.join(ROOT, 'tmp', 'console.sock')
-        for path in (qmp, console):
+        for path in (qmp, console, os.path.join(ROOT, 'tmp', 'mon.sock')):
             if os.path.exists(path):
                 os.unlink(path)
         qemu = subprocess.Popen(
@@ -136,6 +137,7 @@ class PackageTest(unittest.TestCase):
              '-chardev', 'socket,id=con,path=/tmp/console.sock,server=on,'
              'wait=off', '-serial', 'chardev:con',
              '-qmp', 'unix:/tmp/qmp.sock,server=on,wait=off',
+             '-qmp', 'unix:/tmp/mon.sock,server=on,wait=off',
              '-device', 'virtio-balloon-pci,id=balloon0,automatic=on,'
              'pressure-source=none'],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -162,12 +164,34 @@ class PackageTest(unittest.TestCase):
                 print('# installed QEMU: guest booted with automatic=on;'
                       ' balloon at %d MiB' % (info['actual'] //
                                               harness.MiB))
+                self.check_exporter('/tmp/mon.sock', info)
                 q.command('quit')
             con.close()
         finally:
             if qemu.poll() is None:
                 qemu.kill()
             qemu.wait()
+
+    def check_exporter(self, sock, info):
+        """The installed exporter, its unit (disabled) and its user, and
+        one textfile write from the guest's second monitor."""
+        unit = 'lib/systemd/system/qemu-balloon-auto-exporter.service'
+        self.assertTrue(os.path.exists(os.path.join(ROOT, unit)))
+        self.assertFalse(glob.glob(os.path.join(
+            ROOT, 'etc/systemd/system/*.wants/qemu-balloon-auto-exporter*')))
+        in_root('id', 'qemu-balloon-auto-exporter')
+        out = in_root('/usr/bin/qemu-balloon-auto-exporter', sock,
+                      '--textfile', '/tmp/balloon.prom', '--once').stdout
+        with open(os.path.join(ROOT, 'tmp', 'balloon.prom')) as f:
+            text = f.read()
+        up = re.search(r'^qemu_balloon_auto_up\{[^}]*\} (\S+)$', text, re.M)
+        actual = re.search(r'^qemu_balloon_auto_actual_bytes\{[^}]*\} (\S+)$',
+                           text, re.M)
+        self.assertIsNotNone(up, out + text)
+        self.assertEqual(float(up.group(1)), 1.0)
+        self.assertEqual(float(actual.group(1)), info['actual'])
+        print('# installed exporter: up 1, actual %d MiB' %
+              (info['actual'] // harness.MiB))
 
     def test_other_emulators_removed(self):
         """On a host with Debian's qemu-system-arm, installing the package
