@@ -8,8 +8,11 @@ Benchmarks of the automatic balloon, measured side by side in one run.
    that carries the new target (QEMU timestamps it when it decides).
    Goal: under 10 ms.
 2. idle cost: CPU time and voluntary context switches of a booted, idle VM
-   over the same interval, fork with automatic=on against the pristine
-   build of the same base (no automatic ballooning), as a ratio.
+   over the same interval after the same settle, the fork with
+   automatic=on (with no host source, and with the host's memory, far
+   below its setpoint here) against the pristine build of the same base,
+   interleaved, --runs times: median and range, and the ratios of the
+   medians; and how often the host-memory source read /proc/meminfo.
 
 Benchmark with peers (bench/peers.py, bench/scenarios.py).  Setups, each a
 real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
@@ -167,7 +170,32 @@ def reaction(samples, tree=None, workdir=None):
     return lat
 
 
+# idle cells: (label, build, balloon options); the host-memory source
+# runs where it is meant to, far below its setpoint (this machine's RAM)
+IDLE_CELLS = (('fork automatic=on, no source', 'fork',
+               'automatic=on,pressure-source=none'),
+              ('fork automatic=on, host memory', 'fork',
+               'automatic=on,pressure-source=host'),
+              ('pristine', 'pristine', ''))
+
+
+def source_reads(vm, seconds):
+    """How many times the source read the host's memory in @seconds, seen
+    as the drops of query-balloon-auto's host age-ms, sampled every
+    second (after the cost interval: the queries wake QEMU too)."""
+    reads, last = 0, None
+    for _ in range(seconds):
+        age = vm.cmd('query-balloon-auto')['host']['age-ms']
+        if last is not None and age < last:
+            reads += 1
+        last = age
+        time.sleep(1)
+    return reads
+
+
 def idle_cost(tree, balloon, seconds, workdir=None):
+    """(CPU seconds, wake-ups, host-memory reads or None) of an idle VM
+    over @seconds, after the same 5 s settle for every cell."""
     vm = TestVM('bench-idle', mem='1G', tree=tree, balloon=balloon,
                 workdir=workdir)
     with vm:
@@ -175,7 +203,40 @@ def idle_cost(tree, balloon, seconds, workdir=None):
         cpu0, ctx0 = proc_cost(vm.pid)
         time.sleep(seconds)
         cpu1, ctx1 = proc_cost(vm.pid)
-    return cpu1 - cpu0, ctx1 - ctx0
+        reads = source_reads(vm, seconds) if 'host' in balloon else None
+    return cpu1 - cpu0, ctx1 - ctx0, reads
+
+
+def spread(values, fmt='%.2f'):
+    """median [min-max] of @values."""
+    return (fmt + ' [' + fmt + '-' + fmt + ']') % (
+        statistics.median(values), min(values), max(values))
+
+
+def idle_scenario(trees, seconds, runs, workdir, say):
+    """The idle cells interleaved, @runs times each; medians and ranges,
+    and ratios of the medians to pristine's."""
+    cost = {label: [] for label, _, _ in IDLE_CELLS}
+    reads = []
+    for _ in range(runs):
+        for label, build, balloon in IDLE_CELLS:
+            cpu, ctx, n = idle_cost(trees[build], balloon, seconds, workdir)
+            cost[label].append((cpu, ctx))
+            if n is not None:
+                reads.append(n)
+    base = [statistics.median(c[i] for c in cost['pristine'])
+            for i in (0, 1)]
+    for label, _, _ in IDLE_CELLS:
+        cpu = [c[0] for c in cost[label]]
+        ctx = [c[1] for c in cost[label]]
+        say('idle %d s, %d run(s), %s: CPU %s s, wake-ups %s; ratio to '
+            'pristine CPU %.2f, wake-ups %.2f' % (
+                seconds, runs, label, spread(cpu), spread(ctx, '%d'),
+                statistics.median(cpu) / max(base[0], 1e-9),
+                statistics.median(ctx) / max(base[1], 1)))
+    say('idle: the host-memory source read /proc/meminfo %s times in %d s '
+        '(target: at most one per 10 s far below the setpoint)' % (
+            spread(reads, '%d'), seconds))
 
 
 SCENARIOS = ['reaction', 'idle', 'host-rate', 'seed', 'density', 'no-limit']
@@ -321,14 +382,8 @@ def main():
                 '%.2f ms over %d events (goal < 10 ms)' % (
                     statistics.median(lat), max(lat), len(lat)))
         if 'idle' in scenarios:
-            fork = idle_cost(fork_tree, 'automatic=on,pressure-source=none',
-                             idle_seconds, workdir)
-            base = idle_cost(pristine_tree, '', idle_seconds, workdir)
-            say('idle %d s: fork automatic=on: %.2f s CPU, %d wake-ups; '
-                'pristine: %.2f s CPU, %d wake-ups; ratio CPU %.2f, wake-ups '
-                '%.2f' % (idle_seconds, fork[0], fork[1], base[0], base[1],
-                          fork[0] / max(base[0], 1e-9),
-                          fork[1] / max(base[1], 1)))
+            idle_scenario({'fork': fork_tree, 'pristine': pristine_tree},
+                          idle_seconds, runs, workdir, say)
         env = None
         if set(scenarios) & {'host-rate', 'seed', 'density'}:
             env = peers.Env(fork_tree or TREE, pristine_tree,
