@@ -212,6 +212,13 @@ bool balloon_pressure_lost(const BalloonPressure *bp)
     return bp->lost;
 }
 
+void balloon_pressure_read_protection(BalloonPressure *bp)
+{
+    g_free(bp->protection_origin);
+    bp->protection = balloon_cgroup_protection(bp->proc,
+                                               &bp->protection_origin);
+}
+
 uint64_t balloon_pressure_protection(const BalloonPressure *bp,
                                      const char **origin)
 {
@@ -1208,8 +1215,7 @@ BalloonPressure *balloon_pressure_open(const BalloonPressureConfig *cfg,
     bp->opaque = opaque;
     bp->running = true;
     bp->proc = g_strdup(cfg->proc ?: "/proc");
-    bp->protection = balloon_cgroup_protection(bp->proc,
-                                               &bp->protection_origin);
+    balloon_pressure_read_protection(bp);
     init_headroom(&bp->hr, bp);
     init_headroom(&bp->host, bp);
     for (l = 0; l < BALLOON_POLICY_LEVEL__MAX; l++) {
@@ -1243,6 +1249,7 @@ bool balloon_pressure_restart(BalloonPressure *bp,
     int l;
 
     assert(!cfg->fd && !bp->running);
+    balloon_pressure_read_protection(bp);
     if (!open_own(bp, cfg, errp)) {
         return false;
     }

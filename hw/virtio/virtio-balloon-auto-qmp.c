@@ -302,6 +302,10 @@ void qmp_balloon_auto_set(BalloonAutoSettings *set, Error **errp)
     t = settings_tunables(a, set);
     enabling = set->has_enabled && set->enabled && !a->enabled;
     disabling = set->has_enabled && !set->enabled && a->enabled;
+    if (a->realized) {
+        /* the floor follows a protection management set since */
+        balloon_pressure_read_protection(a->pressure);
+    }
     if (!virtio_balloon_auto_tunables_apply(&t, true,
                                             virtio_balloon_ram_size(),
                                             a->pressure, &params,

@@ -509,6 +509,7 @@ static void fake_v2_open(FakeV2 *f, const char *usage, const char *max)
     mounts = g_strdup_printf("cgroup2 %s/cgroup cgroup2 rw 0 0\n",
                              f->t.mnt);
     fake_write(self, "mounts", mounts);
+    fake_write(self, "cgroup", "0::/machine.slice/vm.scope\n");
     fake_write(f->cg, "memory.pressure", "");
     fake_write(f->cg, "memory.events",
                "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
@@ -548,6 +549,39 @@ static void run_main_loop_for(int64_t ms)
         main_loop_wait(true);
         g_usleep(10 * 1000);
     }
+}
+
+/*
+ * The protection the floor comes from is read again when the source
+ * restarts (automatic ballooning off and on) and when management asks
+ * (balloon-auto-set): libvirt may write it after QEMU started.
+ */
+static void test_protection_read_again(void)
+{
+    FakeV2 f;
+    const char *origin;
+    BalloonPressureConfig cfg = {
+        .kind = BALLOON_PRESSURE_CGROUP_V2,
+        .psi_window_ms = 1000,
+    };
+
+    fake_v2_open(&f, "0\n", "max\n");
+    g_assert_cmpuint(balloon_pressure_protection(f.bp, &origin), ==, 0);
+    fake_write(f.cg, "memory.low", "268435456\n");
+    g_assert_cmpuint(balloon_pressure_protection(f.bp, &origin), ==, 0);
+    balloon_pressure_read_protection(f.bp);
+    g_assert_cmpuint(balloon_pressure_protection(f.bp, &origin), ==,
+                     256 * MiB);
+    g_assert_true(g_str_has_suffix(origin, "vm.scope/memory.low"));
+
+    fake_write(f.cg, "memory.low", "134217728\n");
+    balloon_pressure_stop(f.bp);
+    cfg.proc = f.proc;
+    cfg.cgroup = f.cg;
+    g_assert_true(balloon_pressure_restart(f.bp, &cfg, &error_abort));
+    g_assert_cmpuint(balloon_pressure_protection(f.bp, &origin), ==,
+                     128 * MiB);
+    fake_v2_close(&f);
 }
 
 /*
@@ -782,6 +816,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-cgroup/limit-along-path",
                     test_limit_along_path);
     g_test_add_func("/balloon-cgroup/protection", test_protection);
+    g_test_add_func("/balloon-pressure/protection-read-again",
+                    test_protection_read_again);
     g_test_add_func("/balloon-cgroup/parse-events", test_parse_events);
     g_test_add_func("/balloon-cgroup/read-value", test_read_value);
     g_test_add_func("/balloon-pressure/v2-source", test_v2_source);

@@ -87,11 +87,17 @@ char *balloon_pressure_detail(const BalloonPressure *bp);
 /* The watched cgroup was removed: the source is inactive. */
 bool balloon_pressure_lost(const BalloonPressure *bp);
 /*
- * The memory QEMU's own cgroups promise it (read when the source was
- * opened; see balloon_cgroup_protection()), or 0; *@origin names the file.
+ * The memory QEMU's own cgroups promise it (see balloon_cgroup_protection()),
+ * or 0, as last read: when the source was opened or restarted, or by
+ * balloon_pressure_read_protection(); *@origin names the file.
  */
 uint64_t balloon_pressure_protection(const BalloonPressure *bp,
                                      const char **origin);
+/*
+ * Read the protection again: management (libvirt's <soft_limit>, or a
+ * memory.low written by hand) may set it after QEMU started.
+ */
+void balloon_pressure_read_protection(BalloonPressure *bp);
 /* A reading of the memory usage against the limit in force. */
 typedef struct BalloonPressureReading {
     uint64_t usage;
