@@ -80,6 +80,15 @@ class MemoryHog:
     def alive(self):
         return self.proc.poll() is None
 
+    def wait_allocated(self, timeout=240, what='hog allocation'):
+        """Wait until it has taken all its MiB; AssertionError if it died
+        first (OOM-killed, typically)."""
+        from qemu_balloon_auto.testing import wait_until
+        wait_until(lambda: self.allocated >= self.mib or not self.alive(),
+                   timeout, what=what)
+        if not self.alive():
+            raise AssertionError('the hog was killed')
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()

@@ -10,7 +10,6 @@ cgroup with its limit, QEMU's threads in a threaded 'emulator' child)
 while a host process allocates next to it.
 """
 
-import re
 import time
 import unittest
 
@@ -74,36 +73,9 @@ class CgroupV2Test(unittest.TestCase):
         """The fork in the layout, QEMU's threads in emulator/ as libvirt
         puts them, as @user (a uid) if given; returns (qmp socket, console
         socket, pid)."""
-        qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
-        qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
-                '-accel tcg -M q35 -m %s -nodefaults -display none '
-                '-kernel /opt/nested/vmlinuz -initrd /opt/nested/initrd.img '
-                '-append "console=ttyS0 panic=-1 loglevel=4" '
-                '-chardev socket,id=con,path=%s,server=on,wait=off '
-                '-serial chardev:con -qmp unix:%s,server=on,wait=off '
-                '-device virtio-balloon-pci,id=balloon0,%s '
-                '-msg timestamp=on -trace enable=virtio_balloon_auto_*' % (
-                    NESTED_MEM, con, qmp, balloon))
-        if user is not None:
-            qemu = 'bgt as %d %s' % (user, qemu)
-        # the shell's pid is QEMU's once it execs (bgt as execs too)
-        pid = int(self.host.sh(
-            "sh -c 'echo $$ > %s/cgroup.procs && echo $$ > "
-            "%s/emulator/cgroup.threads && exec %s' "
-            "> /tmp/%s.log 2>&1 & echo $!" % (VMCG, VMCG, qemu, name))[-1])
-
-        def up():
-            if self.host.nested(con, 'true', 10)[0] == 0:
-                return True
-            state = self.host.sh('grep -s State: /proc/%d/status || true' %
-                                 pid)
-            if not state or re.match(r'State:\s+Z', state[-1]):
-                self.fail('the nested QEMU exited: %s' %
-                          self.host.read('/tmp/%s.log' % name))
-            return False
-
-        harness.wait_until(up, 600, interval=2, what='the nested guest')
-        return qmp, con, pid
+        return self.host.start_qemu(name, VMCG[len(CG) + 1:], balloon,
+                                    mem=NESTED_MEM, user=user,
+                                    threads='emulator')
 
     def hog(self, mib):
         """A host process in the VM's cgroup, 20 MiB/s; returns its log."""

@@ -411,10 +411,7 @@ class LibvirtTest(unittest.TestCase):
         part = CgroupDir(PARTITION_DIR)
         hog = harness.MemoryHog(part, mib, step=step, delay=0.5)
         try:
-            harness.wait_until(lambda: hog.allocated >= mib or
-                               hog.proc.poll() is not None, 240,
-                               what=what)
-            self.assertIsNone(hog.proc.poll(), 'the hog was killed')
+            hog.wait_allocated(what=what)
         finally:
             hog.stop()
         self.assertEqual(part.oom_kills(), 0)

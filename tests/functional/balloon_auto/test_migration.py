@@ -57,10 +57,7 @@ class MigrationTest(unittest.TestCase):
                 try:
                     # No decisions are made while the VM is moved, so do
                     # not migrate while the host's need still grows.
-                    harness.wait_until(lambda: hog.allocated >= 500 or
-                                       hog.proc.poll() is not None, 240,
-                                       what='hog allocation')
-                    self.assertIsNone(hog.proc.poll(), 'the hog was killed')
+                    hog.wait_allocated()
                     self.assertGreater(harness.decision_counts(
                         src.cmd('query-balloon-auto'))['host-pressure'], 0)
                     dst.launch()

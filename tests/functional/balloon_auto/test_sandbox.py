@@ -63,10 +63,7 @@ class SandboxTest(unittest.TestCase):
                 start = time.monotonic()
                 hog = harness.MemoryHog(cg, 800, step=8, delay=0.5)
                 try:
-                    harness.wait_until(lambda: hog.allocated >= 800 or
-                                       hog.proc.poll() is not None, 240,
-                                       what='hog allocation')
-                    self.assertIsNone(hog.proc.poll(), 'the hog was killed')
+                    hog.wait_allocated()
                     rss_after = vm.rss()
                     info = vm.cmd('query-balloon-auto')
                 finally:

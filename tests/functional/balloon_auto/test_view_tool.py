@@ -154,10 +154,7 @@ class ViewToolTest(unittest.TestCase):
             time.sleep(3)
             hog = harness.MemoryHog(self.cg, 800, step=8, delay=0.5)
             try:
-                harness.wait_until(lambda: hog.allocated >= 800 or
-                                   hog.proc.poll() is not None, 240,
-                                   what='hog allocation')
-                self.assertIsNone(hog.proc.poll(), 'the hog was killed')
+                hog.wait_allocated()
             finally:
                 hog.stop()
             vm.cmd('balloon-auto-set', **{'hold-ms': 60000})
