@@ -439,6 +439,7 @@ typedef struct BalloonDriver {
     QVirtQueue *vq[3];          /* inflate, deflate, stats */
     uint64_t stats_addr;
     bool stats_held;            /* the device holds our buffer */
+    int efd;                    /* host pressure, handed over as critical */
 } BalloonDriver;
 
 /* The driver finds the balloon in BALLOON_SLOT and makes it ready. */
@@ -468,20 +469,23 @@ static void driver_setup(BalloonDriver *d)
 }
 
 /* Boot machine @machine with the balloon and a driver playing the guest. */
+/* Boot with the driver ready and d->efd handed over as critical pressure. */
 static QTestState *driver_boot_on(BalloonDriver *d, const char *machine,
-                                  int efd, const char *extra)
+                                  const char *extra)
 {
+    d->efd = eventfd(0, 0);
+    g_assert_cmpint(d->efd, >=, 0);
     d->qs = qtest_pc_boot("-M %s -m 1G -device virtio-balloon-pci,"
                           "id=balloon0,addr=%d.0,automatic=on,"
                           "pressure-fd=%d,pressure-fd-level=critical%s",
-                          machine, BALLOON_SLOT, efd, extra);
+                          machine, BALLOON_SLOT, d->efd, extra);
     driver_setup(d);
     return d->qs->qts;
 }
 
-static QTestState *driver_boot(BalloonDriver *d, int efd, const char *extra)
+static QTestState *driver_boot(BalloonDriver *d, const char *extra)
 {
-    return driver_boot_on(d, "pc", efd, extra);
+    return driver_boot_on(d, "pc", extra);
 }
 
 static void driver_stop(BalloonDriver *d)
@@ -494,6 +498,7 @@ static void driver_stop(BalloonDriver *d)
     qvirtio_pci_device_disable(d->dev);
     qos_object_destroy((QOSGraphObject *)d->dev);
     qtest_shutdown(d->qs);
+    close(d->efd);
 }
 
 /*
@@ -606,8 +611,7 @@ static int count_events(QTestState *qts, const char *name, QDict **last)
 static void test_decision_event(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *qts = driver_boot(&d, efd, "");
+    QTestState *qts = driver_boot(&d, "");
     QDict *ev, *data, *info, *last;
     int64_t new_target;
 
@@ -617,7 +621,7 @@ static void test_decision_event(void)
                                   "available"), ==, 800 * MiB);
     qobject_unref(info);
 
-    pressure_event(qts, efd, "critical");
+    pressure_event(qts, d.efd, "critical");
     ev = qtest_qmp_eventwait_ref(qts, "BALLOON_AUTO_DECISION");
     data = qdict_get_qdict(ev, "data");
     g_assert_cmpstr(qdict_get_str(data, "reason"), ==, "host-pressure");
@@ -643,7 +647,6 @@ static void test_decision_event(void)
                     (1 * GiB - new_target) >> VIRTIO_BALLOON_PFN_SHIFT);
     qobject_unref(ev);
     driver_stop(&d);
-    close(efd);
 }
 
 /*
@@ -655,15 +658,14 @@ static void test_decision_event(void)
 static void test_decision_event_throttled(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *qts = driver_boot(&d, efd, ",auto-dry-run=on,"
+    QTestState *qts = driver_boot(&d, ",auto-dry-run=on,"
                                   "auto-cooldown-ms=0");
     QDict *info, *last = NULL, *data, *ev;
     int i;
 
     driver_send_stats(&d, 800 * MiB);
     for (i = 0; i < 20; i++) {
-        pressure_event(qts, efd, "critical");
+        pressure_event(qts, d.efd, "critical");
     }
     info = query(qts);
     g_assert_cmpint(reason_count(info, "host-pressure"), ==, 20);
@@ -687,7 +689,6 @@ static void test_decision_event_throttled(void)
     qobject_unref(info);
     qobject_unref(last);
     driver_stop(&d);
-    close(efd);
 }
 
 static void wait_migration_completed(QTestState *qts)
@@ -739,8 +740,7 @@ static void test_migrate(void)
         "events", "decisions", "pingpongs",
     };
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *src = driver_boot(&d, efd, "");
+    QTestState *src = driver_boot(&d, "");
     QTestState *dst;
     g_autofree char *uri = migration_uri();
     QDict *before, *after, *last_before, *last_after, *source;
@@ -748,7 +748,7 @@ static void test_migrate(void)
     size_t i;
 
     driver_send_stats(&d, 800 * MiB);
-    pressure_event(src, efd, "critical");
+    pressure_event(src, d.efd, "critical");
     qtest_qmp_assert_success(src, "{'execute': 'balloon-auto-set',"
                              " 'arguments': {'inflate-medium': 20,"
                              " 'reserve': %" PRId64 "}}",
@@ -796,7 +796,6 @@ static void test_migrate(void)
     qobject_unref(before);
     qtest_quit(dst);
     driver_stop(&d);
-    close(efd);
 }
 
 /*
@@ -1121,9 +1120,8 @@ static void assert_idle(QTestState *qts)
 static void test_long_uptime(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
     /* no PIT: its 18 Hz timer would dominate days of stepping */
-    QTestState *qts = driver_boot_on(&d, "pc,pit=off", efd, "");
+    QTestState *qts = driver_boot_on(&d, "pc,pit=off", "");
     g_autofree char *reason = NULL;
     QDict *info;
     int day;
@@ -1172,7 +1170,6 @@ static void test_long_uptime(void)
     g_assert_cmpint(query_decisions(qts), ==, 3);
     assert_idle(qts);
     driver_stop(&d);
-    close(efd);
 }
 
 /*
@@ -1183,13 +1180,12 @@ static void test_long_uptime(void)
 static void test_reset(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *qts = driver_boot(&d, efd, "");
+    QTestState *qts = driver_boot(&d, "");
     int64_t decisions, inflated;
     QDict *info;
 
     driver_send_stats(&d, 800 * MiB);
-    pressure_event(qts, efd, "critical");
+    pressure_event(qts, d.efd, "critical");
     driver_follow(&d);
     inflated = query_int(qts, "actual");
     g_assert_cmpint(inflated, <, 1 * GiB);
@@ -1218,22 +1214,20 @@ static void test_reset(void)
     qobject_unref(info);
     g_assert_cmpint(driver_num_pages(&d), ==, 0);
     driver_stop(&d);
-    close(efd);
 }
 
 /* A machine reset: the guest is booting again, the balloon waits. */
 static void test_system_reset(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *qts = driver_boot(&d, efd, "");
+    QTestState *qts = driver_boot(&d, "");
     int64_t decisions;
     QDict *info;
 
     balloon_to(qts, 768 * MiB);
     driver_follow(&d);
     driver_send_stats(&d, 500 * MiB);
-    pressure_event(qts, efd, "critical");
+    pressure_event(qts, d.efd, "critical");
     driver_follow(&d);
     decisions = query_decisions(qts);
     qtest_qmp_assert_success(qts, "{'execute': 'system_reset'}");
@@ -1247,7 +1241,6 @@ static void test_system_reset(void)
     g_assert_cmpint(query_decisions(qts), ==, decisions);
     g_assert_cmpint(query_int(qts, "target"), ==, 768 * MiB);
     driver_stop(&d);
-    close(efd);
 }
 
 /*
@@ -1257,8 +1250,7 @@ static void test_system_reset(void)
 static void test_unaligned_target(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *qts = driver_boot(&d, efd, "");
+    QTestState *qts = driver_boot(&d, "");
     QDict *info;
     int i;
 
@@ -1274,7 +1266,6 @@ static void test_unaligned_target(void)
     }
     g_assert_cmpint(query_decisions(qts), ==, 0);
     driver_stop(&d);
-    close(efd);
 }
 
 /* The balloon works on RAM plus DIMMs, like upstream's query-balloon. */
@@ -1396,8 +1387,7 @@ static void load_tampered_stream(size_t offset, size_t len, uint64_t expect,
 {
     static const char name[] = "virtio-balloon-device/auto";
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *src = driver_boot(&d, efd, "");
+    QTestState *src = driver_boot(&d, "");
     QTestState *dst;
     g_autofree char *dir = g_dir_make_tmp("balloon-auto-XXXXXX", NULL);
     g_autofree char *file = g_build_filename(dir, "stream", NULL);
@@ -1410,12 +1400,11 @@ static void load_tampered_stream(size_t offset, size_t len, uint64_t expect,
     QDict *info, *rsp;
 
     driver_send_stats(&d, 800 * MiB);
-    pressure_event(src, efd, "critical");
+    pressure_event(src, d.efd, "critical");
     qtest_qmp_assert_success(src, "{'execute': 'migrate',"
                              " 'arguments': {'uri': %s}}", uri);
     wait_migration_completed(src);
     driver_stop(&d);
-    close(efd);
 
     g_assert_true(g_file_get_contents(file, &data, &size, NULL));
     sub = memmem(data, size, name, strlen(name));
@@ -1980,8 +1969,7 @@ static void put_stat(struct virtio_balloon_stat *st, uint16_t tag,
 static void test_hostile_guest(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *qts = driver_boot(&d, efd, "");
+    QTestState *qts = driver_boot(&d, "");
     struct virtio_balloon_stat st[8];
     uint8_t odd[STATS_BUF_SIZE];
     int64_t floor, decisions;
@@ -1999,7 +1987,7 @@ static void test_hostile_guest(void)
     put_stat(&st[6], VIRTIO_BALLOON_S_NR, 7);
     put_stat(&st[7], 0xffff, 0);
     driver_send_raw_stats(&d, st, sizeof(st));
-    pressure_event(qts, efd, "critical");
+    pressure_event(qts, d.efd, "critical");
     g_assert_cmpint(query_int(qts, "target"), >=, floor);
     /* counters going down, an odd length, a flood at one instant */
     put_stat(&st[4], VIRTIO_BALLOON_S_MAJFLT, 10);
@@ -2049,7 +2037,6 @@ static void test_hostile_guest(void)
     g_assert_cmpint(qdict_get_int(info, "target") % 4096, ==, 0);
     qobject_unref(info);
     driver_stop(&d);
-    close(efd);
 }
 
 /* Hot-unplugged, the device gives an fdset's dup back: the fdset goes. */
@@ -2207,15 +2194,14 @@ static void test_handed_fd_adds_to_source(void)
  */
 static void test_driver_ready_evaluates(void)
 {
-    BalloonDriver d;
-    int efd = eventfd(0, 0);
+    BalloonDriver d = { .efd = eventfd(0, 0) };
     QTestState *qts;
     g_autofree char *reason = NULL;
 
     d.qs = qtest_pc_boot("-M pc -m 1G -device virtio-balloon-pci,"
                          "id=balloon0,addr=%d.0,automatic=on,"
                          "pressure-fd=%d,guest-stats-polling-interval=86400",
-                         BALLOON_SLOT, efd);
+                         BALLOON_SLOT, d.efd);
     qts = d.qs->qts;
     /* the baseline moves while the guest is still booting */
     balloon_to(qts, 768 * MiB);
@@ -2224,7 +2210,6 @@ static void test_driver_ready_evaluates(void)
     reason = query_last_reason(qts);
     g_assert_cmpstr(reason, ==, "driver-stuck");
     driver_stop(&d);
-    close(efd);
 }
 
 /*
@@ -2235,13 +2220,12 @@ static void test_driver_ready_evaluates(void)
 static void test_deflate_during_migration(void)
 {
     BalloonDriver d;
-    int efd = eventfd(0, 0);
-    QTestState *qts = driver_boot(&d, efd, "");
+    QTestState *qts = driver_boot(&d, "");
     QDict *info;
     int64_t target;
 
     driver_send_stats(&d, 800 * MiB);
-    pressure_event(qts, efd, "critical");
+    pressure_event(qts, d.efd, "critical");
     driver_follow(&d);
     target = query_int(qts, "target");
     g_assert_cmpint(target, <, 1 * GiB);
@@ -2253,7 +2237,7 @@ static void test_deflate_during_migration(void)
     assert_blocked(info, "paused", "migration");
     qobject_unref(info);
     /* host pressure waits ... */
-    pressure_event(qts, efd, "critical");
+    pressure_event(qts, d.efd, "critical");
     g_assert_cmpint(query_int(qts, "target"), ==, target);
     /* ... the guest does not */
     driver_send_stats(&d, 16 * MiB);
@@ -2265,7 +2249,6 @@ static void test_deflate_during_migration(void)
     qobject_unref(info);
     qtest_qmp_assert_success(qts, "{'execute': 'migrate_cancel'}");
     driver_stop(&d);
-    close(efd);
 }
 
 /*
@@ -2312,13 +2295,12 @@ static void test_set_errors(void)
  */
 static void test_no_driver_no_polling(void)
 {
-    BalloonDriver d;
-    int efd = eventfd(0, 0);
+    BalloonDriver d = { .efd = eventfd(0, 0) };
     QTestState *qts;
 
     d.qs = qtest_pc_boot("-M pc,pit=off -m 1G -device virtio-balloon-pci,"
                          "id=balloon0,addr=%d.0,automatic=on,"
-                         "pressure-fd=%d", BALLOON_SLOT, efd);
+                         "pressure-fd=%d", BALLOON_SLOT, d.efd);
     qts = d.qs->qts;
     g_assert_cmpint(qom_get_int(qts, "balloon0",
                                 "guest-stats-polling-interval"), ==, 0);
@@ -2332,7 +2314,6 @@ static void test_no_driver_no_polling(void)
     g_assert_cmpint(qom_get_int(qts, "balloon0",
                                 "guest-stats-polling-interval"), ==, 0);
     driver_stop(&d);
-    close(efd);
 }
 
 /*
@@ -2357,7 +2338,6 @@ static void test_host_growth_real_clock(void)
 {
     TestCgroup c;
     BalloonDriver d;
-    int efd = eventfd(0, 0);
     g_autofree char *extra = NULL, *limit = NULL;
     QTestState *qts;
     QDict *info, *host;
@@ -2376,7 +2356,7 @@ static void test_host_growth_real_clock(void)
     cgroup_write(c.dir, "memory.limit_in_bytes", limit);
     extra = g_strdup_printf(",pressure-source=cgroup-v1,pressure-cgroup=%s",
                             c.dir);
-    qts = driver_boot(&d, efd, extra);
+    qts = driver_boot(&d, extra);
     driver_send_stats(&d, 800 * MiB);
     info = query(qts);
     g_assert_true(qdict_haskey(info, "host"));
@@ -2395,7 +2375,6 @@ static void test_host_growth_real_clock(void)
     g_assert_cmpint(qdict_get_int(host, "growth-rate"), <, 10 * MiB);
     qobject_unref(info);
     driver_stop(&d);
-    close(efd);
     kill(first, SIGKILL);
     waitpid(first, NULL, 0);
     cgroup_remove(&c);
@@ -2411,7 +2390,6 @@ static void test_host_source(void)
                                  "id=balloon0,automatic=on,"
                                  "pressure-source=host,host-setpoint=70");
     BalloonDriver d;
-    int efd = eventfd(0, 0);
     QDict *info, *host, *src, *rsp;
     g_autofree char *hmp = NULL, *out = NULL;
     int64_t limit;
@@ -2430,7 +2408,7 @@ static void test_host_source(void)
     qtest_quit(qts);
 
     /* with a driver the policy has read the host */
-    qts = driver_boot(&d, efd, ",pressure-source=host,host-setpoint=70");
+    qts = driver_boot(&d, ",pressure-source=host,host-setpoint=70");
     driver_send_stats(&d, 800 * MiB);
     info = query(qts);
     host = qdict_get_qdict(info, "host");
@@ -2464,7 +2442,6 @@ static void test_host_source(void)
                                           "desc"), "'host-setpoint'"));
     qobject_unref(rsp);
     driver_stop(&d);
-    close(efd);
 }
 
 int main(int argc, char **argv)
