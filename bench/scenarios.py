@@ -98,8 +98,9 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
               settle=8, after=10):
     """A 1 GiB guest holding @cache MiB of page cache in a @limit MiB
     memcg; a host process in the same memcg allocates @mib MiB at a
-    nominal @rate MiB/s ('max': no pacing).  Survived: QEMU alive, the host process done and
-    alive, memcg oom_kill 0, @after seconds after the allocation ended."""
+    nominal @rate MiB/s ('max': no pacing).  Survived: QEMU alive, the
+    host process done and alive, memcg oom_kill 0, @after seconds after
+    the allocation ended."""
     res = {'scenario': 'host-rate', 'setup': setup.name, 'rate': rate,
            'mib': mib}
     with Cgroup(limit=limit * MiB) as cg:
@@ -119,7 +120,7 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
                              'rss': vm.rss() // MiB,
                              'actual': _actual_mib(vm)}
             qemu_pid = vm.pid
-            env.log('%s: hog %d MiB at %d MiB/s (usage %d MiB, QEMU RSS %d'
+            env.log('%s: hog %d MiB at %s MiB/s (usage %d MiB, QEMU RSS %d'
                     ' MiB)' % (setup, mib, rate, res['before']['usage'],
                                res['before']['rss']))
             hog = MemoryHog(cg, mib, step=4, delay=0, rate=rate)
