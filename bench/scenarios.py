@@ -131,9 +131,12 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
             while time.monotonic() - t0 < timeout:
                 if hog.done or not hog.alive() or not _alive(vm):
                     break
+                a = _actual_mib(vm)
+                if a is not None and min_actual is not None:
+                    min_actual = min(min_actual, a)
                 samples.append((round(time.monotonic() - t0, 2),
-                                cg.usage() // MiB, hog.allocated))
-                time.sleep(0.5)
+                                cg.usage() // MiB, hog.allocated, a))
+                time.sleep(0.25)
             hog_seconds = time.monotonic() - t0
             # let pending reclaim and OOM kills happen before judging
             end = time.monotonic() + after
