@@ -18,16 +18,21 @@ import subprocess
 import time
 
 
-def wait_until(predicate, timeout, interval=0.5, what='condition'):
+def wait_until(predicate, timeout, interval=0.5, what='condition',
+               explain=None):
     """The first true value of @predicate(), called every @interval
-    seconds; TimeoutError naming @what after @timeout seconds."""
+    seconds; TimeoutError naming @what after @timeout seconds, with what
+    @explain() says about the state things were left in, if given."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError('%s not reached within %ss' % (what, timeout))
+            msg = '%s not reached within %ss' % (what, timeout)
+            if explain:
+                msg += ': ' + explain()
+            raise TimeoutError(msg)
         time.sleep(interval)
 
 

@@ -297,6 +297,26 @@ class PressureTest(unittest.TestCase):
         names = sorted({n for n, _ in m if n.startswith('qemu_balloon')})
         print('# %d metric names: %s' % (len(names), ' '.join(names)))
 
+    def explain_level(self):
+        """The device's view, when the level stays up: whether the host
+        is still above its setpoint and what keeps the guest from
+        giving."""
+        try:
+            info = self.vm.cmd('query-balloon-auto')
+        except Exception as e:  # pylint: disable=broad-except
+            return 'QEMU does not answer (%r); oom_kill %d' % (
+                e, self.cg.oom_kills())
+        host, stats = info.get('host', {}), info.get('guest-stats', {})
+        return ('level %s; cgroup usage %d MiB (setpoint %s MiB), oom_kill '
+                '%d; balloon %d MiB, target %d, floor %d; guest available '
+                '%s MiB, reserve %d; decisions %s; ping-pongs %s' % (
+                    info.get('level'), self.cg.usage() // MiB,
+                    host.get('setpoint', 0) // MiB, self.cg.oom_kills(),
+                    info['actual'] // MiB, info['target'] // MiB,
+                    info['floor'] // MiB, stats.get('available', 0) // MiB,
+                    info['reserve'] // MiB,
+                    harness.decision_counts(info), info.get('pingpongs')))
+
     def test_2_pressure_through_prometheus(self):
         """Host pressure seen through Prometheus: the balloon size falls
         while it lasts, host-pressure decisions rise, the level goes up
@@ -326,7 +346,8 @@ class PressureTest(unittest.TestCase):
             self.assertGreaterEqual(float(up[0]['value'][1]), 1)
             harness.wait_until(lambda: note_alerts() or prom.query(
                 '%s == 0' % self.sel('qemu_balloon_auto_pressure_level')),
-                120, what='pressure level back to none in prometheus')
+                120, what='pressure level back to none in prometheus',
+                explain=self.explain_level)
         finally:
             hog.stop()
         time.sleep(2)
