@@ -39,6 +39,16 @@ def _actual_mib(vm):
     return r['actual'] // MiB if r else None
 
 
+def _sizes_mib(vm, setup):
+    """(actual, target) in MiB; the target is the fork's own (None for
+    other setups), which tells a slow driver from a slow decision."""
+    if not setup.fork:
+        return _actual_mib(vm), None
+    info = _qmp(vm, 'query-balloon-auto')
+    return (info['actual'] // MiB, info['target'] // MiB) if info else \
+        (None, None)
+
+
 def _fork_info(vm):
     info = _qmp(vm, 'query-balloon-auto')
     if not info:
@@ -131,11 +141,11 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
             while time.monotonic() - t0 < timeout:
                 if hog.done or not hog.alive() or not _alive(vm):
                     break
-                a = _actual_mib(vm)
+                a, target = _sizes_mib(vm, setup)
                 if a is not None and min_actual is not None:
                     min_actual = min(min_actual, a)
                 samples.append((round(time.monotonic() - t0, 2),
-                                cg.usage() // MiB, hog.allocated, a))
+                                cg.usage() // MiB, hog.allocated, a, target))
                 time.sleep(0.25)
             hog_seconds = time.monotonic() - t0
             # let pending reclaim and OOM kills happen before judging
