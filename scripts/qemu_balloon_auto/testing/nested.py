@@ -152,14 +152,15 @@ class NestedHost:
             tmp, shlex.quote(path), tmp, mode, shlex.quote(path)))
 
     def start_qemu(self, name, cgroup, balloon, mem='512M', user=None,
-                   threads=None, disk_mib=0, args=''):
+                   threads=None, disk_mib=0, args='', guest=True):
         """The fork with the nested guest, in the cgroup @cgroup (a
         directory under CG; its threads in the threaded child @threads,
         as libvirt puts them), as @user (a uid) if given, with a disk of
         @disk_mib MiB of zeroes that take no host memory (/dev/vda in the
         guest) if given and more QEMU arguments @args (a string for the
         host's shell); returns (qmp socket, console socket, pid) once
-        the nested guest answers."""
+        the nested guest answers, or with @guest False once QMP does (a
+        test of the device alone need not wait for the guest's boot)."""
         qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
         qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
                 '-accel tcg -M q35 -m %s -nodefaults -display none '
@@ -186,15 +187,25 @@ class NestedHost:
         pid = int(self.sh("sh -c '%s && exec %s' > /tmp/%s.log 2>&1 & "
                           "echo $!" % (move, qemu, name))[-1])
 
+        if not guest:
+            wait_until(lambda: self.sh('bgt qmp %s \'{"execute": '
+                                       '"query-status"}\' >/dev/null 2>&1 '
+                                       '&& echo up || echo down' % qmp)[-1]
+                       == 'up', 60, what='the nested QEMU\'s monitor')
+            return qmp, con, pid
+
+        # The nested guest takes one to two minutes to boot, and each try
+        # waits its whole timeout while it does: short tries see it up
+        # sooner.
         def up():
-            if self.nested(con, 'true', 10)[0] == 0:
+            if self.nested(con, 'true', 3)[0] == 0:
                 return True
             if not self.alive(pid):
                 raise AssertionError('the nested QEMU exited: %s' %
                                      self.read('/tmp/%s.log' % name))
             return False
 
-        wait_until(up, 600, interval=2, what='the nested guest')
+        wait_until(up, 600, interval=0.5, what='the nested guest')
         return qmp, con, pid
 
     def hog(self, cgroup, mib, step=20, delay_ms=1000, hold=3600,

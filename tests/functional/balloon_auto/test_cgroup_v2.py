@@ -69,13 +69,14 @@ class CgroupV2Test(unittest.TestCase):
                      'while [ -d $d ] && ! rmdir $d 2>/dev/null; do sleep 0.2;'
                      ' done; done' % (VMCG, VMCG, SCOPE, CG), 60)
 
-    def start_nested(self, name, balloon, user=None):
+    def start_nested(self, name, balloon, user=None, guest=True):
         """The fork in the layout, QEMU's threads in emulator/ as libvirt
         puts them, as @user (a uid) if given; returns (qmp socket, console
-        socket, pid)."""
+        socket, pid) once the guest is up (with @guest False, once QMP
+        answers)."""
         return self.host.start_qemu(name, VMCG[len(CG) + 1:], balloon,
                                     mem=NESTED_MEM, user=user,
-                                    threads='emulator')
+                                    threads='emulator', guest=guest)
 
     def hog(self, mib):
         """A host process in the VM's cgroup, 20 MiB/s; returns its log."""
@@ -199,7 +200,9 @@ class CgroupV2Test(unittest.TestCase):
         h = self.host
         self.layout()
         try:
-            qmp, con, pid = self.start_nested('lp', 'automatic=on', 65534)
+            # what the device and the helper do needs no guest
+            qmp, con, pid = self.start_nested('lp', 'automatic=on', 65534,
+                                              guest=False)
             status = h.read('/proc/%d/status' % pid)
             self.assertRegex(status, r'Uid:\s+65534\s')
             info = h.qmp(qmp, 'query-balloon-auto')
