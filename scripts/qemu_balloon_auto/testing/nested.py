@@ -194,18 +194,15 @@ class NestedHost:
                        == 'up', 60, what='the nested QEMU\'s monitor')
             return qmp, con, pid
 
-        # The nested guest takes one to two minutes to boot, and each try
-        # waits its whole timeout while it does: short tries see it up
-        # sooner.
         def up():
-            if self.nested(con, 'true', 3)[0] == 0:
+            if self.nested(con, 'true', 10)[0] == 0:
                 return True
             if not self.alive(pid):
                 raise AssertionError('the nested QEMU exited: %s' %
                                      self.read('/tmp/%s.log' % name))
             return False
 
-        wait_until(up, 600, interval=0.5, what='the nested guest')
+        wait_until(up, 600, interval=2, what='the nested guest')
         return qmp, con, pid
 
     def hog(self, cgroup, mib, step=20, delay_ms=1000, hold=3600,
