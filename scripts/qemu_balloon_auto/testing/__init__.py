@@ -17,6 +17,8 @@ Debian package installs qemu_balloon_auto without it.
 import subprocess
 import time
 
+from qemu_balloon_auto import MiB
+
 
 def wait_until(predicate, timeout, interval=0.5, what='condition',
                explain=None):
@@ -66,3 +68,18 @@ def decision_counts(info):
 def event_counts(info):
     """query-balloon-auto's host pressure events as {level: count}."""
     return {e['level']: e['events'] for e in info['events']}
+
+
+def balloon_view(info):
+    """query-balloon-auto in one line, for a failure message: what the
+    balloon gave and what kept it from giving more."""
+    host, stats = info.get('host', {}), info.get('guest-stats', {})
+    return ('level %s; balloon %d MiB, target %d, floor %d; guest available '
+            '%s MiB (%s ms old), reserve %d; host %d of %d MiB in use, '
+            'setpoint %d; decisions %s; ping-pongs %s' % (
+                info.get('level'), info['actual'] // MiB,
+                info['target'] // MiB, info['floor'] // MiB,
+                stats.get('available', 0) // MiB, stats.get('age-ms'),
+                info['reserve'] // MiB, host.get('usage', 0) // MiB,
+                host.get('limit', 0) // MiB, host.get('setpoint', 0) // MiB,
+                decision_counts(info), info.get('pingpongs')))

@@ -19,15 +19,15 @@ checkout's build/qemu.)
 """
 
 from qemu_balloon_auto import MiB
-from qemu_balloon_auto.testing import (decision_counts, event_counts,
-                                       proc_rss, wait_until)
+from qemu_balloon_auto.testing import (balloon_view, decision_counts,
+                                       event_counts, proc_rss, wait_until)
 from qemu_balloon_auto.testing.cgroup import V1_ROOT, V2_ROOT, Cgroup
 from qemu_balloon_auto.testing.guest import (TOP, TREE, GuestConsole, TestVM,
                                              guest_paths, qemu_binary,
                                              work_dir)
 from qemu_balloon_auto.testing.hog import MemoryHog
 
-__all__ = ['MiB', 'decision_counts', 'event_counts', 'proc_rss',
+__all__ = ['MiB', 'balloon_view', 'decision_counts', 'event_counts', 'proc_rss',
            'wait_until', 'V1_ROOT', 'V2_ROOT', 'Cgroup', 'TOP', 'TREE',
            'GuestConsole', 'TestVM', 'guest_paths', 'qemu_binary',
            'work_dir', 'MemoryHog', 'main']

@@ -306,16 +306,9 @@ class PressureTest(unittest.TestCase):
         except Exception as e:  # pylint: disable=broad-except
             return 'QEMU does not answer (%r); oom_kill %d' % (
                 e, self.cg.oom_kills())
-        host, stats = info.get('host', {}), info.get('guest-stats', {})
-        return ('level %s; cgroup usage %d MiB (setpoint %s MiB), oom_kill '
-                '%d; balloon %d MiB, target %d, floor %d; guest available '
-                '%s MiB, reserve %d; decisions %s; ping-pongs %s' % (
-                    info.get('level'), self.cg.usage() // MiB,
-                    host.get('setpoint', 0) // MiB, self.cg.oom_kills(),
-                    info['actual'] // MiB, info['target'] // MiB,
-                    info['floor'] // MiB, stats.get('available', 0) // MiB,
-                    info['reserve'] // MiB,
-                    harness.decision_counts(info), info.get('pingpongs')))
+        return 'cgroup usage %d MiB, oom_kill %d; %s' % (
+            self.cg.usage() // MiB, self.cg.oom_kills(),
+            harness.balloon_view(info))
 
     def test_2_pressure_through_prometheus(self):
         """Host pressure seen through Prometheus: the balloon size falls

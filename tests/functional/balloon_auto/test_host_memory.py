@@ -37,20 +37,6 @@ def counts(info):
     return harness.decision_counts(info)
 
 
-def device_view(name, info):
-    """One VM's automatic balloon in a line: what it gave and what
-    stopped it giving more."""
-    host, stats = info.get('host', {}), info.get('guest-stats', {})
-    return ('%s: balloon %d MiB, target %d, floor %d; guest available %s '
-            'MiB (%s ms old), reserve %d; host %d of %d MiB in use, '
-            'setpoint %d; decisions %s' % (
-                name, info['actual'] // MiB, info['target'] // MiB,
-                info['floor'] // MiB, stats.get('available', 0) // MiB,
-                stats.get('age-ms'), info['reserve'] // MiB,
-                host.get('usage', 0) // MiB, host.get('limit', 0) // MiB,
-                host.get('setpoint', 0) // MiB, counts(info)))
-
-
 class NestedHostCase(unittest.TestCase):
     """A nested host of HOST_MEM with no limit anywhere, the fork in
     machine.slice scopes, a service in system.slice."""
@@ -227,7 +213,7 @@ class TwoVmTest(NestedHostCase):
             gave[n] = (start[n]['actual'] - info['actual']) // MiB \
                 if info else None
             if info:
-                views.append(device_view(n, info))
+                views.append('%s: %s' % (n, harness.balloon_view(info)))
         print('# two VMs: service %d MiB in %.0f s; gave: working set %s '
               'MiB, page cache %s MiB; oom_kill +%d' % (
                   need, took, gave['a'], gave['b'], h.oom_kills() - oom))
