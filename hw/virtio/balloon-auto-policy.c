@@ -423,6 +423,33 @@ static uint64_t guest_used(const BalloonPolicyParams *p,
 }
 
 /*
+ * What memory in use grows by until the driver has acted on the sample
+ * after next, at the rate observed.
+ */
+static uint64_t guest_growth(const BalloonPolicyState *s,
+                             const BalloonPolicyParams *p,
+                             const BalloonPolicyInput *in)
+{
+    uint64_t horizon_ms = (2 * in->stats_interval + SEC_NS / 2) / 1000000;
+
+    /* more than the whole VM is no more than the whole VM */
+    return MIN(mul_div_sat(s->guest_rate, horizon_ms, 1000), p->max);
+}
+
+/*
+ * The available memory guest pressure gives a guest: its growth and the
+ * reserve, and half a reserve more so that it does not ask again at once.
+ * Host pressure leaves it as much, or the guest would take back at once
+ * what it gave (ping-pong).
+ */
+static uint64_t guest_margin(const BalloonPolicyState *s,
+                             const BalloonPolicyParams *p,
+                             const BalloonPolicyInput *in)
+{
+    return guest_growth(s, p, in) + p->reserve + p->reserve / 2;
+}
+
+/*
  * The guest size guest pressure asks for, or 0 for none.  Stats are only
  * compared with the previous sample when both are fresh, so a long pause
  * does not read as a burst.  A sample acts once: re-evaluating it must not
@@ -440,7 +467,7 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                             uint64_t actual)
 {
     const BalloonPolicyGuestStats *prev = &s->prev;
-    uint64_t avail = 0, used, growth, horizon_ms, want = 0;
+    uint64_t avail = 0, used, growth, want = 0;
     bool unseen = st->time > prev->time;
     bool new_sample = prev->time != BALLOON_POLICY_NEVER && unseen;
 
@@ -459,15 +486,10 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                                     (st->time - prev->time) / 2);
     }
     s->prev_used = used;
-    horizon_ms = (2 * in->stats_interval + SEC_NS / 2) / 1000000;
-    /* more than the whole VM is no more than the whole VM */
-    growth = MIN(mul_div_sat(s->guest_rate, horizon_ms, 1000), p->max);
-    /*
-     * Short now, or will be before the driver acts on the sample after
-     * next: enough for the growth on top of what it has, and the reserve.
-     */
+    growth = guest_growth(s, p, in);
+    /* short now, or will be before the driver acts on the sample after next */
     if (avail < growth + p->reserve) {
-        want = actual - avail + growth + p->reserve + p->reserve / 2;
+        want = actual - avail + guest_margin(s, p, in);
     }
     if (new_sample &&
         (rose(st->oom_kills, prev->oom_kills) ||
@@ -613,22 +635,27 @@ static Step driver_stuck(Context *c)
 
 /*
  * What the guest can spare for the host: its size above the floor and its
- * available memory above the reserve, the lesser; 0 while its state is
- * unknown or it was short of memory lately (the others give then).
+ * available memory above the margin guest pressure would give it back,
+ * the lesser; 0 while its state is unknown or it was short of memory
+ * lately (the others give then).  The statistics predate what the balloon
+ * took since they came: that is given already.
  */
 static uint64_t guest_spare(const Context *c)
 {
     const BalloonPolicyState *s = c->s;
     const BalloonPolicyParams *p = c->p;
-    uint64_t avail;
+    uint64_t avail, margin;
 
     if (!guest_available(c->st, c->actual, &avail) ||
         c->in->now - s->last_guest_pressure < p->pingpong_window ||
         s->target <= c->floor) {
         return 0;
     }
-    return MIN(s->target - c->floor,
-               avail > p->reserve ? avail - p->reserve : 0);
+    /* available memory once the driver is at the target */
+    avail += s->target;
+    avail = avail > s->stats_actual ? avail - s->stats_actual : 0;
+    margin = guest_margin(s, p, c->in);
+    return MIN(s->target - c->floor, avail > margin ? avail - margin : 0);
 }
 
 /* An inflation for the host: @step less, counted as host pressure. */
@@ -866,6 +893,7 @@ usable_stats(BalloonPolicyState *s, const BalloonPolicyParams *p,
             return &no_stats;
         }
         s->stats_used = st->time;
+        s->stats_actual = MIN(in->actual, p->max);
     }
     return st;
 }

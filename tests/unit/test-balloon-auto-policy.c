@@ -75,20 +75,26 @@ static const Case cases[] = {
       BALLOON_POLICY_REASON_NONE, 0 },
     /*
      * 2 GiB guest, floor 512 MiB, reserve 128 MiB, 1500 MiB available:
-     * it can spare min(2048 - 512, 1500 - 128) = 1372 MiB.
-     * low: 5% = 68.6 -> 68 MiB (multiples of 4 MiB)
+     * it can spare min(2048 - 512, 1500 - 1.5 * 128) = 1308 MiB.
+     * low: 5% = 65.4 -> 64 MiB (multiples of 4 MiB)
      */
     { "low", BALLOON_POLICY_LEVEL_LOW, 1500 * MiB, 0,
-      BALLOON_POLICY_REASON_HOST_PRESSURE, -68 },
-    /* medium: 10% = 137.2 -> 136 MiB */
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -64 },
+    /* medium: 10% = 130.8 -> 128 MiB */
     { "medium", BALLOON_POLICY_LEVEL_MEDIUM, 1500 * MiB, 0,
-      BALLOON_POLICY_REASON_HOST_PRESSURE, -136 },
-    /* critical: 25% = 343 MiB, capped per decision at 256 MiB */
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -128 },
+    /* critical: 25% = 327 MiB, capped per decision at 256 MiB */
     { "critical-capped", BALLOON_POLICY_LEVEL_CRITICAL, 1500 * MiB, 0,
       BALLOON_POLICY_REASON_HOST_PRESSURE, -256 },
-    /* it can spare only 200 - 128 = 72 MiB: 25% = 18 -> 16 MiB */
-    { "limited-by-available", BALLOON_POLICY_LEVEL_CRITICAL, 200 * MiB, 0,
-      BALLOON_POLICY_REASON_HOST_PRESSURE, -16 },
+    /* it can spare only 300 - 192 = 108 MiB: 25% = 27 -> 24 MiB */
+    { "limited-by-available", BALLOON_POLICY_LEVEL_CRITICAL, 300 * MiB, 0,
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -24 },
+    /* 200 - 192 = 8 MiB: one step of 4 MiB, to make progress */
+    { "near-the-margin", BALLOON_POLICY_LEVEL_CRITICAL, 200 * MiB, 0,
+      BALLOON_POLICY_REASON_HOST_PRESSURE, -4 },
+    /* under the margin guest pressure would restore: nothing */
+    { "at-the-margin", BALLOON_POLICY_LEVEL_CRITICAL, 192 * MiB, 0,
+      BALLOON_POLICY_REASON_NONE, 0 },
     { "unknown-stats-no-inflate", BALLOON_POLICY_LEVEL_CRITICAL, UINT64_MAX,
       0, BALLOON_POLICY_REASON_NONE, 0 },
     { "stale-stats-no-inflate", BALLOON_POLICY_LEVEL_CRITICAL, 1500 * MiB,
@@ -1185,6 +1191,51 @@ static void test_slow_driver_starts_early(void)
     }
 }
 
+/*
+ * A host short of more than a 1 GiB guest can spare, read every 250 ms;
+ * the guest's statistics come every second, its working set of 600 MiB
+ * grows 2 MiB/s, and the driver follows each target at once.  The guest
+ * gives what it can spare, counting what it gave since its statistics,
+ * and keeps the margin guest pressure would restore: no deflate follows
+ * within the ping-pong window, and its available memory never falls under
+ * the reserve.
+ */
+static void test_host_leaves_margin(void)
+{
+    Fixture f;
+    const uint64_t limit = 1000 * MiB;
+    uint64_t actual = GiB, used = 600 * MiB, avail, min_avail = UINT64_MAX;
+    int64_t t;
+
+    fixture_init(&f, GiB, GiB);
+    f.stats_interval = SEC;
+    for (t = 0; t < 20 * SEC; t += SEC / 4) {
+        uint64_t usage = limit - (GiB - actual);
+        BalloonPolicyHost h = {
+            .time = f.now + t, .read_time = f.now + t, .usage = usage,
+            .limit = limit, .setpoint = limit / 2, .footprint = usage,
+        };
+
+        used = 600 * MiB + 2 * MiB * t / SEC;
+        avail = actual > used ? actual - used : 0;
+        min_avail = MIN(min_avail, avail);
+        balloon_policy_note_host(&f.s, &h);
+        if (t % SEC == 0) {
+            set_stats(&f, avail);
+            f.st.time = h.time;
+        }
+        decide_at(&f, actual, h.time, false);
+        actual = f.s.target;
+    }
+    g_test_message("guest at %" PRIu64 " MiB with %" PRIu64 " MiB in use, "
+                   "%" PRIu64 " MiB available at least", actual / MiB,
+                   used / MiB, min_avail / MiB);
+    g_assert_cmpuint(f.s.counters.pingpongs, ==, 0);
+    g_assert_cmpuint(min_avail, >=, f.p.reserve);
+    /* it gave down to the margin (1.5 reserves and some growth) */
+    g_assert_cmpuint(avail, <=, 2 * f.p.reserve);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1233,6 +1284,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/guest-only", test_guest_only);
     g_test_add_func("/balloon-auto-policy/stats-flood", test_stats_flood);
     g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
+    g_test_add_func("/balloon-auto-policy/host-leaves-margin",
+                    test_host_leaves_margin);
     g_test_add_func("/balloon-auto-policy/slow-driver-starts-early",
                     test_slow_driver_starts_early);
     g_test_add_func("/balloon-auto-policy/growth-no-wrap",

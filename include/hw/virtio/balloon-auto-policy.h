@@ -151,6 +151,7 @@ typedef struct BalloonPolicyState {
     int64_t inflate_from_time;  /* ... at this time, or NEVER */
     int64_t stats_seen;         /* the latest statistics offered */
     int64_t stats_used;         /* the latest statistics acted upon */
+    uint64_t stats_actual;      /* guest size when they were first used */
     BalloonPolicyCounters counters;
 } BalloonPolicyState;
 
