@@ -9,7 +9,8 @@ the host is the bundled 6.12 test guest booted with 1 GiB as a cgroup v2
 host (and the stable 6.1 guest once as a v1 hybrid one: the 6.12 kernel
 has no cgroup v1 memory controller), running the fork with a nested guest
 in a scope of its own with no limit anywhere, while a service in
-system.slice takes the host's available memory and 150 MiB more.
+system.slice takes the host's available memory and 150 MiB more (100
+next to two smaller VMs, see TwoVmTest).
 """
 
 import time
@@ -80,11 +81,12 @@ class NestedHostCase(unittest.TestCase):
         self.pids.append(pid)
         return pid, log, need
 
-    def run_service(self, qemu_pid, step, delay_ms, timeout=600):
+    def run_service(self, qemu_pid, step, delay_ms, timeout=600,
+                    extra_mib=150):
         """Start the service and wait until it has all it asked for, or
         something died; returns (service pid, its log, MiB, seconds)."""
         start = time.monotonic()
-        pid, log, need = self.service(step, delay_ms)
+        pid, log, need = self.service(step, delay_ms, extra_mib)
         harness.wait_until(
             lambda: self.host.hog_done(log) or not self.host.alive(pid) or
             not self.host.alive(qemu_pid), timeout, interval=2,
@@ -185,6 +187,29 @@ class TwoVmTest(NestedHostCase):
     service starts."""
 
     HOST_MEM = '1536M'
+    # What the two guests can give: guest a's working set leaves it under
+    # its reserve; guest b holds some 240 MiB available, page cache for
+    # the most part, and keeps what guest pressure would give it back (its
+    # 64 MiB reserve and a half), so it can spare about 140 MiB, which
+    # took 111 MiB off its QEMU's resident memory in one run.  The service
+    # asks for less beyond the host's available memory, so that
+    # ballooning can save it, and for more than nothing, so that without
+    # it the host runs out.
+    SERVICE_EXTRA_MIB = 100
+
+    def wait_host_settled(self):
+        """Until the host's available memory holds still: the guests fill
+        their memory for a while after their workloads start, and a need
+        measured before that counts memory their QEMUs take next."""
+        last = [None]
+
+        def still():
+            now, prev = self.host.mem_available(), last[0]
+            last[0] = now
+            return prev is not None and abs(now - prev) < 8 * MiB
+
+        harness.wait_until(still, 180, interval=5,
+                           what='the host\'s available memory settled')
 
     def test_two_vms(self):
         """Two VMs in their own scopes, no coordinator: one guest holds an
@@ -201,12 +226,19 @@ class TwoVmTest(NestedHostCase):
         rc, out = h.nested(con_b, 'bgt cache /dev/vda 180 --hold 100000 '
                            '>/dev/null 2>&1 &', 60)
         self.assertEqual(rc, 0, out)
-        time.sleep(20)
+        self.wait_host_settled()
         start = {n: h.qmp(q, 'query-balloon-auto')
                  for n, q in (('a', qmp_a), ('b', qmp_b))}
+        rss = {n: ['%d' % (h.keyed('/proc/%d/status' % pid)['VmRSS'] // MiB)]
+               for n, pid in (('a', qemu_a), ('b', qemu_b))}
+        meminfo = h.keyed('/proc/meminfo')
         oom = h.oom_kills()
-        svc, log, need, took = self.run_service(qemu_a, 20, 1000)
+        svc, log, need, took = self.run_service(
+            qemu_a, 20, 1000, extra_mib=self.SERVICE_EXTRA_MIB)
         alive = h.alive(qemu_a) and h.alive(qemu_b)
+        for n, pid in (('a', qemu_a), ('b', qemu_b)):
+            rss[n].append('%d' % (h.keyed('/proc/%d/status' % pid)['VmRSS'] //
+                                  MiB) if h.alive(pid) else 'killed')
         gave, views = {}, []
         for n, q in (('a', qmp_a), ('b', qmp_b)):
             info = h.qmp(q, 'query-balloon-auto') if alive else None
@@ -214,9 +246,16 @@ class TwoVmTest(NestedHostCase):
                 if info else None
             if info:
                 views.append('%s: %s' % (n, harness.balloon_view(info)))
-        print('# two VMs: service %d MiB in %.0f s; gave: working set %s '
-              'MiB, page cache %s MiB; oom_kill +%d' % (
-                  need, took, gave['a'], gave['b'], h.oom_kills() - oom))
+        print('# two VMs: host MemAvailable %d MiB (Shmem %d, '
+              'AnonHugePages %d); service %d MiB in %.0f s; gave: working '
+              'set %s MiB, page cache %s MiB; QEMU RSS %s MiB; oom_kill '
+              '+%d' % (meminfo['MemAvailable'] // MiB,
+                       meminfo['Shmem'] // MiB,
+                       meminfo['AnonHugePages'] // MiB, need, took,
+                       gave['a'], gave['b'],
+                       ', '.join('%s %s' % (n, ' -> '.join(rss[n]))
+                                 for n in ('a', 'b')),
+                       h.oom_kills() - oom))
         # what each device saw, for a service that did not get its memory
         why = '; '.join(views + h.sh('dmesg | grep -i "killed process" | '
                                      'tail -n 2'))
