@@ -437,16 +437,14 @@ static uint64_t guest_growth(const BalloonPolicyState *s,
 }
 
 /*
- * The available memory guest pressure gives a guest: its growth and the
- * reserve, and half a reserve more so that it does not ask again at once.
- * Host pressure leaves it as much, or the guest would take back at once
- * what it gave (ping-pong).
+ * The available memory guest pressure gives a guest expecting @growth:
+ * that growth and the reserve, and half a reserve more so that it does not
+ * ask again at once.  Host pressure leaves it as much, or the guest would
+ * take back at once what it gave (ping-pong).
  */
-static uint64_t guest_margin(const BalloonPolicyState *s,
-                             const BalloonPolicyParams *p,
-                             const BalloonPolicyInput *in)
+static uint64_t guest_margin(const BalloonPolicyParams *p, uint64_t growth)
 {
-    return guest_growth(s, p, in) + p->reserve + p->reserve / 2;
+    return growth + p->reserve + p->reserve / 2;
 }
 
 /*
@@ -489,7 +487,7 @@ static uint64_t guest_wants(BalloonPolicyState *s,
     growth = guest_growth(s, p, in);
     /* short now, or will be before the driver acts on the sample after next */
     if (avail < growth + p->reserve) {
-        want = actual - avail + guest_margin(s, p, in);
+        want = actual - avail + guest_margin(p, growth);
     }
     if (new_sample &&
         (rose(st->oom_kills, prev->oom_kills) ||
@@ -654,7 +652,7 @@ static uint64_t guest_spare(const Context *c)
     /* available memory once the driver is at the target */
     avail += s->target;
     avail = avail > s->stats_actual ? avail - s->stats_actual : 0;
-    margin = guest_margin(s, p, c->in);
+    margin = guest_margin(p, guest_growth(s, p, c->in));
     return MIN(s->target - c->floor, avail > margin ? avail - margin : 0);
 }
 
