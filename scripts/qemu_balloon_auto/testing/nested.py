@@ -96,6 +96,10 @@ class NestedHost:
     def mem_available(self):
         return self.keyed('/proc/meminfo')['MemAvailable']
 
+    def rss(self, pid):
+        """Resident set size of the host's process @pid in bytes."""
+        return self.keyed('/proc/%d/status' % pid)['VmRSS']
+
     def qmp(self, sock, command, **arguments):
         msg = {'execute': command}
         if arguments:

@@ -133,7 +133,7 @@ class HostMemoryTest(NestedHostCase):
             self.assertEqual(rc, 0, out)
             oom = h.oom_kills()
             before = h.qmp(qmp, 'query-balloon-auto')
-            rss = h.keyed('/proc/%d/status' % qemu)['VmRSS']
+            rss = h.rss(qemu)
             svc, log, need, took = self.run_service(qemu, step, delay_ms)
             alive = h.alive(qemu)
             after = h.qmp(qmp, 'query-balloon-auto') if alive else None
@@ -229,7 +229,7 @@ class TwoVmTest(NestedHostCase):
         self.wait_host_settled()
         start = {n: h.qmp(q, 'query-balloon-auto')
                  for n, q in (('a', qmp_a), ('b', qmp_b))}
-        rss = {n: ['%d' % (h.keyed('/proc/%d/status' % pid)['VmRSS'] // MiB)]
+        rss = {n: ['%d' % (h.rss(pid) // MiB)]
                for n, pid in (('a', qemu_a), ('b', qemu_b))}
         meminfo = h.keyed('/proc/meminfo')
         oom = h.oom_kills()
@@ -237,8 +237,8 @@ class TwoVmTest(NestedHostCase):
             qemu_a, 20, 1000, extra_mib=self.SERVICE_EXTRA_MIB)
         alive = h.alive(qemu_a) and h.alive(qemu_b)
         for n, pid in (('a', qemu_a), ('b', qemu_b)):
-            rss[n].append('%d' % (h.keyed('/proc/%d/status' % pid)['VmRSS'] //
-                                  MiB) if h.alive(pid) else 'killed')
+            rss[n].append('%d' % (h.rss(pid) // MiB) if h.alive(pid)
+                          else 'killed')
         gave, views = {}, []
         for n, q in (('a', qmp_a), ('b', qmp_b)):
             info = h.qmp(q, 'query-balloon-auto') if alive else None
