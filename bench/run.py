@@ -163,7 +163,7 @@ def reaction(samples, tree=None, workdir=None):
             vm.machine.get_qmp_events(wait=False)
             t0 = time.time()
             os.eventfd_write(efd, 1)
-            ev = vm.machine.event_wait('BALLOON_AUTO_DECISION', timeout=10)
+            ev = vm.event_wait('BALLOON_AUTO_DECISION', 10)
             ts = ev['timestamp']
             lat.append((ts['seconds'] + ts['microseconds'] / 1e6 - t0) * 1e3)
     os.close(efd)

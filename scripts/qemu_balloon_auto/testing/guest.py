@@ -212,6 +212,12 @@ class TestVM:
     def cmd(self, command, **args):
         return self.machine.cmd(command, **args)
 
+    def event_wait(self, name, timeout):
+        """The next event @name; TimeoutError after @timeout seconds.
+        (qemu.qmp's legacy client takes only a float for a timeout: given
+        an int, it waits for ever.)"""
+        return self.machine.event_wait(name, timeout=float(timeout))
+
     def balloon_actual(self):
         return self.cmd('query-balloon')['actual']
 

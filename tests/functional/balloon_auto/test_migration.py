@@ -64,8 +64,7 @@ class MigrationTest(unittest.TestCase):
                     # Right after a decision, the driver is still moving.
                     src.machine.get_qmp_events(wait=False)
                     try:
-                        src.machine.event_wait('BALLOON_AUTO_DECISION',
-                                               timeout=20)
+                        src.event_wait('BALLOON_AUTO_DECISION', 20)
                     except TimeoutError:
                         pass
                 finally:
@@ -112,7 +111,7 @@ class MigrationTest(unittest.TestCase):
                 self.assertEqual(dst.balloon_actual(), src.balloon_actual())
 
                 dst.cmd('cont')
-                dst.machine.event_wait('RESUME', timeout=60)
+                dst.event_wait('RESUME', 60)
                 self.assertEqual(dst.cmd('query-balloon-auto')['status'],
                                  'active')
                 # The guest keeps running on the destination ...

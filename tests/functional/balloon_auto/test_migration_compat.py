@@ -87,7 +87,7 @@ class CompatTest(unittest.TestCase):
                 dst.launch()
                 result = src.migrate(uri)
                 self.assertEqual(result['status'], 'completed', result)
-                dst.machine.event_wait('RESUME', timeout=60)
+                dst.event_wait('RESUME', 60)
                 self.assert_alive(dst, 'alive-on-' + dst.name)
                 self.assertEqual(dst.balloon_actual(), 768 * MiB)
             self.assertFalse(back.cmd('query-balloon-auto')['enabled'])
