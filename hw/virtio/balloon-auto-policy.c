@@ -153,6 +153,7 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     s->pingpong_until = BALLOON_POLICY_NEVER;
     s->prev.time = BALLOON_POLICY_NEVER;
     s->prev_used = UINT64_MAX;
+    s->prev_actual = UINT64_MAX;
     s->host.time = BALLOON_POLICY_NEVER;
     s->host_from.time = BALLOON_POLICY_NEVER;
     s->stats_seen = BALLOON_POLICY_NEVER;
@@ -168,6 +169,7 @@ void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
     s->driver_stuck = false;
     s->prev.time = BALLOON_POLICY_NEVER;
     s->prev_used = UINT64_MAX;
+    s->prev_actual = UINT64_MAX;
     s->guest_rate = 0;
     s->stats_seen = BALLOON_POLICY_NEVER;
     s->stats_used = BALLOON_POLICY_NEVER;
@@ -202,6 +204,7 @@ void balloon_policy_arrived(BalloonPolicyState *s)
     s->host.time = BALLOON_POLICY_NEVER;
     balloon_policy_forget_host_growth(s);
     s->prev_used = UINT64_MAX;
+    s->prev_actual = UINT64_MAX;
     s->guest_rate = 0;
     s->stats_seen = BALLOON_POLICY_NEVER;
     s->stats_used = BALLOON_POLICY_NEVER;
@@ -465,14 +468,22 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                             uint64_t actual)
 {
     const BalloonPolicyGuestStats *prev = &s->prev;
-    uint64_t avail = 0, used, growth, want = 0;
+    uint64_t avail = 0, before, used, growth, want = 0;
     bool unseen = st->time > prev->time;
     bool new_sample = prev->time != BALLOON_POLICY_NEVER && unseen;
 
     if (!unseen || !guest_available(st, actual, &avail)) {
         return 0;
     }
-    used = guest_used(p, in, st, actual, avail);
+    /*
+     * Without a total, or with the balloon in it, the guest's size stands
+     * in for the one the sample saw: the size before or after what the
+     * driver did since the last sample.  Growth is measured from the
+     * larger reading of the last sample to the smaller of this one, so
+     * that memory the driver gave or took meanwhile never reads as growth.
+     */
+    before = s->prev_actual == UINT64_MAX ? actual : s->prev_actual;
+    used = guest_used(p, in, st, MIN(actual, before), avail);
     /*
      * Growth seen over a sampling interval may all have happened in its
      * last part (a burst that just started): count it over half of it.
@@ -483,7 +494,8 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                         follow_rate(s->guest_rate, s->prev_used, used,
                                     (st->time - prev->time) / 2);
     }
-    s->prev_used = used;
+    s->prev_used = guest_used(p, in, st, MAX(actual, before), avail);
+    s->prev_actual = actual;
     growth = guest_growth(s, p, in);
     /* short now, or will be before the driver acts on the sample after next */
     if (avail < growth + p->reserve) {

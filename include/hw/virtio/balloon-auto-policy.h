@@ -141,6 +141,7 @@ typedef struct BalloonPolicyState {
     int64_t pingpong_until;
     BalloonPolicyGuestStats prev; /* stats the last decision used */
     uint64_t prev_used;         /* guest memory in use at @prev */
+    uint64_t prev_actual;       /* guest size at @prev */
     uint64_t guest_rate;        /* growth of guest memory in use, bytes/s */
     BalloonPolicyHost host;     /* the last host reading */
     BalloonPolicyHost host_from; /* the reading host_rate is measured from */
