@@ -517,12 +517,15 @@ static uint64_t guest_wants(BalloonPolicyState *s,
 }
 
 /*
- * Host headroom: how much this VM should give now, or 0.  The deficit is
- * the usage above the setpoint plus what the observed growth adds before
- * the next decision; several VMs in the cgroup each take the part of it
- * their footprint is of the usage, so that together they give the deficit,
- * not each all of it.  What the driver still has to inflate counts as
- * given.
+ * Host headroom: how much this VM should give now, or 0.  Usage foreseen
+ * past the setpoint (the usage plus what the observed growth adds before
+ * the next decision) makes a deficit, measured down to the middle of the
+ * band under the setpoint where neither inflation nor the return acts: a
+ * host brought back exactly to its setpoint crosses it again with its next
+ * MiB of growth, and each crossing is a decision and a pressure level
+ * again.  Several VMs in the cgroup each take the part of the deficit
+ * their footprint is of the usage, so that together they give it, not
+ * each all of it.  What the driver still has to inflate counts as given.
  */
 static bool host_known(const BalloonPolicyState *s,
                        const BalloonPolicyParams *p, int64_t now)
@@ -547,6 +550,14 @@ static int64_t host_lead(const BalloonPolicyState *s,
                                       1000000) * 1000000;
 }
 
+/* The band under the setpoint where the host is left alone. */
+static uint64_t host_gap(const BalloonPolicyState *s,
+                         const BalloonPolicyParams *p)
+{
+    return MIN(s->host.setpoint,
+               s->host.limit / 1000 * p->return_gap_permille);
+}
+
 static uint64_t host_deficit(const BalloonPolicyState *s,
                              const BalloonPolicyParams *p, uint64_t actual)
 {
@@ -559,7 +570,7 @@ static uint64_t host_deficit(const BalloonPolicyState *s,
     if (foreseen <= setpoint) {
         return 0;
     }
-    deficit = foreseen - setpoint;
+    deficit = foreseen - (setpoint - host_gap(s, p) / 2);
     share = s->host.usage && s->host.footprint < s->host.usage ?
             deficit / 1024 * (s->host.footprint * 1024 / s->host.usage) :
             deficit;
@@ -571,8 +582,7 @@ static uint64_t host_deficit(const BalloonPolicyState *s,
 static uint64_t host_room(const BalloonPolicyState *s,
                           const BalloonPolicyParams *p)
 {
-    uint64_t gap = s->host.limit / 1000 * p->return_gap_permille;
-    uint64_t below = s->host.setpoint > gap ? s->host.setpoint - gap : 0;
+    uint64_t below = s->host.setpoint - host_gap(s, p);
 
     return s->host.usage < below ? below - s->host.usage : 0;
 }
