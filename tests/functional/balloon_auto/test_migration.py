@@ -34,10 +34,10 @@ class MigrationTest(unittest.TestCase):
         sock = os.path.join(harness.work_dir(),
                             'migrate-%d.sock' % os.getpid())
         uri = 'unix:' + sock
-        # The destination's QEMU reads every page it receives (the kernel
-        # here backs such reads with real pages, see the docs), so it holds
-        # the full guest size: room for that, below the band under its
-        # setpoint, so that its host is calm and memory goes back there.
+        # The destination's QEMU reads each zero page it receives (the
+        # kernel here backs such reads with real pages, see the docs), so
+        # it holds the full guest size: room for that, below the band under
+        # its setpoint, so that its host is calm and memory goes back.
         with harness.Cgroup(limit=LIMIT) as src_cg, \
                 harness.Cgroup(limit=DST_LIMIT) as dst_cg:
             src = harness.TestVM('migrate-src', cgroup=src_cg,
