@@ -135,6 +135,16 @@ const char *balloon_policy_params_check(const BalloonPolicyParams *p)
     return NULL;
 }
 
+/* What the guest's samples measured: its growth, and which were used. */
+static void forget_guest_growth(BalloonPolicyState *s)
+{
+    s->prev_used = UINT64_MAX;
+    s->prev_actual = UINT64_MAX;
+    s->guest_rate = 0;
+    s->stats_seen = BALLOON_POLICY_NEVER;
+    s->stats_used = BALLOON_POLICY_NEVER;
+}
+
 void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
 {
     int l;
@@ -152,12 +162,9 @@ void balloon_policy_state_init(BalloonPolicyState *s, uint64_t baseline)
     s->last_return = BALLOON_POLICY_NEVER;
     s->pingpong_until = BALLOON_POLICY_NEVER;
     s->prev.time = BALLOON_POLICY_NEVER;
-    s->prev_used = UINT64_MAX;
-    s->prev_actual = UINT64_MAX;
+    forget_guest_growth(s);
     s->host.time = BALLOON_POLICY_NEVER;
     s->host_from.time = BALLOON_POLICY_NEVER;
-    s->stats_seen = BALLOON_POLICY_NEVER;
-    s->stats_used = BALLOON_POLICY_NEVER;
     s->inflate_from_time = BALLOON_POLICY_NEVER;
 }
 
@@ -168,11 +175,7 @@ void balloon_policy_driver_reset(BalloonPolicyState *s, uint64_t actual,
     s->last_progress = now;
     s->driver_stuck = false;
     s->prev.time = BALLOON_POLICY_NEVER;
-    s->prev_used = UINT64_MAX;
-    s->prev_actual = UINT64_MAX;
-    s->guest_rate = 0;
-    s->stats_seen = BALLOON_POLICY_NEVER;
-    s->stats_used = BALLOON_POLICY_NEVER;
+    forget_guest_growth(s);
     s->inflate_rate = 0;
     s->inflate_from_time = BALLOON_POLICY_NEVER;
 }
@@ -203,11 +206,7 @@ void balloon_policy_arrived(BalloonPolicyState *s)
     s->pending = BALLOON_POLICY_LEVEL_NONE;
     s->host.time = BALLOON_POLICY_NEVER;
     balloon_policy_forget_host_growth(s);
-    s->prev_used = UINT64_MAX;
-    s->prev_actual = UINT64_MAX;
-    s->guest_rate = 0;
-    s->stats_seen = BALLOON_POLICY_NEVER;
-    s->stats_used = BALLOON_POLICY_NEVER;
+    forget_guest_growth(s);
 }
 
 void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
