@@ -23,6 +23,12 @@ def query_if(vm, predicate):
     return info if predicate(info) else None
 
 
+def decisions(vm):
+    """The BALLOON_AUTO_DECISION events @vm sent since the last look."""
+    return [e['data'] for e in vm.machine.get_qmp_events(wait=False)
+            if e['event'] == 'BALLOON_AUTO_DECISION']
+
+
 def balloon_props(cg, automatic='on'):
     return ('automatic=%s,deflate-on-oom=on,pressure-source=cgroup-v1,'
             'pressure-cgroup=%s' % (automatic, cg.v1))
@@ -133,9 +139,7 @@ class MigrationTest(unittest.TestCase):
                 time.sleep(8)       # statistics come every 1-2 s
                 now = dst.cmd('query-balloon-auto')
                 self.assertLess(now['guest-stats']['age-ms'], 2500)
-                decided = [e['data'] for e in
-                           dst.machine.get_qmp_events(wait=False)
-                           if e['event'] == 'BALLOON_AUTO_DECISION']
+                decided = decisions(dst)
                 for member in ('guest-pressure', 'guest-deflated'):
                     self.assertEqual(
                         harness.decision_counts(now)[member],
@@ -161,9 +165,7 @@ class MigrationTest(unittest.TestCase):
                     self.fail('%s: %s' % (e, harness.balloon_view(
                         dst.cmd('query-balloon-auto'))))
                 self.assertGreater(final['target'], after['target'])
-                self.assertTrue(decided or [
-                    e for e in dst.machine.get_qmp_events(wait=False)
-                    if e['event'] == 'BALLOON_AUTO_DECISION'])
+                self.assertTrue(decided + decisions(dst))
                 self.assertEqual(src_cg.oom_kills(), 0)
                 self.assertEqual(dst_cg.oom_kills(), 0)
             finally:
