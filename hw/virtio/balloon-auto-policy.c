@@ -248,6 +248,17 @@ static uint64_t follow_rate(uint64_t old_rate, uint64_t from, uint64_t to,
  */
 #define HOST_RATE_WINDOW (SEC_NS / 2)
 
+/*
+ * The host's usage but this VM's: the growth foreseen is that of the
+ * others.  This VM's own growth is its guest's, which the guest's
+ * statistics follow and which its size bounds; foreseen as host growth,
+ * a guest allocating fast had its own balloon inflated against it.
+ */
+static uint64_t others_usage(const BalloonPolicyHost *h)
+{
+    return h->usage - MIN(h->footprint, h->usage);
+}
+
 bool balloon_policy_note_host(BalloonPolicyState *s,
                               const BalloonPolicyHost *h)
 {
@@ -258,7 +269,8 @@ bool balloon_policy_note_host(BalloonPolicyState *s,
         h->read_time < s->host_from.read_time) {
         s->host_from = *h;
     } else if (h->read_time - s->host_from.read_time >= HOST_RATE_WINDOW) {
-        s->host_rate = follow_rate(s->host_rate, s->host_from.usage, h->usage,
+        s->host_rate = follow_rate(s->host_rate, others_usage(&s->host_from),
+                                   others_usage(h),
                                    h->read_time - s->host_from.read_time);
         s->host_from = *h;
     }

@@ -990,6 +990,46 @@ static void test_host_steps(void)
 }
 
 /*
+ * A guest allocating fast grows its QEMU's footprint, and the host's usage
+ * with it, towards the setpoint: that is this VM's own growth, which its
+ * size bounds and its statistics follow, not a host allocator to get
+ * ahead of.  Foreseen as host growth, the balloon inflated against the
+ * guest's own allocation (a 1 GiB guest went to 304 MiB during a 700 MiB
+ * allocation that never took the cgroup past its setpoint).
+ */
+static void test_own_growth_not_foreseen(void)
+{
+    Fixture f;
+    const uint64_t limit = 1400 * MiB;
+    uint64_t touched = 300 * MiB;
+    int64_t t;
+
+    fixture_init(&f, GiB, GiB);
+    for (t = 0; t < 3 * SEC; t += SEC / 4) {
+        BalloonPolicyHost h = {
+            .time = f.now + t, .read_time = f.now + t, .limit = limit,
+            .setpoint = limit / 1000 * 800, .usage = 100 * MiB + touched,
+            .footprint = 100 * MiB + touched,
+        };
+        BalloonPolicyDecision d;
+
+        balloon_policy_note_host(&f.s, &h);
+        if (t % SEC == 0) {
+            /* statistics every second, the host every 250 ms */
+            set_stats(&f, GiB - touched + 200 * MiB);
+            f.st.time = h.time;
+        }
+        d = decide_at(&f, GiB, h.time, false);
+        g_test_message("%" PRIu64 " MiB in use: %s", h.usage / MiB,
+                       balloon_policy_reason_name(d.reason));
+        g_assert_cmpint(d.reason, !=, BALLOON_POLICY_REASON_HOST_PRESSURE);
+        /* 300 MiB/s, up to 1000 MiB of the 1119 MiB setpoint */
+        touched = MIN(touched + 75 * MiB, 900 * MiB);
+    }
+    g_assert_cmpuint(f.s.target, ==, GiB);
+}
+
+/*
  * A DIMM goes: the maximum follows the memory the VM has now, and the
  * baseline and every size beyond it are clamped to it; a reset then
  * rests at that, not at a size the VM no longer has.
@@ -1355,6 +1395,8 @@ int main(int argc, char **argv)
                     test_return_hysteresis);
     g_test_add_func("/balloon-auto-policy/inflation-skew", test_inflation_skew);
     g_test_add_func("/balloon-auto-policy/host-steps", test_host_steps);
+    g_test_add_func("/balloon-auto-policy/own-growth-not-foreseen",
+                    test_own_growth_not_foreseen);
     g_test_add_func("/balloon-auto-policy/return-skew", test_return_skew);
     g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
                     test_guest_deflated_and_pingpong);
