@@ -560,12 +560,14 @@ static int headroom_read(Headroom *hr, uint64_t *usage, uint64_t *limit,
     return 0;
 }
 
-/* The next look at usage, if the kernel does not say when. */
-static void headroom_next(Headroom *hr, BalloonPolicyLevel level)
+/*
+ * The next look at usage.  v1's thresholds say at once when usage crosses
+ * them, but memory only goes back below the band under the setpoint: the
+ * policy needs recent readings there too, so v1 is read like v2.
+ */
+static void headroom_next(Headroom *hr)
 {
-    if (hr->kind == HEADROOM_V1 && level == BALLOON_POLICY_LEVEL_NONE) {
-        timer_del(hr->timer);     /* the thresholds' eventfd says when */
-    } else if (!hr->limit) {
+    if (!hr->limit) {
         headroom_schedule(hr, LIMITS_MAX_AGE_MS);   /* for a new limit */
     } else {
         headroom_schedule(hr, balloon_headroom_interval_ms(&hr->scale,
@@ -612,7 +614,7 @@ static void headroom_check(Headroom *hr)
         /* each reading above a threshold: the deficit it shows counts */
         notify(bp, level);
     }
-    headroom_next(hr, level);
+    headroom_next(hr);
 }
 
 static void headroom_timer_cb(void *opaque)

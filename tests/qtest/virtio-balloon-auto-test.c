@@ -2384,6 +2384,79 @@ static void test_host_growth_real_clock(void)
 }
 
 /*
+ * Cgroup v1 signals a threshold crossing at once, but memory only goes
+ * back below the band under the setpoint (75% of the limit): while usage
+ * sits in the band the source must still be read, or its last reading
+ * ages and the return would walk on blind.  Real time passes between the
+ * virtual clock's steps, as for a running VM.
+ */
+static void test_v1_return_waits_for_band(void)
+{
+    TestCgroup c;
+    BalloonDriver d;
+    g_autofree char *extra = NULL, *limit = NULL;
+    QTestState *qts;
+    QDict *info;
+    uint64_t kept, usage, lim;
+    int64_t target;
+    pid_t held;
+    int i;
+
+    if (!cgroup_create(&c, false, 0)) {
+        return;
+    }
+    cgroup_add_hog(&c, 60);
+    held = c.child;
+    kept = cgroup_read_u64(c.dir, "memory.usage_in_bytes");
+    cgroup_add_hog(&c, 6);
+    usage = cgroup_read_u64(c.dir, "memory.usage_in_bytes");
+    /* 86% of the limit with both hogs, in the band with one */
+    lim = QEMU_ALIGN_UP(usage * 100 / 86, 4096);
+    g_test_message("%" PRIu64 " and %" PRIu64 " of %" PRIu64 " KiB",
+                   usage / KiB, kept / KiB, lim / KiB);
+    g_assert_cmpuint(kept * 1000 / lim, >, 760);
+    g_assert_cmpuint(kept * 1000 / lim, <, 790);
+    limit = g_strdup_printf("%" PRIu64, lim);
+    cgroup_write(c.dir, "memory.limit_in_bytes", limit);
+    extra = g_strdup_printf(",pressure-source=cgroup-v1,pressure-cgroup=%s",
+                            c.dir);
+    qts = driver_boot(&d, extra);
+    driver_send_stats(&d, 800 * MiB);
+    driver_send_stats(&d, 800 * MiB);
+    g_assert_cmpint(query_int(qts, "target"), <, 1 * GiB);
+    driver_follow(&d);
+
+    /* into the band: nothing goes back there, however long it lasts */
+    kill(c.child, SIGKILL);
+    waitpid(c.child, NULL, 0);
+    target = query_int(qts, "target");
+    for (i = 0; i < 10; i++) {
+        g_usleep(300 * 1000);
+        driver_follow(&d);
+        driver_send_stats(&d, 800 * MiB);
+    }
+    info = query(qts);
+    g_test_message("%" PRId64 " MiB in use, target %" PRId64 " MiB",
+                   qdict_get_int(qdict_get_qdict(info, "host"), "usage") /
+                   MiB, qdict_get_int(info, "target") / MiB);
+    g_assert_cmpint(reason_count(info, "host-calm"), ==, 0);
+    g_assert_cmpint(qdict_get_int(info, "target"), ==, target);
+    qobject_unref(info);
+
+    /* below it: memory goes back */
+    kill(held, SIGKILL);
+    waitpid(held, NULL, 0);
+    for (i = 0; i < 4; i++) {
+        g_usleep(300 * 1000);
+        driver_send_stats(&d, 800 * MiB);
+    }
+    g_assert_cmpint(query_int(qts, "target"), >, target);
+    driver_stop(&d);
+    c.child = 0;
+    cgroup_remove(&c);
+}
+
+/*
  * The host's own memory as the source: its usage, MemTotal and the
  * setpoint in the query; the setpoint validated and changed at run time.
  */
@@ -2513,5 +2586,7 @@ int main(int argc, char **argv)
     qtest_add_func("balloon-auto/host-growth-real-clock",
                    test_host_growth_real_clock);
     qtest_add_func("balloon-auto/host-source", test_host_source);
+    qtest_add_func("balloon-auto/v1-return-waits-for-band",
+                   test_v1_return_waits_for_band);
     return g_test_run();
 }
