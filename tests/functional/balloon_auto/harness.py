@@ -30,7 +30,19 @@ from qemu_balloon_auto.testing.hog import MemoryHog
 __all__ = ['MiB', 'balloon_view', 'decision_counts', 'event_counts', 'proc_rss',
            'wait_until', 'V1_ROOT', 'V2_ROOT', 'Cgroup', 'TOP', 'TREE',
            'GuestConsole', 'TestVM', 'guest_paths', 'qemu_binary',
-           'work_dir', 'MemoryHog', 'main']
+           'work_dir', 'MemoryHog', 'host_steps', 'main']
+
+
+def host_steps(cgroup, mib=704):
+    """Host pressure that raises the level, next to a 1 GiB guest in a
+    1400 MiB cgroup: a host process taking @mib MiB in four bursts 8 s
+    apart.  Smooth growth is foreseen and kept under the setpoint, so the
+    level never rises; each burst is more than the controller foresees
+    plus the half band it leaves under the setpoint.  The guest cannot go
+    below about 300 MiB (its kernel, the watermarks its MemAvailable
+    leaves out, the margin over its reserve): with 704 MiB the host is
+    back under its setpoint with QEMU there."""
+    return MemoryHog(cgroup, mib, step=mib // 4, delay=8)
 
 
 def main():

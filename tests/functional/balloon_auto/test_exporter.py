@@ -325,11 +325,11 @@ class PressureTest(unittest.TestCase):
         def note_alerts():
             for a in prom.api('alerts')['alerts']:
                 pending_seen.add((a['labels']['alertname'], a['state']))
-        hog = harness.MemoryHog(self.cg, 800, step=8, delay=0.5)
+        hog = harness.host_steps(self.cg)
         try:
             def allocated():
                 note_alerts()
-                return hog.allocated >= 800 or hog.proc.poll() is not None
+                return hog.allocated >= hog.mib or hog.proc.poll() is not None
             harness.wait_until(allocated, 240, what='hog allocation')
             self.assertIsNone(hog.proc.poll(), 'the hog was killed')
             pressure_end = time.time()

@@ -152,7 +152,7 @@ class ViewToolTest(unittest.TestCase):
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(3)
-            hog = harness.MemoryHog(self.cg, 800, step=8, delay=0.5)
+            hog = harness.host_steps(self.cg)
             try:
                 hog.wait_allocated()
             finally:
@@ -184,9 +184,12 @@ class ViewToolTest(unittest.TestCase):
         self.assertEqual(last['actual'], info['actual'])
         self.assertEqual(last['events'], harness.event_counts(info))
         self.assertGreater(sum(last['events'].values()), 0)
-        self.assertEqual(last['decision']['reason'], 'host-pressure')
-        self.assertEqual(last['decision']['new-target'],
-                         info['last-decision']['new-target'])
+        # the squeeze may end with the guest asking some memory back
+        self.assertIn('host-pressure', {r['decision']['reason']
+                                        for r in series if r['decision']})
+        for key in ('reason', 'new-target'):
+            self.assertEqual(last['decision'][key],
+                             info['last-decision'][key], key)
         self.assertTrue(any(r['status'] == 'held' for r in series[-3:]))
         with open(png, 'rb') as f:
             head = f.read(len(PNG_MAGIC))
