@@ -11,6 +11,10 @@ guest under TCG) in a real v1 memory cgroup:
   pve-10s, pve-1s   the pristine build, a plain balloon driven over QMP by
                     bench/pve_daemon.py (Proxmox VE's published
                     auto-ballooning algorithm) at a 10 s / 1 s cycle
+  bound             the mechanism's bound, a reference: the fork's binary
+                    with automatic=off, asked by hand for all the guest
+                    can give the moment the host process starts
+                    (host-rate only)
 
 A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
 pve-1s+doo, ...).
@@ -35,6 +39,7 @@ BASE_SETUPS = {
                          None),
     'pve-10s': ('pristine', '', 10.0),
     'pve-1s': ('pristine', '', 1.0),
+    'bound': ('fork', '', None),
 }
 DEFAULT_SETUPS = ['fork-auto', 'upstream', 'upstream-doo-fpr', 'pve-10s',
                   'pve-1s']
@@ -47,6 +52,7 @@ class Setup:
             raise ValueError('unknown setup %r (known: %s, each optionally '
                              'with +doo)' % (name, ', '.join(BASE_SETUPS)))
         self.name = name
+        self.base = base
         self.tree_kind, self.balloon, self.interval = BASE_SETUPS[base]
         if mod == 'doo' and 'deflate-on-oom' not in self.balloon:
             self.balloon = ','.join(x for x in (self.balloon,
@@ -58,7 +64,12 @@ class Setup:
 
     @property
     def fork(self):
-        return self.tree_kind == 'fork'
+        """The fork's automatic balloon drives the guest."""
+        return self.base == 'fork-auto'
+
+    @property
+    def bound(self):
+        return self.base == 'bound'
 
     def __repr__(self):
         return self.name
@@ -83,7 +94,8 @@ class Env:
             print('  ... ' + msg, flush=True)
 
     def tree(self, setup):
-        return self.fork_tree if setup.fork else self.pristine_tree
+        return self.fork_tree if setup.tree_kind == 'fork' else \
+            self.pristine_tree
 
     def disk(self, name, mib):
         """A sparse raw disk of @mib MiB in the work directory."""
