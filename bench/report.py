@@ -33,7 +33,26 @@ def host_rate_table(results):
         best = highest_survived(rows, s)
         out.append('    %-18s %s' % (s, rate_text(best) if best else
                                      'none'))
+    # what the allocator got decides, more than what it was asked for:
+    # near the limit the kernel throttles it, by how much varies by run
+    out.append('  %-20s %16s %12s' % ('achieved MiB/s', 'fastest survived',
+                                      'slowest died'))
+    for s in _setups(rows, 'host-rate'):
+        survived, died = achieved_edge(rows, s)
+        out.append('    %-18s %16s %12s' % (
+            s, '%.0f' % survived if survived else '-',
+            '%.0f' % died if died else '-'))
     return out
+
+
+def achieved_edge(rows, setup):
+    """(fastest achieved rate of a run that survived, slowest achieved
+    rate of a run that died) of @setup, None where there is none."""
+    runs = [r for r in rows if r['setup'] == setup and 'achieved' in r]
+    survived = [r['achieved'] for r in runs if r['ok']]
+    died = [r['achieved'] for r in runs if not r['ok']]
+    return (max(survived) if survived else None,
+            min(died) if died else None)
 
 
 def rate_value(rate):
