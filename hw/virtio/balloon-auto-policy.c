@@ -741,16 +741,23 @@ static Step host_level_step(Context *c, BalloonPolicyLevel level)
     return host_inflate(c, MIN(MIN(step, spare), p->max_step));
 }
 
-/* Nobody was under pressure for the hold time, and no step came lately. */
+/*
+ * When memory may go back: the hold time after the last pressure on
+ * either side, or after the last host inflation (growth foreseen inflates
+ * with no pressure event), and the return interval after the last return.
+ */
+static int64_t calm_from(const BalloonPolicyState *s,
+                         const BalloonPolicyParams *p)
+{
+    int64_t squeezed = MAX(MAX(s->last_pressure, s->last_guest_pressure),
+                           s->last_inflate);
+
+    return MAX(squeezed + p->hold, s->last_return + p->return_interval);
+}
+
 static bool calm(const Context *c)
 {
-    const BalloonPolicyState *s = c->s;
-    const BalloonPolicyParams *p = c->p;
-    int64_t now = c->in->now;
-
-    return now - s->last_pressure >= p->hold &&
-           now - s->last_guest_pressure >= p->hold &&
-           now - s->last_return >= p->return_interval;
+    return c->in->now >= calm_from(c->s, c->p);
 }
 
 /*
@@ -1000,9 +1007,7 @@ int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
      * themselves).
      */
     if (s->target < s->baseline) {
-        int64_t calm = MAX(MAX(s->last_pressure,
-                               s->last_guest_pressure) + p->hold,
-                           s->last_return + p->return_interval);
+        int64_t calm = calm_from(s, p);
 
         if (level != BALLOON_POLICY_LEVEL_NONE) {
             /* a pending level keeps the return path closed until it decays */

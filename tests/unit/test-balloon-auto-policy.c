@@ -855,6 +855,59 @@ static void test_return_hysteresis(void)
 }
 
 /*
+ * Growth foreseen inflates before usage reaches the setpoint, with no
+ * pressure event.  The inflation then takes usage below the band under
+ * the setpoint: memory goes back only once the host has been calm for the
+ * hold time, counted from the inflation, or a host allocating in steps
+ * gets each step's memory back before the next (seen with a hog taking
+ * 64 MiB every 4 s: the balloon went 1024 -> 936 -> 1024 MiB).
+ */
+static void test_calm_after_foreseen_inflation(void)
+{
+    Fixture f;
+    const uint64_t limit = 1400 * MiB;
+    uint64_t actual = GiB, others = 300 * MiB;
+    int64_t start, inflated = 0, returned = 0;
+
+    fixture_init(&f, GiB, GiB);
+    start = f.now;
+    for (; f.now < start + 20 * SEC; f.now += SEC / 4) {
+        uint64_t footprint = actual - 324 * MiB;
+        BalloonPolicyHost h = {
+            .time = f.now, .read_time = f.now, .limit = limit,
+            .setpoint = limit / 1000 * 800, .footprint = footprint,
+        };
+        BalloonPolicyDecision d;
+
+        /* the others take 80 MiB in half a second, then hold it */
+        if (f.now - start == SEC / 4 || f.now - start == SEC / 2) {
+            others += 40 * MiB;
+        }
+        h.usage = others + footprint;
+        balloon_policy_note_host(&f.s, &h);
+        if ((f.now - start) % SEC == 0) {
+            set_stats(&f, 600 * MiB - (GiB - actual));
+        }
+        d = decide(&f, actual);
+        if (d.reason == BALLOON_POLICY_REASON_HOST_PRESSURE) {
+            /* before the setpoint, and never again once memory went back */
+            g_assert_cmpuint(h.usage, <, h.setpoint);
+            g_assert_cmpint(returned, ==, 0);
+            inflated = f.now;
+        } else if (d.reason == BALLOON_POLICY_REASON_HOST_CALM &&
+                   !returned) {
+            returned = f.now;
+            g_test_message("%" PRIu64 " MiB in use, back %" PRId64
+                           " ms after the inflation", h.usage / MiB,
+                           (returned - inflated) / 1000000);
+        }
+        actual = f.s.target;            /* the driver follows at once */
+    }
+    g_assert_cmpint(inflated, >, 0);
+    g_assert_cmpint(returned, >=, inflated + f.p.hold);
+}
+
+/*
  * During an inflation the guest computes its statistics, then gives more
  * pages before the device reads its size: the size is behind the sample,
  * by more or less each time.  Memory in use is read from the sample alone
@@ -1393,6 +1446,8 @@ int main(int argc, char **argv)
                     test_deficit_shares);
     g_test_add_func("/balloon-auto-policy/return-hysteresis",
                     test_return_hysteresis);
+    g_test_add_func("/balloon-auto-policy/calm-after-foreseen-inflation",
+                    test_calm_after_foreseen_inflation);
     g_test_add_func("/balloon-auto-policy/inflation-skew", test_inflation_skew);
     g_test_add_func("/balloon-auto-policy/host-steps", test_host_steps);
     g_test_add_func("/balloon-auto-policy/own-growth-not-foreseen",
