@@ -340,9 +340,9 @@ def main():
             peers.Setup(s)
     except ValueError as e:
         ap.error(str(e))
-    # the mechanism's bound is host-rate's reference row, and only its
-    hr_setups = [s for s in setups if s != 'bound'] + ['bound']
-    setups = hr_setups[:-1]
+    # the mechanism's bound is a reference row of host-rate alone
+    setups = [s for s in setups if s != 'bound']
+    hr_setups = setups + ['bound']
     runs = args.runs or (1 if q else 3)
     rates = csv(args.rates, host_rate_arg) if args.rates else (
         [300, 1000] if q else [100, 300, 500, 1000, 2000])

@@ -104,7 +104,6 @@ def _verdict(qemu_labels, hog, cg_oom, killed, extra=''):
 
 # ---------------------------------------------------------------- host-rate
 
-
 def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
               settle=8, after=10):
     """A 1 GiB guest holding @cache MiB of page cache in a @limit MiB
