@@ -110,16 +110,19 @@ def main():
 
     chunks = []
     done = 0
-    # every byte written at C speed: unpaced means as fast as the kernel
-    # gives pages, not as fast as a Python loop touches them
-    ones = memoryview(b'\1' * (args.chunk * MiB))
+    # every byte written at C speed, a MiB at a time: unpaced means as
+    # fast as the kernel gives pages, not as fast as a Python loop touches
+    # them; and the pattern is one MiB, not a chunk, so the hog takes its
+    # chunks and no more
+    one_mib = b'\1' * MiB
     print('start', flush=True)
     t0 = time.monotonic()
     while done < args.mib:
         n = min(args.chunk, args.mib - done)
         m = mmap.mmap(-1, n * MiB, flags=mmap.MAP_PRIVATE |
                       mmap.MAP_ANONYMOUS)
-        m[:] = ones[:n * MiB]
+        for offset in range(0, n * MiB, MiB):
+            m[offset:offset + MiB] = one_mib
         chunks.append(m)
         done += n
         now = time.monotonic() - t0
