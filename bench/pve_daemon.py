@@ -5,26 +5,34 @@ A host daemon that balloons QEMU guests over QMP the way Proxmox VE's
 pvestatd auto-ballooning is publicly documented to do it; the peer the
 benchmark compares the in-device controller with.
 
-This is our own implementation of the published description, not Proxmox
-code.  Every cycle (10 s in PVE; the benchmark also runs it at 1 s):
+This is our own implementation of what pvestatd does (PVE::AutoBalloon in
+pve-manager, read for its algorithm), not Proxmox code.  Every cycle (10 s
+in PVE; the benchmark also runs it at 1 s):
 
 - host usage: the memory cgroup's memory.usage_in_bytes against its
   memory.limit_in_bytes (--cgroup), or, as pvestatd itself does, the
   host's memory in use against MemTotal from /proc/meminfo (--meminfo,
   for hosts that set no limit); the goal is to keep usage at 80 % of the
-  limit;
+  limit (PVE's ballooning-target);
 - a dead band of +-10 MiB around the goal: nothing is done inside it;
-- above the goal, the VMs shrink toward their configured minimum (PVE's
-  "balloon" setting; the benchmark uses 25 % of the VM's size unless told
-  otherwise): the amount to give back is split over the VMs that can still
-  shrink, weighted by free memory / shares (guests with the most free
-  memory give first, a VM with more shares gives less); what a VM cannot
-  give (its cap or its minimum) goes to the others in proportion to
-  1 / shares;
-- below the goal, the VMs grow toward their maximum (the VM's size), the
-  room split in proportion to shares;
-- no VM moves more than 100 MiB per cycle;
-- shares default to 1000 per VM.
+- the VMs fall in two groups: those with enough free memory (more free
+  memory than 25 % of their minimum, and not below the minimum) and the
+  rest, which are under pressure (no statistics count as pressure);
+- above the goal, the VMs with enough free memory shrink first; only if
+  that moves nothing at all do all VMs shrink.  Below the goal, the VMs
+  under pressure grow first; only if that moves nothing do all grow;
+- a pass evens the VMs out by shares: each VM moves towards its minimum
+  plus its share (shares / all shares) of what the pass's VMs hold above
+  their minimums plus the amount to move, within [minimum, maximum],
+  again while a VM was clamped and something moved.  In a pass that
+  shrinks, the VMs above their share shrink; in one that grows, those
+  below grow and those above shrink;
+- no VM moves more than 100 MiB from its size in a cycle;
+- shares default to 1000 per VM; the minimum is PVE's "balloon" setting
+  (the benchmark uses 25 % of the VM's size unless told otherwise).
+
+Like Proxmox VE's qemu-server (7.2 and later), the benchmark gives these
+VMs free-page-reporting=on.
 
 Free memory is the guest's stat-free-memory from the balloon's guest
 statistics (the daemon turns stats polling on through qom-set), the current
@@ -67,58 +75,67 @@ QMP_TIMEOUT = 5.0
 QMP_FAILURES = (MonitorError, QmpError, OSError, ValueError)
 
 
-def distribute(amount, vms, weight, room):
-    """Split @amount (bytes) over @vms: each gets a part in proportion to
-    weight(vm), limited to room(vm); what is left over goes again to the
-    VMs that still have room, in proportion to their weight.  Returns
-    {name: bytes}."""
-    out = {vm['name']: 0 for vm in vms}
-    left = amount
-    active = [vm for vm in vms if room(vm) > 0 and weight(vm) > 0]
-    while left >= MiB and active:
-        total = sum(weight(vm) for vm in active)
-        given = 0
-        for vm in active:
-            part = min(left * weight(vm) / total,
-                       room(vm) - out[vm['name']])
-            out[vm['name']] += part
-            given += part
-        left -= given
-        active = [vm for vm in active if room(vm) - out[vm['name']] >= MiB]
-        if given < MiB:
+def even_out(vms, res, amount):
+    """One pass: move @amount bytes (> 0: grow) over @vms, evened out by
+    shares, each VM at most MAX_CHANGE from its size.  @res {name: target}
+    holds what earlier passes decided and takes this one's.  Returns what
+    is left of @amount."""
+    rest = amount
+    done = set()
+    repeat = progress = True
+    while rest and repeat and progress:
+        repeat = progress = False
+        todo = [vm for vm in vms if vm['name'] not in done]
+        if not todo:
             break
-    return out
+        cur = {vm['name']: res.get(vm['name'], vm['actual']) for vm in todo}
+        above = sum(cur[vm['name']] - vm['min'] for vm in todo)
+        shares = sum(vm['shares'] for vm in todo)
+        moved = 0
+        for vm in todo:
+            name = vm['name']
+            desired = vm['min'] + int((above + rest) / shares * vm['shares'])
+            if desired > vm['max'] or desired < vm['min']:
+                desired = min(max(desired, vm['min']), vm['max'])
+                repeat = True
+            if amount > 0 and desired > vm['actual']:
+                new = min(vm['actual'] + MAX_CHANGE, desired)
+            elif desired < vm['actual']:
+                new = max(vm['actual'] - MAX_CHANGE, desired)
+            else:
+                done.add(name)
+                continue
+            if new != cur[name]:
+                moved += new - cur[name]
+                repeat = True
+                progress = progress or new != vm['actual']
+            res[name] = new
+        rest -= moved
+    return rest
 
 
 def plan(usage, limit, vms):
     """The targets of one cycle.  @vms: dicts with name, actual, free (bytes
-    or None), min, max, shares.  Returns (diff, {name: new target})."""
-    goal = limit * GOAL_PERCENT // 100
-    diff = usage - goal
-    if abs(diff) <= DEAD_BAND:
-        return diff, {}
-    if diff > 0:
-        def room(vm):
-            return max(0, min(MAX_CHANGE, vm['actual'] - vm['min']))
-        # first pass: the guests with free memory give, in proportion to
-        # free / shares; the rest of the amount in proportion to 1 / shares
-        first = distribute(diff, vms,
-                           lambda vm: (vm['free'] or 0) / vm['shares'], room)
-        rest = diff - sum(first.values())
-        second = distribute(rest, vms, lambda vm: 1.0 / vm['shares'],
-                            lambda vm: room(vm) - first[vm['name']])
-        change = {n: -(first[n] + second[n]) for n in first}
-    else:
-        def room(vm):
-            return max(0, min(MAX_CHANGE, vm['max'] - vm['actual']))
-        grow = distribute(-diff, vms, lambda vm: vm['shares'], room)
-        change = grow
+    or None), min, max, shares.  Returns (usage over the goal, {name: new
+    target})."""
+    goal = int(limit * GOAL_PERCENT / 100 - usage)  # > 0: room to grow
+    if abs(goal) <= DEAD_BAND:
+        return -goal, {}
+    enough = [vm for vm in vms if vm['free'] and
+              vm['free'] > vm['min'] / 4 and vm['actual'] >= vm['min']]
+    pressed = [vm for vm in vms if vm not in enough]
+    res = {}
+    first = pressed if goal > 0 else enough
+    rest = even_out(first, res, goal)
+    # no progress towards the goal: all VMs
+    if (rest >= goal) if goal > 0 else (rest <= goal):
+        even_out(vms, res, rest)
     targets = {}
     for vm in vms:
-        delta = int(change[vm['name']]) // MiB * MiB
-        if delta:
-            targets[vm['name']] = vm['actual'] + delta
-    return diff, targets
+        target = int(res.get(vm['name'], vm['actual']))
+        if target != int(vm['actual']):
+            targets[vm['name']] = target
+    return -goal, targets
 
 
 def read_int(path):

@@ -22,13 +22,14 @@ real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
   upstream          the pristine build, plain balloon, nobody drives it
   upstream-doo-fpr  the pristine build, deflate-on-oom=on,
                     free-page-reporting=on
-  pve-10s, pve-1s   the pristine build, plain balloon, driven over a second
-                    QMP monitor by bench/pve_daemon.py, our implementation
-                    of Proxmox VE's published auto-ballooning (keep memcg
-                    usage at 80 % of the limit, at most 100 MiB per VM per
-                    cycle, +-10 MiB dead band, shares 1000, shrink to 25 %
-                    of the VM's size, most free memory first) at a 10 s and
-                    a 1 s cycle
+  pve-10s, pve-1s   the pristine build, free-page-reporting=on (as Proxmox
+                    VE gives it), driven over a second QMP monitor by
+                    bench/pve_daemon.py, our implementation of Proxmox VE's
+                    auto-ballooning (keep memcg usage at 80 % of the limit,
+                    at most 100 MiB per VM per cycle, +-10 MiB dead band,
+                    shares 1000, minimum 25 % of the VM's size; shrink the
+                    VMs with free memory first, grow those under pressure
+                    first, evened out by shares) at a 10 s and a 1 s cycle
   any of them with "+doo" adds deflate-on-oom=on (seed uses fork-auto+doo
   and pve-1s+doo).
   bound             host-rate's reference row, always run there: the
