@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
 A host daemon that balloons QEMU guests over QMP the way Proxmox VE's
-pvestatd auto-ballooning is publicly documented to do it; the peer the
-benchmark compares the in-device controller with.
+pvestatd auto-ballooning does it; the peer the benchmark compares the
+in-device controller with.
 
 This is our own implementation of what pvestatd does (PVE::AutoBalloon in
 pve-manager, read for its algorithm), not Proxmox code.  Every cycle (10 s
