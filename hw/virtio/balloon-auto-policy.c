@@ -927,7 +927,8 @@ usable_stats(BalloonPolicyState *s, const BalloonPolicyParams *p,
     }
     s->stats_seen = MAX(s->stats_seen, st->time);
     if (st->time > s->stats_used) {
-        if (in->now - s->stats_used < BALLOON_POLICY_STATS_MIN_SPACING) {
+        if (!st->asked &&
+            in->now - s->stats_used < BALLOON_POLICY_STATS_MIN_SPACING) {
             return &no_stats;
         }
         s->stats_used = st->time;
@@ -965,20 +966,24 @@ static int64_t earliest(int64_t t, int64_t u)
     return u == BALLOON_POLICY_NEVER ? t : MIN(t, u);
 }
 
-int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
-                                        const BalloonPolicyParams *p,
-                                        int64_t now)
+int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
+                                         const BalloonPolicyParams *p,
+                                         int64_t now)
 {
-    uint64_t avail = s->prev.available;
+    uint64_t avail = s->prev.available;     /* unreported: UINT64_MAX */
 
     if (now - s->last_guest_pressure < p->pingpong_window ||
-        /* what an allocator at the fastest plausible rate eats in 2 s */
-        (avail != UINT64_MAX && avail < p->reserve + 2 * p->guest_fast_rate) ||
         /* growth that would eat the reserve within two seconds */
-        s->guest_rate > p->reserve / 2) {
-        return BALLOON_POLICY_STATS_INTERVAL_FAST_S;
+        s->guest_rate > p->reserve / 2 ||
+        /* a host past its setpoint: this guest may be asked to give */
+        (host_known(s, p, now) && s->host.usage > s->host.setpoint)) {
+        return BALLOON_POLICY_STATS_INTERVAL_FAST_MS;
     }
-    return BALLOON_POLICY_STATS_INTERVAL_S;
+    /* what an allocator at the fastest plausible rate eats in 2 s */
+    if (avail < p->reserve + 2 * p->guest_fast_rate) {
+        return BALLOON_POLICY_STATS_INTERVAL_WATCH_MS;
+    }
+    return BALLOON_POLICY_STATS_INTERVAL_MS;
 }
 
 int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,

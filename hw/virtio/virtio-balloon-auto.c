@@ -414,28 +414,53 @@ static void auto_note_host(VirtIOBalloon *s, int64_t now)
 /*
  * Statistics polling for the policy (unless the user set an interval):
  * on while a driver can answer, off while there is none, so that a
- * device waiting for its driver has no timer running.
+ * device waiting for its driver has no timer running.  QEMU polls in
+ * whole seconds: below a second the device asks by itself, an interval
+ * after the last answer, with QEMU's poll behind it.
  */
-static void auto_poll_stats(VirtIOBalloon *s, int64_t secs)
+static void auto_poll_stats(VirtIOBalloon *s, int64_t ms)
 {
     VirtIOBalloonAuto *a = &s->autob;
+    int64_t secs = DIV_ROUND_UP(ms, 1000);
 
-    if (a->polls_stats && s->stats_poll_interval != secs) {
+    if (!a->polls_stats) {
+        return;
+    }
+    a->stats_every_ms = ms;
+    if (s->stats_poll_interval != secs) {
         a->polls_every = secs;
         object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
                                 secs, &error_abort);
     }
+    if (ms && ms < 1000) {
+        int64_t due = a->stats.time == BALLOON_POLICY_NEVER ? now_ns() :
+                      a->stats.time + ms * SCALE_MS;
+
+        timer_mod(a->stats_timer, MAX(due, now_ns()));
+    } else {
+        timer_del(a->stats_timer);
+    }
+}
+
+static void auto_stats_timer_cb(void *opaque)
+{
+    /* none held: the guest has not answered yet, and its answer re-arms */
+    virtio_balloon_request_stats(opaque);
+}
+
+void virtio_balloon_auto_stats_requested(VirtIOBalloon *s)
+{
+    s->autob.stats_asked = true;
 }
 
 /*
  * Statistics come faster while the guest is short of memory or its use
- * grows fast (QEMU's shortest interval is a second), slower when calm;
- * only if the automatic balloon turned polling on, not if the user did.
+ * grows fast, slower when calm; only if the automatic balloon turned
+ * polling on, not if the user did.
  */
 static void auto_adapt_stats_polling(VirtIOBalloon *s, int64_t now)
 {
     VirtIOBalloonAuto *a = &s->autob;
-    int64_t secs;
 
     if (!a->polls_stats) {
         return;
@@ -443,10 +468,11 @@ static void auto_adapt_stats_polling(VirtIOBalloon *s, int64_t now)
     if (s->stats_poll_interval != a->polls_every) {
         /* the user set an interval since: theirs from now on */
         a->polls_stats = false;
+        timer_del(a->stats_timer);
         return;
     }
-    secs = balloon_policy_stats_interval_s(&a->state, &a->params, now);
-    auto_poll_stats(s, secs);
+    auto_poll_stats(s, balloon_policy_stats_interval_ms(&a->state,
+                                                        &a->params, now));
 }
 
 /* A decision made: record it, apply it unless it is a dry run, say it. */
@@ -493,7 +519,8 @@ static void auto_decide(VirtIOBalloon *s, int64_t now, bool guest_only)
         .now = now,
         .actual = actual,
         .stats = &a->stats,
-        .stats_interval = s->stats_poll_interval * NANOSECONDS_PER_SECOND,
+        .stats_interval = a->polls_stats ? a->stats_every_ms * SCALE_MS :
+                          s->stats_poll_interval * NANOSECONDS_PER_SECOND,
         /* with deflate-on-oom a Linux guest counts balloon pages in */
         .balloon_in_total = virtio_vdev_has_feature(
             VIRTIO_DEVICE(s), VIRTIO_BALLOON_F_DEFLATE_ON_OOM),
@@ -561,12 +588,15 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
 {
     VirtIOBalloonAuto *a = &s->autob;
     BalloonPolicyGuestStats *st = &a->stats;
+    bool asked = a->stats_asked;
 
+    a->stats_asked = false;
     if (!a->enabled) {
         return;
     }
     /* The device keeps unreported tags at UINT64_MAX, the policy's unknown. */
     st->time = now_ns();
+    st->asked = asked;
     st->total = s->stats[VIRTIO_BALLOON_S_MEMTOT];
     st->available = s->stats[VIRTIO_BALLOON_S_AVAIL];
     st->free = s->stats[VIRTIO_BALLOON_S_MEMFREE];
@@ -610,7 +640,7 @@ void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status)
         return;
     }
     a->driver_was_ready = ready;
-    auto_poll_stats(s, ready ? BALLOON_POLICY_STATS_INTERVAL_S : 0);
+    auto_poll_stats(s, ready ? BALLOON_POLICY_STATS_INTERVAL_MS : 0);
     if (ready) {
         balloon_policy_driver_reset(&a->state, virtio_balloon_auto_actual(s),
                                     now_ns());
@@ -740,6 +770,7 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
     tunables_for_vm(&a->tunables, a->pressure, &a->params, &a->floor_origin,
                     &error_abort);
     a->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, auto_timer_cb, s);
+    a->stats_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, auto_stats_timer_cb, s);
     a->vm_state = qemu_add_vm_change_state_handler(auto_vm_state_change, s);
     a->realized = true;
 
@@ -748,7 +779,7 @@ static bool auto_start(VirtIOBalloon *s, bool incoming, Error **errp)
         a->polls_stats = true;
         a->polls_every = 0;
         auto_poll_stats(s, a->driver_was_ready ?
-                           BALLOON_POLICY_STATS_INTERVAL_S : 0);
+                           BALLOON_POLICY_STATS_INTERVAL_MS : 0);
     }
     auto_schedule(s);
     return true;
@@ -780,6 +811,8 @@ void virtio_balloon_auto_stop(VirtIOBalloon *s)
      */
     auto_poll_stats(s, 0);
     a->polls_stats = false;
+    timer_free(a->stats_timer);
+    a->stats_timer = NULL;
 }
 
 bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp)
@@ -826,6 +859,7 @@ void virtio_balloon_auto_reset(VirtIOBalloon *s)
     balloon_policy_set_max(&a->state, &a->params, virtio_balloon_ram_size());
     target = balloon_policy_device_reset(&a->state, &a->params, now_ns());
     a->stats.time = BALLOON_POLICY_NEVER;
+    a->stats_asked = false;
     s->num_pages = (virtio_balloon_ram_size() - target) >>
                    VIRTIO_BALLOON_PFN_SHIFT;
     auto_schedule(s);
@@ -980,6 +1014,8 @@ int virtio_balloon_auto_post_load_device(VirtIOBalloon *s)
     }
     a->state = w->state;
     a->stats = w->stats;
+    /* not sent: the answer to a request made on the source, if any */
+    a->stats.asked = false;
     auto_schedule(s);
     return 0;
 }

@@ -2319,6 +2319,72 @@ static void test_no_driver_no_polling(void)
     driver_stop(&d);
 }
 
+/* Whether the device has handed the statistics buffer back (a request). */
+static bool driver_stats_asked(BalloonDriver *d)
+{
+    uint32_t head, used_len;
+
+    if (!qvirtqueue_get_buf(d->qs->qts, d->vq[2], &head, &used_len)) {
+        return false;
+    }
+    d->stats_held = false;
+    return true;
+}
+
+/*
+ * Below QEMU's one-second polling: a guest whose use grows fast is asked
+ * for its statistics 200 ms after each answer; one that an allocator at
+ * the fastest plausible rate (512 MiB/s) could run out of memory within
+ * two seconds, every second; a calm guest every 2 s.  (The driver reports
+ * a total of 1 GiB: used memory is what is missing of it.)
+ */
+static void test_stats_asked_faster(void)
+{
+    const int64_t ms = NS_PER_SEC / 1000;
+    BalloonDriver d = { .efd = eventfd(0, 0) };
+    QTestState *qts;
+
+    d.qs = qtest_pc_boot("-M pc -m 4G -device virtio-balloon-pci,"
+                         "id=balloon0,addr=%d.0,automatic=on,"
+                         "pressure-fd=%d", BALLOON_SLOT, d.efd);
+    qts = d.qs->qts;
+    driver_setup(&d);
+
+    /* calm: asked 2 s after the answer, not before */
+    driver_send_stats(&d, 3 * GiB);
+    qtest_clock_step(qts, 1900 * ms);
+    g_assert_false(driver_stats_asked(&d));
+    qtest_clock_step(qts, 100 * ms);
+    g_assert_true(driver_stats_asked(&d));
+
+    /* short within two seconds: every second */
+    driver_send_stats(&d, 1 * GiB);
+    qtest_clock_step(qts, 900 * ms);
+    g_assert_false(driver_stats_asked(&d));
+    qtest_clock_step(qts, 100 * ms);
+    g_assert_true(driver_stats_asked(&d));
+
+    /* 724 MiB more in use within a second: 200 ms after each answer */
+    driver_send_stats(&d, 300 * MiB);
+    qtest_clock_step(qts, 150 * ms);
+    g_assert_false(driver_stats_asked(&d));
+    qtest_clock_step(qts, 50 * ms);
+    g_assert_true(driver_stats_asked(&d));
+    driver_send_stats(&d, 300 * MiB);
+    qtest_clock_step(qts, 200 * ms);
+    g_assert_true(driver_stats_asked(&d));
+    g_assert_cmpint(qom_get_int(qts, "balloon0",
+                                "guest-stats-polling-interval"), ==, 1);
+
+    /* calm again: back to every 2 s */
+    driver_send_stats(&d, 3 * GiB);
+    qtest_clock_step(qts, 1900 * ms);
+    g_assert_false(driver_stats_asked(&d));
+    qtest_clock_step(qts, 100 * ms);
+    g_assert_true(driver_stats_asked(&d));
+    driver_stop(&d);
+}
+
 /*
  * Times in the migration stream are past events on the VM's clock: a
  * sample from the far future (which would blind the device to guest
@@ -2579,6 +2645,8 @@ int main(int argc, char **argv)
     qtest_add_func("balloon-auto/deflate-during-migration",
                    test_deflate_during_migration);
     qtest_add_func("balloon-auto/set-errors", test_set_errors);
+    qtest_add_func("balloon-auto/stats-asked-faster",
+                   test_stats_asked_faster);
     qtest_add_func("balloon-auto/no-driver-no-polling",
                    test_no_driver_no_polling);
     qtest_add_func("balloon-auto/migration-bad-times",

@@ -13,6 +13,7 @@
 #define MiB ((uint64_t)1 << 20)
 #define GiB (1024 * MiB)
 #define SEC 1000000000LL
+#define MS 1000000LL
 
 typedef struct Fixture {
     BalloonPolicyParams p;
@@ -30,8 +31,9 @@ static void fixture_init(Fixture *f, uint64_t ram, uint64_t baseline)
     balloon_policy_params_init(&f->p, ram);
     balloon_policy_state_init(&f->s, baseline);
     memset(&f->st, 0xff, sizeof(f->st));
+    f->st.asked = false;
     f->now = 100 * SEC;
-    f->stats_interval = BALLOON_POLICY_STATS_INTERVAL_S * SEC;
+    f->stats_interval = BALLOON_POLICY_STATS_INTERVAL_MS * MS;
     f->balloon_in_total = false;
     f->dry_run = false;
 }
@@ -685,7 +687,7 @@ static void test_guest_fast_allocation(void)
         min_avail = MIN(min_avail, actual - used);
         if (t >= next_stats) {
             f.stats_interval =
-                balloon_policy_stats_interval_s(&f.s, &f.p, f.now) * SEC;
+                balloon_policy_stats_interval_ms(&f.s, &f.p, f.now) * MS;
             next_stats = t + f.stats_interval;
             set_stats(&f, actual - used);
             decide(&f, actual);
@@ -1252,6 +1254,97 @@ static void test_stats_flood(void)
                     f.s.stats_used + BALLOON_POLICY_STATS_MIN_SPACING);
 }
 
+/*
+ * Statistics the device asked for come at its pace: 200 ms after the
+ * last ones used, they are acted upon at once, where the same statistics
+ * unasked are held back by the flood limit.
+ */
+static void test_stats_asked(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    int asked;
+
+    for (asked = 0; asked < 2; asked++) {
+        fixture_init(&f, 2 * GiB, GiB);
+        set_stats(&f, 1500 * MiB);
+        decide(&f, GiB);
+        f.now += BALLOON_POLICY_STATS_INTERVAL_FAST_MS * MS;
+        set_stats(&f, 10 * MiB);
+        f.st.asked = asked;
+        d = decide(&f, GiB);
+        g_assert_cmpint(d.reason, ==,
+                        asked ? BALLOON_POLICY_REASON_GUEST_PRESSURE :
+                                BALLOON_POLICY_REASON_NONE);
+    }
+}
+
+/*
+ * How often statistics should come: every 2 s for a calm guest, every
+ * second while an allocator at the fastest plausible rate could eat its
+ * available memory within two seconds (and before any), every 200 ms while
+ * its use grows fast, after guest pressure, or while its host is past the
+ * setpoint.
+ */
+static int64_t interval_after_stats(Fixture *f, uint64_t available,
+                                    uint64_t actual)
+{
+    set_stats(f, available);
+    decide(f, actual);
+    return balloon_policy_stats_interval_ms(&f->s, &f->p, f->now);
+}
+
+static void test_stats_interval(void)
+{
+    const uint64_t limit = 8 * GiB;
+    Fixture f;
+    BalloonPolicyHost h;
+
+    fixture_init(&f, 4 * GiB, 4 * GiB);
+    g_assert_cmpint(balloon_policy_stats_interval_ms(&f.s, &f.p, f.now), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_WATCH_MS);
+    g_assert_cmpint(interval_after_stats(&f, 3 * GiB, 4 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_MS);
+    f.now += 2 * SEC;
+    g_assert_cmpint(interval_after_stats(&f, 2 * f.p.guest_fast_rate,
+                                         4 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_FAST_MS);
+    /* the same available memory, not falling: every second */
+    fixture_init(&f, 4 * GiB, 4 * GiB);
+    g_assert_cmpint(interval_after_stats(&f, 2 * f.p.guest_fast_rate,
+                                         4 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_WATCH_MS);
+    f.now += SEC;
+    g_assert_cmpint(interval_after_stats(&f, 2 * f.p.guest_fast_rate,
+                                         4 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_WATCH_MS);
+
+    /* short of memory, and deflated: fast for the ping-pong window */
+    fixture_init(&f, 4 * GiB, 2 * GiB);
+    g_assert_cmpint(interval_after_stats(&f, f.p.reserve / 2, 2 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_FAST_MS);
+    f.now += f.p.pingpong_window;
+    g_assert_cmpint(balloon_policy_stats_interval_ms(&f.s, &f.p, f.now), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_WATCH_MS);
+
+    /* a calm guest, its host past the setpoint */
+    fixture_init(&f, 4 * GiB, 4 * GiB);
+    h = (BalloonPolicyHost) {
+        .time = f.now, .read_time = f.now, .usage = limit / 100 * 79,
+        .limit = limit, .setpoint = limit / 1000 * 800,
+        .footprint = 4 * GiB,
+    };
+    balloon_policy_note_host(&f.s, &h);
+    g_assert_cmpint(interval_after_stats(&f, 3 * GiB, 4 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_MS);
+    f.now += 2 * SEC;
+    h.time = h.read_time = f.now;
+    h.usage = limit / 100 * 81;
+    balloon_policy_note_host(&f.s, &h);
+    g_assert_cmpint(balloon_policy_stats_interval_ms(&f.s, &f.p, f.now), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_FAST_MS);
+}
+
 /* A dry run decides and counts, and leaves the target where it is. */
 static void test_dry_run(void)
 {
@@ -1472,6 +1565,9 @@ int main(int argc, char **argv)
                     test_host_growth_clock);
     g_test_add_func("/balloon-auto-policy/guest-only", test_guest_only);
     g_test_add_func("/balloon-auto-policy/stats-flood", test_stats_flood);
+    g_test_add_func("/balloon-auto-policy/stats-asked", test_stats_asked);
+    g_test_add_func("/balloon-auto-policy/stats-interval",
+                    test_stats_interval);
     g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
     g_test_add_func("/balloon-auto-policy/host-settles-below-setpoint",
                     test_host_settles_below_setpoint);

@@ -29,16 +29,19 @@
 #define BALLOON_POLICY_INFLATE_CRITICAL_PCT 25
 
 /*
- * How often guest statistics should come: every 2 s, every second (QEMU's
- * shortest interval) while the guest could run short before the next.
+ * How often guest statistics should come, in milliseconds: every 2 s when
+ * calm, every second while the guest could run short within two, and
+ * five times a second while its use grows fast or memory is being moved
+ * (the device asks for them itself below QEMU's one-second polling).
  */
-#define BALLOON_POLICY_STATS_INTERVAL_S 2
-#define BALLOON_POLICY_STATS_INTERVAL_FAST_S 1
+#define BALLOON_POLICY_STATS_INTERVAL_MS 2000
+#define BALLOON_POLICY_STATS_INTERVAL_WATCH_MS 1000
+#define BALLOON_POLICY_STATS_INTERVAL_FAST_MS 200
 
 /*
- * Statistics closer together than this are a guest flooding the stats
- * queue (QEMU asks at most once a second): kept, but not acted upon
- * before this much time has passed.
+ * Statistics the device did not ask for, closer together than this, are
+ * a guest flooding the stats queue: kept, but not acted upon before this
+ * much time has passed.  Those it asked for come at its own pace.
  */
 #define BALLOON_POLICY_STATS_MIN_SPACING (500 * 1000 * 1000LL)
 
@@ -73,6 +76,7 @@ typedef struct BalloonPolicyGuestStats {
     uint64_t oom_kills;
     uint64_t alloc_stalls;
     uint64_t direct_reclaim;
+    bool asked;                 /* the answer to the device's request */
 } BalloonPolicyGuestStats;
 
 /*
@@ -206,15 +210,17 @@ void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
                             uint64_t ram_size);
 
 /*
- * How often guest statistics should come, in seconds: every second while
- * an allocator at the fastest plausible rate could eat the guest's
- * available memory before the sample after next, its use grows fast or it
- * was under pressure lately; every two seconds otherwise.  (The device
- * polls them; the policy is told the interval in force with each input.)
+ * How often guest statistics should come, in milliseconds: the fast
+ * interval while the guest's use grows fast, it was under pressure lately,
+ * or its host is past the setpoint (it may be asked to give); the watch
+ * interval while an allocator at the fastest plausible rate could eat its
+ * available memory within two seconds (before any statistics, too); the
+ * calm one otherwise.  (The device asks for them; the policy is told the
+ * interval in force with each input.)
  */
-int64_t balloon_policy_stats_interval_s(const BalloonPolicyState *s,
-                                        const BalloonPolicyParams *p,
-                                        int64_t now);
+int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
+                                         const BalloonPolicyParams *p,
+                                         int64_t now);
 
 /* A host pressure event of @level at @now. */
 void balloon_policy_note_pressure(BalloonPolicyState *s,

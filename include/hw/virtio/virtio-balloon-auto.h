@@ -82,6 +82,9 @@ typedef struct VirtIOBalloonAuto {
     bool inhibit_warned;
     bool polls_stats;           /* stats polling was turned on for us */
     int64_t polls_every;        /* the interval we set, seconds */
+    int64_t stats_every_ms;     /* the policy's interval, milliseconds */
+    QEMUTimer *stats_timer;     /* QEMU_CLOCK_VIRTUAL; asks below 1 s */
+    bool stats_asked;           /* the device asked, no answer yet */
     uint64_t host_reading;      /* the source's last reading we noted */
     bool driver_was_ready;      /* DRIVER_OK seen by set_status */
     bool fd_taken;              /* pressure-fd is among the source's */
@@ -98,6 +101,7 @@ bool virtio_balloon_auto_realize(VirtIOBalloon *s, Error **errp);
 void virtio_balloon_auto_unrealize(VirtIOBalloon *s);
 void virtio_balloon_auto_reset(VirtIOBalloon *s);
 void virtio_balloon_auto_stats_received(VirtIOBalloon *s);
+void virtio_balloon_auto_stats_requested(VirtIOBalloon *s);
 void virtio_balloon_auto_actual_changed(VirtIOBalloon *s);
 void virtio_balloon_auto_set_status(VirtIOBalloon *s, uint8_t status);
 /* A manual balloon request; true if the automatic balloon took it. */

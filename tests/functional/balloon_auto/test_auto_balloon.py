@@ -4,6 +4,8 @@
 real memory-limited cgroup under real memory pressure."""
 
 import os
+import re
+import statistics
 import time
 import unittest
 
@@ -11,6 +13,22 @@ import harness
 from harness import MiB
 
 KERNEL = os.environ.get('QEMU_FORK_GUEST_KERNEL', 'stable')
+# the log trace backend's lines: pid@seconds.micros:event args
+STATS_TRACE = re.compile(r'^\d+@(\d+\.\d+):virtio_balloon_auto_stats ')
+
+
+def stats_arrivals(path):
+    """When the device got guest statistics (wall clock), from its trace."""
+    with open(path, errors='replace') as f:
+        return [float(m.group(1)) for m in map(STATS_TRACE.match, f) if m]
+
+
+def median_spacing(arrivals, start, end):
+    """The median time between statistics that came in [start, end), and
+    how many intervals that is."""
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])
+            if start <= a and b < end]
+    return (statistics.median(gaps) if gaps else None), len(gaps)
 
 
 class AutoBalloonTest(unittest.TestCase):
@@ -86,19 +104,29 @@ class AutoBalloonTest(unittest.TestCase):
 
     def test_guest_pressure_deflates(self):
         """Seed experiment 2: a guest running at 1 GiB of 3 GiB allocates
-        1.5 GiB; the balloon deflates in time and nothing is OOM-killed."""
+        1.5 GiB; the balloon deflates in time and nothing is OOM-killed.
+        While its use grows fast the device asks for its statistics five
+        times a second; before, every second."""
         with harness.Cgroup(limit=4 * 1024 * MiB) as cg:
+            trace = os.path.join(harness.work_dir(), 'seed-stats.trace')
             vm = harness.TestVM('seed', mem='3G', cgroup=cg, kernel=KERNEL,
-                                balloon='automatic=on,deflate-on-oom=on')
+                                balloon='automatic=on,deflate-on-oom=on',
+                                args=('-trace',
+                                      'enable=virtio_balloon_auto_stats',
+                                      '-D', trace, '-msg', 'timestamp=on'))
             with vm:
                 vm.cmd('balloon', value=1024 * MiB)
                 harness.wait_until(lambda: vm.balloon_actual() == 1024 * MiB,
                                    300, what='balloon at 1 GiB')
                 info = vm.cmd('query-balloon-auto')
                 self.assertEqual(info['baseline'], 1024 * MiB)
+                settled = time.time()
+                time.sleep(6)
+                burst = time.time()
                 out = vm.console.check(
                     'bgt alloc 1536 --step 32 --delay-ms 300 && '
                     'bgt vmstat oom_kill', timeout=600)
+                done = time.time()
                 self.assertIn('alloc ok 1536', out)
                 self.assertIn('oom_kill 0', out)
                 info = vm.cmd('query-balloon-auto')
@@ -116,6 +144,19 @@ class AutoBalloonTest(unittest.TestCase):
                 print('# guest pressure: %d deflate decisions, actual %d MiB'
                       ' (baseline %d MiB)' % (grown, info['actual'] // MiB,
                                               info['baseline'] // MiB))
+
+                # 32 MiB every 0.3 s: use growing faster than half the
+                # reserve a second, the policy's "grows fast"
+                arrivals = stats_arrivals(trace)
+                calm, n_calm = median_spacing(arrivals, settled, burst)
+                fast, n_fast = median_spacing(arrivals, burst, done)
+                self.assertGreaterEqual(n_calm, 3)
+                self.assertGreaterEqual(n_fast, 10)
+                print('# statistics every %.2f s before the allocation (%d),'
+                      ' every %.2f s during it (%d)' % (calm, n_calm, fast,
+                                                         n_fast))
+                self.assertGreater(calm, 0.9)
+                self.assertLess(fast, 0.4)
 
 
 if __name__ == '__main__':
