@@ -2332,6 +2332,22 @@ static bool driver_stats_asked(BalloonDriver *d)
 }
 
 /*
+ * The driver answers with @available bytes; the device asks again @ms
+ * milliseconds later, not 50 ms before.
+ */
+static void assert_stats_asked_after(BalloonDriver *d, uint64_t available,
+                                     int64_t ms)
+{
+    const int64_t ms_ns = NS_PER_SEC / 1000;
+
+    driver_send_stats(d, available);
+    qtest_clock_step(d->qs->qts, (ms - 50) * ms_ns);
+    g_assert_false(driver_stats_asked(d));
+    qtest_clock_step(d->qs->qts, 50 * ms_ns);
+    g_assert_true(driver_stats_asked(d));
+}
+
+/*
  * Below QEMU's one-second polling: a guest whose use grows fast is asked
  * for its statistics 200 ms after each answer; one that an allocator at
  * the fastest plausible rate (512 MiB/s) could run out of memory within
@@ -2340,48 +2356,22 @@ static bool driver_stats_asked(BalloonDriver *d)
  */
 static void test_stats_asked_faster(void)
 {
-    const int64_t ms = NS_PER_SEC / 1000;
     BalloonDriver d = { .efd = eventfd(0, 0) };
-    QTestState *qts;
 
     d.qs = qtest_pc_boot("-M pc -m 4G -device virtio-balloon-pci,"
                          "id=balloon0,addr=%d.0,automatic=on,"
                          "pressure-fd=%d", BALLOON_SLOT, d.efd);
-    qts = d.qs->qts;
     driver_setup(&d);
 
-    /* calm: asked 2 s after the answer, not before */
-    driver_send_stats(&d, 3 * GiB);
-    qtest_clock_step(qts, 1900 * ms);
-    g_assert_false(driver_stats_asked(&d));
-    qtest_clock_step(qts, 100 * ms);
-    g_assert_true(driver_stats_asked(&d));
-
-    /* short within two seconds: every second */
-    driver_send_stats(&d, 1 * GiB);
-    qtest_clock_step(qts, 900 * ms);
-    g_assert_false(driver_stats_asked(&d));
-    qtest_clock_step(qts, 100 * ms);
-    g_assert_true(driver_stats_asked(&d));
-
-    /* 724 MiB more in use within a second: 200 ms after each answer */
-    driver_send_stats(&d, 300 * MiB);
-    qtest_clock_step(qts, 150 * ms);
-    g_assert_false(driver_stats_asked(&d));
-    qtest_clock_step(qts, 50 * ms);
-    g_assert_true(driver_stats_asked(&d));
-    driver_send_stats(&d, 300 * MiB);
-    qtest_clock_step(qts, 200 * ms);
-    g_assert_true(driver_stats_asked(&d));
-    g_assert_cmpint(qom_get_int(qts, "balloon0",
+    assert_stats_asked_after(&d, 3 * GiB, 2000);
+    assert_stats_asked_after(&d, 1 * GiB, 1000);
+    /* 724 MiB more in use within a second, and then still growing fast */
+    assert_stats_asked_after(&d, 300 * MiB, 200);
+    assert_stats_asked_after(&d, 300 * MiB, 200);
+    g_assert_cmpint(qom_get_int(d.qs->qts, "balloon0",
                                 "guest-stats-polling-interval"), ==, 1);
-
     /* calm again: back to every 2 s */
-    driver_send_stats(&d, 3 * GiB);
-    qtest_clock_step(qts, 1900 * ms);
-    g_assert_false(driver_stats_asked(&d));
-    qtest_clock_step(qts, 100 * ms);
-    g_assert_true(driver_stats_asked(&d));
+    assert_stats_asked_after(&d, 3 * GiB, 2000);
     driver_stop(&d);
 }
 
