@@ -105,6 +105,8 @@ void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size)
     p->host_max_age = 3 * SEC_NS;
     /* 75% of a cgroup's limit, 5% under its setpoint: the hysteresis */
     p->return_gap_permille = 50;
+    /* 95%: room for what else grows before the next host reading */
+    p->host_guard_permille = 50;
     p->lead = 1 * SEC_NS;
     p->lead_max = 5 * SEC_NS;
     p->inflate_rate_guess = 128 * MiB_BYTES;
@@ -609,18 +611,56 @@ typedef struct Context {
     bool host;                          /* a recent host reading */
 } Context;
 
-/* A step one reason takes: the new target, or reason NONE. */
+/*
+ * A step one reason takes: the new target, or reason NONE; and what the
+ * guest asked for beyond it that the host could not give.
+ */
 typedef struct Step {
     BalloonPolicyReason reason;
     uint64_t target;
+    uint64_t held;
 } Step;
 
-static const Step no_step = { BALLOON_POLICY_REASON_NONE, 0 };
+static const Step no_step = { BALLOON_POLICY_REASON_NONE, 0, 0 };
+
+/*
+ * The largest guest size guest pressure may give: the host is never
+ * sacrificed for one guest.  With a recent host reading, the guest grows
+ * only into the room under the limit less a guard (what else grows before
+ * the next reading), where the guest's free memory counts as used: a
+ * guest short of memory touches it, and the host has not seen that yet.
+ * Memory the driver handed over since the statistics is free too; what it
+ * still has to hand over is part of both the size and the free memory.
+ * Never less than the target.  Where other VMs share the limit, their
+ * inflations for the host make room for the next decision.
+ */
+static uint64_t host_allows(const Context *c)
+{
+    const BalloonPolicyState *s = c->s;
+    const BalloonPolicyHost *h = &s->host;
+    uint64_t ceiling, free, used;
+
+    if (!c->host) {
+        return c->p->max;
+    }
+    ceiling = h->limit - h->limit / 1000 * c->p->host_guard_permille;
+    /* unknown (UINT64_MAX): all of it */
+    free = MIN(stat_known(c->st->free) ? c->st->free : c->st->available,
+               c->actual);
+    if (c->actual > s->stats_actual) {
+        free = MIN(free + (c->actual - s->stats_actual), c->actual);
+    }
+    used = h->usage + free;
+    return MAX(s->target, ceiling > used ?
+                          round_down_to(c->actual + ceiling - used,
+                                        c->p->granularity) : 0);
+}
 
 /*
  * Guest pressure and the guest deflating by itself: both win over
- * everything else.  A deflate right after a host inflate is ping-pong:
- * the floor is raised to the new size for a while.
+ * everything else, guest pressure as far as the host has room.  A deflate
+ * right after a host inflate is ping-pong: the floor is raised to the new
+ * size for a while.
  */
 static Step guest_needs(Context *c, uint64_t want, bool deflated)
 {
@@ -632,15 +672,25 @@ static Step guest_needs(Context *c, uint64_t want, bool deflated)
                    BALLOON_POLICY_REASON_GUEST_PRESSURE,
         MIN(p->max, QEMU_ALIGN_UP(MAX(want, s->target + p->granularity),
                                   p->granularity)),
+        0,
     };
+    /* what a guest deflating by itself took is taken already */
+    uint64_t allowed = deflated ? p->max : host_allows(c);
 
+    s->last_guest_pressure = now;
+    s->pending = BALLOON_POLICY_LEVEL_NONE;     /* the guest wins */
+    if (step.target > allowed) {
+        step.held = step.target - allowed;
+        step.target = allowed;
+    }
+    if (step.target <= s->target) {
+        return (Step) { BALLOON_POLICY_REASON_NONE, 0, step.held };
+    }
     if (now - s->last_inflate < p->pingpong_window) {
         s->counters.pingpongs++;
         s->pingpong_floor = step.target;
         s->pingpong_until = now + p->pingpong_hold;
     }
-    s->last_guest_pressure = now;
-    s->pending = BALLOON_POLICY_LEVEL_NONE;     /* the guest wins */
     return step;
 }
 
@@ -892,6 +942,7 @@ static BalloonPolicyDecision commit(BalloonPolicyState *s,
         .reason = BALLOON_POLICY_REASON_NONE,
         .old_target = s->target,
         .new_target = s->target,
+        .held = step.held,
     };
     uint64_t target = MIN(QEMU_ALIGN_UP(step.target, BALLOON_POLICY_PAGE),
                           round_down_to(p->max, BALLOON_POLICY_PAGE));

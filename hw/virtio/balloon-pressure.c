@@ -622,6 +622,16 @@ static void headroom_timer_cb(void *opaque)
     headroom_check(opaque);
 }
 
+void balloon_pressure_refresh(BalloonPressure *bp)
+{
+    if (!bp->lost && headroom_known(&bp->hr)) {
+        headroom_check(&bp->hr);
+    }
+    if (!bp->lost && headroom_known(&bp->host)) {
+        headroom_check(&bp->host);
+    }
+}
+
 static void threshold_event_cb(void *opaque)
 {
     Headroom *hr = opaque;

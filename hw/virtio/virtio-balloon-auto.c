@@ -527,6 +527,11 @@ static void auto_decide(VirtIOBalloon *s, int64_t now, bool guest_only)
         .guest_only = guest_only,
         .dry_run = a->dry_run,
     });
+    if (d.held) {
+        trace_virtio_balloon_auto_held(d.held, d.new_target,
+                                       a->state.host.usage,
+                                       a->state.host.limit);
+    }
     if (d.reason != BALLOON_POLICY_REASON_NONE) {
         auto_apply(s, d, actual, now);
     }
@@ -593,6 +598,10 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
     a->stats_asked = false;
     if (!a->enabled) {
         return;
+    }
+    /* the host as it is now: guest pressure gives only what it has room for */
+    if (a->pressure) {
+        balloon_pressure_refresh(a->pressure);
     }
     /* The device keeps unreported tags at UINT64_MAX, the policy's unknown. */
     st->time = now_ns();

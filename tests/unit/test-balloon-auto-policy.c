@@ -1513,6 +1513,92 @@ static void test_host_settles_below_setpoint(void)
     g_assert_cmpint(decisions, <=, 4);
 }
 
+static void set_host_usage(Fixture *f, uint64_t usage)
+{
+    const uint64_t limit = 2000 * MiB;
+    BalloonPolicyHost h = {
+        .time = f->now, .read_time = f->now, .usage = usage,
+        .limit = limit, .setpoint = limit / 1000 * 800,
+        .footprint = 400 * MiB,
+    };
+
+    g_assert_true(balloon_policy_note_host(&f->s, &h));
+}
+
+/*
+ * The host is never sacrificed for one guest: a 1 GiB guest at 312 MiB,
+ * short of memory and growing fast, in a 2000 MiB cgroup used to 1742
+ * MiB.  Guest pressure gives it what fits under 95% of the limit, its
+ * free memory counted as used, nothing while the host is past that, and
+ * more once other VMs made room.  A guest that deflated by itself
+ * (deflate-on-oom) is followed all the same.
+ */
+static void test_host_not_sacrificed(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, GiB, GiB);
+    f.stats_interval = SEC;
+    f.s.target = 312 * MiB;
+    f.s.guest_rate = 400 * MiB;         /* wants all of the VM */
+    set_host_usage(&f, 1742 * MiB);
+    set_stats(&f, 40 * MiB);
+    f.st.free = 20 * MiB;
+    d = decide(&f, 312 * MiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    /* 312 + 1900 - 1742 - 20 = 450 MiB, in whole 4 MiB steps */
+    g_assert_cmpuint(d.new_target, ==, 448 * MiB);
+    g_assert_cmpuint(d.held, ==, GiB - 448 * MiB);
+
+    /*
+     * Before the host saw the guest use the 136 MiB (they are free in
+     * it), and once it has: the host is at 95%, no more.
+     */
+    f.now += SEC;
+    set_host_usage(&f, 1744 * MiB);
+    set_stats(&f, 40 * MiB);
+    f.st.free = 156 * MiB;
+    d = decide(&f, 448 * MiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    g_assert_cmpuint(d.held, >, 0);
+    f.now += SEC;
+    set_host_usage(&f, 1878 * MiB);
+    set_stats(&f, 40 * MiB);
+    f.st.free = 20 * MiB;
+    d = decide(&f, 448 * MiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    g_assert_cmpuint(f.s.target, ==, 448 * MiB);
+    g_assert_cmpuint(d.held, >, 0);
+
+    /* another VM gave 200 MiB */
+    f.now += SEC;
+    set_host_usage(&f, 1678 * MiB);
+    set_stats(&f, 40 * MiB);
+    d = decide(&f, 448 * MiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    /* up to 448 + 1900 - 1678 - 20 = 650 MiB: all it asks for now */
+    g_assert_cmpuint(d.new_target, >, 448 * MiB);
+    g_assert_cmpuint(d.new_target, <=, 648 * MiB);
+
+    /* deflate-on-oom: what the guest took is taken, past 95% or not */
+    f.now += SEC;
+    set_host_usage(&f, 1990 * MiB);
+    d = decide(&f, 700 * MiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_DEFLATED);
+    g_assert_cmpuint(d.new_target, >=, 700 * MiB);
+
+    /* without a host reading, guest pressure alone decides */
+    fixture_init(&f, GiB, GiB);
+    f.stats_interval = SEC;
+    f.s.target = 312 * MiB;
+    f.s.guest_rate = 400 * MiB;
+    set_stats(&f, 40 * MiB);
+    d = decide(&f, 312 * MiB);
+    g_assert_cmpuint(d.new_target, ==, GiB);
+    g_assert_cmpuint(d.held, ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1569,6 +1655,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/stats-interval",
                     test_stats_interval);
     g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
+    g_test_add_func("/balloon-auto-policy/host-not-sacrificed",
+                    test_host_not_sacrificed);
     g_test_add_func("/balloon-auto-policy/host-settles-below-setpoint",
                     test_host_settles_below_setpoint);
     g_test_add_func("/balloon-auto-policy/host-leaves-margin",

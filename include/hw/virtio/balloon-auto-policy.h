@@ -116,6 +116,8 @@ typedef struct BalloonPolicyParams {
     int64_t host_max_age;       /* older host readings are unknown */
     /* give memory back only this far below the setpoint, of the limit */
     uint32_t return_gap_permille;
+    /* guest pressure leaves the host this far under its limit, of it */
+    uint32_t host_guard_permille;
     int64_t lead;               /* host growth foreseen, time, at least */
     int64_t lead_max;           /* ... and at most */
     uint64_t inflate_rate_guess; /* the driver's, before it was seen, B/s */
@@ -182,6 +184,8 @@ typedef struct BalloonPolicyDecision {
     BalloonPolicyReason reason;   /* NONE: target unchanged */
     uint64_t old_target;
     uint64_t new_target;
+    /* what the guest asked for beyond new_target, held back for the host */
+    uint64_t held;
 } BalloonPolicyDecision;
 
 void balloon_policy_params_init(BalloonPolicyParams *p, uint64_t ram_size);

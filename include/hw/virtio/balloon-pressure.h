@@ -117,6 +117,12 @@ bool balloon_pressure_headroom(const BalloonPressure *bp,
                                BalloonPressureReading *r);
 
 /*
+ * Read memory usage now, not at the next poll, while the source runs: a
+ * reading to go with what just arrived from the guest.
+ */
+void balloon_pressure_refresh(BalloonPressure *bp);
+
+/*
  * A descriptor from management (a getfd name, /dev/fdset/N, or a number
  * on the command line): an eventfd or an armed PSI trigger whose events
  * count as @level.  It adds to the source (PSI triggers management armed

@@ -102,6 +102,53 @@ class AutoBalloonTest(unittest.TestCase):
                           rss_after // MiB, elapsed,
                           (rss_before - rss_after) / MiB / elapsed))
 
+    def test_host_not_sacrificed(self):
+        """A host service holds the VM's cgroup near its setpoint and the
+        balloon near its floor; then the guest wants 700 MiB at full
+        speed, more than the cgroup has.  The guest gets what fits under
+        95% of the limit: its own allocation may fail, but the memcg
+        OOM-kills nothing, neither QEMU nor the service."""
+        limit = 1400 * MiB
+        with harness.Cgroup(limit=limit) as cg:
+            vm = harness.TestVM(
+                'hostfirst', mem='1G', cgroup=cg, kernel=KERNEL,
+                balloon='automatic=on,pressure-source=cgroup-v1,'
+                        'pressure-cgroup=' + cg.v1)
+            with vm:
+                vm.console.check('bgt alloc 700', timeout=300)
+                harness.wait_until(
+                    lambda: 'guest-stats' in vm.cmd('query-balloon-auto'),
+                    30, what='guest statistics')
+                hog = harness.MemoryHog(cg, 700, step=16, delay=0.2)
+                try:
+                    hog.wait_allocated()
+                    harness.wait_until(
+                        lambda: vm.balloon_actual() ==
+                        vm.cmd('query-balloon-auto')['target'], 60,
+                        what='driver at the target')
+                    before = vm.cmd('query-balloon-auto')
+                    _, out = vm.console.run(
+                        'bgt alloc 700 --step 32; bgt vmstat oom_kill',
+                        timeout=300)
+                    after = vm.cmd('query-balloon-auto')
+                    self.assertTrue(hog.alive(), 'the service was killed')
+                finally:
+                    hog.stop()
+                print('# guest wanted 700 MiB at %d MiB: %s; target %d -> '
+                      '%d MiB at the end, memcg oom_kill %d' % (
+                          before['actual'] // MiB,
+                          ', '.join(line for line in out
+                                    if line.startswith(('alloc', 'oom'))),
+                          before['target'] // MiB, after['target'] // MiB,
+                          cg.oom_kills()))
+                self.assertEqual(cg.oom_kills(), 0)
+                # it was short and was given what fitted, not nothing
+                # (the host takes it back once the guest's OOM killer ran)
+                self.assertLess(before['target'], 512 * MiB)
+                self.assertGreater(
+                    harness.decision_counts(after)['guest-pressure'],
+                    harness.decision_counts(before)['guest-pressure'])
+
     def test_guest_pressure_deflates(self):
         """Seed experiment 2: a guest running at 1 GiB of 3 GiB allocates
         1.5 GiB; the balloon deflates in time and nothing is OOM-killed.
