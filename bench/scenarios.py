@@ -427,7 +427,9 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
             if j != i and _alive(other):
                 try:
                     info = other.console.meminfo()
-                    c = info.get('Cached', 0) // MiB
+                    # a block device's page cache is Buffers, not Cached
+                    c = (info.get('Cached', 0) +
+                         info.get('Buffers', 0)) // MiB
                     f = info.get('MemFree', 0) // MiB
                 except Exception:  # pylint: disable=broad-except
                     pass
