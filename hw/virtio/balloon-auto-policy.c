@@ -481,7 +481,7 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                             uint64_t actual)
 {
     const BalloonPolicyGuestStats *prev = &s->prev;
-    uint64_t avail = 0, before, used, growth, want = 0;
+    uint64_t avail = 0, before, used, used_after, growth, want = 0;
     bool unseen = st->time > prev->time;
     bool new_sample = prev->time != BALLOON_POLICY_NEVER && unseen;
 
@@ -507,7 +507,22 @@ static uint64_t guest_wants(BalloonPolicyState *s,
                         follow_rate(s->guest_rate, s->prev_used, used,
                                     (st->time - prev->time) / 2);
     }
-    s->prev_used = guest_used(p, in, st, MAX(actual, before), avail);
+    used_after = guest_used(p, in, st, MAX(actual, before), avail);
+    /*
+     * The guest freed more than a reserve (both readings taken after what
+     * the driver did) and is well under its raised floor: what the floor
+     * and the pressure window protected is gone, and its free memory may
+     * go to the host or to another guest at once.
+     */
+    if (new_sample && s->prev_used != UINT64_MAX &&
+        used_after + p->reserve < s->prev_used &&
+        in->now < s->pingpong_until &&
+        used_after + guest_margin(p, 0) < s->pingpong_floor) {
+        s->pingpong_until = in->now;
+        s->last_guest_pressure = MIN(s->last_guest_pressure,
+                                     in->now - p->pingpong_window);
+    }
+    s->prev_used = used_after;
     s->prev_actual = actual;
     growth = guest_growth(s, p, in);
     /* short now, or will be before the driver acts on the sample after next */
@@ -607,7 +622,7 @@ typedef struct Context {
     const BalloonPolicyInput *in;
     const BalloonPolicyGuestStats *st;  /* fresh statistics, or none */
     uint64_t actual;                    /* clamped to the VM */
-    uint64_t floor;                     /* in force now */
+    uint64_t floor;                     /* in force now, once known */
     bool host;                          /* a recent host reading */
 } Context;
 
@@ -893,6 +908,8 @@ static Step next_step(Context *c)
     uint64_t want = guest_wants(s, p, c->in, c->st, c->actual);
     uint64_t deficit;
 
+    /* after guest_wants(), which may end a raised floor */
+    c->floor = balloon_policy_floor(s, p, c->in->now);
     if (deflated) {
         want = MAX(want, c->actual);
     }
@@ -995,7 +1012,6 @@ BalloonPolicyDecision balloon_policy_decide(BalloonPolicyState *s,
     Context c = {
         .s = s, .p = p, .in = in,
         .actual = MIN(in->actual, p->max),
-        .floor = balloon_policy_floor(s, p, in->now),
         .host = host_known(s, p, in->now),
     };
     Step step;

@@ -1599,6 +1599,44 @@ static void test_host_not_sacrificed(void)
     g_assert_cmpuint(d.held, ==, 0);
 }
 
+/*
+ * A guest inflated, then short at once (ping-pong: its floor is raised to
+ * its whole size), then done with its burst: it freed 1.5 GiB.  The raised
+ * floor and the pressure window end, and host pressure takes from it
+ * again at once, where it would have waited a minute.
+ */
+static void test_pingpong_ends_when_freed(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 1500 * MiB);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+
+    f.now += SEC;
+    set_stats(&f, 50 * MiB);
+    d = decide(&f, d.new_target);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpuint(f.s.counters.pingpongs, ==, 1);
+    g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==, 2 * GiB);
+
+    /* a burst that has not ended keeps the floor */
+    f.now += SEC;
+    set_stats(&f, 40 * MiB);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==, 2 * GiB);
+
+    f.now += SEC;
+    set_stats(&f, 1800 * MiB);
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==, f.p.floor);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1655,6 +1693,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/stats-interval",
                     test_stats_interval);
     g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
+    g_test_add_func("/balloon-auto-policy/pingpong-ends-when-freed",
+                    test_pingpong_ends_when_freed);
     g_test_add_func("/balloon-auto-policy/host-not-sacrificed",
                     test_host_not_sacrificed);
     g_test_add_func("/balloon-auto-policy/host-settles-below-setpoint",
