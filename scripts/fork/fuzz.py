@@ -15,11 +15,13 @@ import argparse
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 
 TARGETS = ['virtio-balloon-auto-fuzz', 'generic-fuzz-virtio-balloon-auto']
+UNIT_TIMEOUT = 20           # seconds one input may take
 CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME',
                                     os.path.expanduser('~/.cache')),
                      'qemu-balloon-auto', 'fuzz')
@@ -36,16 +38,29 @@ def run(binary, target, seconds, jobs_dir):
                ASAN_OPTIONS='detect_leaks=0:abort_on_error=1:'
                             'allocator_may_return_null=1')
     start = time.monotonic()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [binary, '--fuzz-target=' + target,
          '-max_total_time=%d' % seconds, '-print_final_stats=1',
-         '-artifact_prefix=' + crashes + '/', '-timeout=20',
+         '-artifact_prefix=' + crashes + '/', '-timeout=%d' % UNIT_TIMEOUT,
          '-rss_limit_mb=4096', corpus],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         errors='replace', env=env)
+    hung = False
+    try:
+        out, _ = proc.communicate(timeout=seconds + UNIT_TIMEOUT + 60)
+    except subprocess.TimeoutExpired:
+        # QEMU takes SIGALRM for its main loop, so libFuzzer's -timeout
+        # never fires; a deadly signal makes it write the input it is on
+        hung = True
+        proc.send_signal(signal.SIGSEGV)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
     elapsed = time.monotonic() - start
     last = None
-    for line in proc.stdout.splitlines():
+    for line in out.splitlines():
         m = STATS.match(line)
         if m:
             last = m
@@ -58,9 +73,10 @@ def run(binary, target, seconds, jobs_dir):
         'corpus': int(last.group(4)) if last else 0,
         'crashes': new_crashes,
         'exit': proc.returncode,
+        'hung': hung,
     }
     if new_crashes or proc.returncode != 0:
-        sys.stdout.write(proc.stdout[-8000:])
+        sys.stdout.write(out[-8000:])
     return result
 
 
@@ -85,6 +101,9 @@ def main():
                   r['target'], r['seconds'], r['execs'],
                   r['execs'] // max(1, r['seconds']), r['cov'], r['ft'],
                   r['corpus'], len(r['crashes']), r['exit']), flush=True)
+        if r['hung']:
+            print('  hung: one input ran past the run\'s end by %d s; its '
+                  'input is the crash input' % (UNIT_TIMEOUT + 60))
         for c in r['crashes']:
             print('  crash input: ' + c)
         failed += len(r['crashes']) or r['exit'] != 0
