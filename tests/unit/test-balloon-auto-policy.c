@@ -62,6 +62,18 @@ static BalloonPolicyDecision decide(Fixture *f, uint64_t actual)
     return decide_at(f, actual, f->now, false);
 }
 
+/*
+ * A 2 GiB guest with 1500 MiB available meets a host pressure event of
+ * @level: the first decision.
+ */
+static BalloonPolicyDecision host_event(Fixture *f, BalloonPolicyLevel level)
+{
+    fixture_init(f, 2 * GiB, 2 * GiB);
+    balloon_policy_note_pressure(&f->s, level, f->now);
+    set_stats(f, 1500 * MiB);
+    return decide(f, 2 * GiB);
+}
+
 /* Table-driven single decisions from a fresh state. */
 typedef struct Case {
     const char *name;
@@ -196,10 +208,7 @@ static void test_waits_for_driver(void)
     Fixture f;
     BalloonPolicyDecision d;
 
-    fixture_init(&f, 2 * GiB, 2 * GiB);
-    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_MEDIUM, f.now);
-    set_stats(&f, 1500 * MiB);
-    d = decide(&f, 2 * GiB);
+    d = host_event(&f, BALLOON_POLICY_LEVEL_MEDIUM);
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
     f.now += 2 * SEC;
     balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_MEDIUM, f.now);
@@ -215,10 +224,7 @@ static void test_stuck_driver(void)
     BalloonPolicyDecision d;
     int i;
 
-    fixture_init(&f, 2 * GiB, 2 * GiB);
-    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 1500 * MiB);
-    d = decide(&f, 2 * GiB);
+    d = host_event(&f, BALLOON_POLICY_LEVEL_CRITICAL);
     g_assert_cmpuint(d.new_target, <, 2 * GiB);
     for (i = 0; i < 20; i++) {
         f.now += SEC;
@@ -442,10 +448,7 @@ static void test_guest_deflated_and_pingpong(void)
     Fixture f;
     BalloonPolicyDecision d;
 
-    fixture_init(&f, 2 * GiB, 2 * GiB);
-    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 1500 * MiB);
-    d = decide(&f, 2 * GiB);
+    d = host_event(&f, BALLOON_POLICY_LEVEL_CRITICAL);
     g_assert_cmpuint(d.new_target, ==, 2 * GiB - 256 * MiB);
     f.now += SEC / 2;                 /* within the cooldown */
     set_stats(&f, 1244 * MiB);
@@ -503,10 +506,7 @@ static void test_return_to_baseline(void)
     int steps = 0;
     int64_t last_step = BALLOON_POLICY_NEVER;
 
-    fixture_init(&f, 2 * GiB, 2 * GiB);
-    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 1500 * MiB);
-    decide(&f, 2 * GiB);
+    host_event(&f, BALLOON_POLICY_LEVEL_CRITICAL);
     g_assert_cmpuint(f.s.target, ==, 2 * GiB - 256 * MiB);
 
     while (f.s.target < 2 * GiB && steps < 400) {
@@ -1610,10 +1610,7 @@ static void test_pingpong_ends_when_freed(void)
     Fixture f;
     BalloonPolicyDecision d;
 
-    fixture_init(&f, 2 * GiB, 2 * GiB);
-    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 1500 * MiB);
-    d = decide(&f, 2 * GiB);
+    d = host_event(&f, BALLOON_POLICY_LEVEL_CRITICAL);
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
 
     f.now += SEC;
