@@ -132,7 +132,6 @@ import tempfile
 import time
 
 from qemu_balloon_auto import MiB
-from qemu_balloon_auto.testing import wait_until
 from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 
 import nolimit
@@ -164,8 +163,7 @@ def reaction(samples, tree=None, workdir=None):
     vm.machine.add_fd(efd, 1, 'bench pressure eventfd')
     lat = []
     with vm:
-        wait_until(lambda: 'guest-stats' in vm.cmd('query-balloon-auto'),
-                   60, what='guest statistics')
+        vm.wait_guest_stats(60)
         vm.machine.get_qmp_events(wait=False)
         for _ in range(samples):
             vm.cmd('balloon', value=2048 * MiB)     # back to the baseline

@@ -221,6 +221,11 @@ class TestVM:
     def balloon_actual(self):
         return self.cmd('query-balloon')['actual']
 
+    def wait_guest_stats(self, timeout=30):
+        """Wait until the automatic balloon has guest statistics."""
+        wait_until(lambda: 'guest-stats' in self.cmd('query-balloon-auto'),
+                   timeout, what='guest statistics')
+
     def rss(self):
         return proc_rss(self.pid)
 

@@ -51,9 +51,7 @@ class AutoBalloonTest(unittest.TestCase):
                 vm.console.check('bgt alloc 700', timeout=300)
                 rss_before = vm.rss()
                 self.assertGreater(rss_before, 700 * MiB)
-                harness.wait_until(
-                    lambda: 'guest-stats' in vm.cmd('query-balloon-auto'),
-                    30, what='guest statistics')
+                vm.wait_guest_stats()
 
                 start = time.monotonic()
                 hog = harness.MemoryHog(cg, 800, step=8, delay=0.5)
@@ -116,9 +114,7 @@ class AutoBalloonTest(unittest.TestCase):
                         'pressure-cgroup=' + cg.v1)
             with vm:
                 vm.console.check('bgt alloc 700', timeout=300)
-                harness.wait_until(
-                    lambda: 'guest-stats' in vm.cmd('query-balloon-auto'),
-                    30, what='guest statistics')
+                vm.wait_guest_stats()
                 hog = harness.MemoryHog(cg, 700, step=16, delay=0.2)
                 try:
                     hog.wait_allocated()

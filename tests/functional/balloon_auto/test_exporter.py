@@ -242,9 +242,7 @@ class PressureTest(unittest.TestCase):
                       '6a1e4d2c-5b0f-4e8a-9c3d-7f2b1a0e9d84', '-qmp',
                       'unix:%s,server=on,wait=off' % cls.sock))
             cls.vm.launch()
-            harness.wait_until(
-                lambda: 'guest-stats' in cls.vm.cmd('query-balloon-auto'),
-                30, what='guest statistics')
+            cls.vm.wait_guest_stats()
             cls.exporter = Exporter(cls.sock)
             cls.prometheus = Prometheus(cls.root, ['%s:%d' % (
                 LOOPBACK, cls.exporter.port)])

@@ -61,9 +61,7 @@ class MigrationTest(unittest.TestCase):
                 # samples must not read it as growth
                 src.console.check('bgt alloc 300 --hold 100000 '
                                   '>/dev/null 2>&1 &')
-                harness.wait_until(
-                    lambda: 'guest-stats' in src.cmd('query-balloon-auto'),
-                    30, what='guest statistics')
+                src.wait_guest_stats()
                 # The guest's own memory takes the cgroup past its
                 # setpoint first; the hog takes it past again until its
                 # end, so that the balloon is still inflated when the VM

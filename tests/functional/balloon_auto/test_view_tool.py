@@ -70,9 +70,7 @@ class ViewToolTest(unittest.TestCase):
                  '-device', 'virtio-balloon-pci', '-qmp',
                  'unix:%s,server=on,wait=off' % cls.manual_sock])
             cls.vm.launch()
-            harness.wait_until(
-                lambda: 'guest-stats' in cls.vm.cmd('query-balloon-auto'),
-                30, what='guest statistics')
+            cls.vm.wait_guest_stats()
         except BaseException:
             cls.tearDownClass()
             raise
