@@ -16,7 +16,8 @@
 # Boot it with the kernel command line extras V2_APPEND prints, and -m of
 # 3 GiB or more.  Inside: /opt/qemu/bin/qemu-system-x86_64 (firmware with
 # -L /opt/qemu/share), /opt/tests/test-balloon-pressure,
-# /opt/nested/vmlinuz and /opt/nested/initrd.img.  Cached under
+# /opt/nested/vmlinux (the stable kernel as an ELF booted through its PVH
+# entry: pvh-vmlinux.py) and /opt/nested/initrd.img.  Cached under
 # $QEMU_FORK_CACHE/guest/v2host, rebuilt when an input changes.
 #
 # --print-paths prints KERNEL=, INITRD= and V2_APPEND= on stdout.
@@ -51,7 +52,8 @@ out="$(cache_dir)/guest/v2host"
 mkdir -p "$out"
 inputs=$(
     for f in "$qemu" "$unit" "$outer_initrd" "$nested_kernel" "$nested_initrd" \
-             "$bios" "$roms"/*.bin "$0" "$srcdir/scripts/qemu-balloon-auto-pressure" \
+             "$bios" "$roms"/*.bin "$0" "$srcdir/scripts/fork/pvh-vmlinux.py" \
+             "$srcdir/scripts/qemu-balloon-auto-pressure" \
              "$srcdir"/scripts/qemu_balloon_auto/*.py /usr/bin/python3.11; do
         sha256sum < "$f"
     done | sha256sum | cut -d' ' -f1
@@ -82,7 +84,8 @@ mkdir -p "$root/opt/qemu/bin" "$root/opt/qemu/share" "$root/opt/tests" \
 cp "$qemu" "$root/opt/qemu/bin/"
 cp "$unit" "$root/opt/tests/"
 cp "$bios" "$roms"/*.bin "$root/opt/qemu/share/"
-cp "$nested_kernel" "$root/opt/nested/vmlinuz"
+/usr/bin/python3 "$srcdir/scripts/fork/pvh-vmlinux.py" "$nested_kernel" \
+    "$root/opt/nested/vmlinux" || die "cannot unpack $nested_kernel"
 cp "$nested_initrd" "$root/opt/nested/initrd.img"
 
 # Python and the management helper, to hand descriptors over as root to an

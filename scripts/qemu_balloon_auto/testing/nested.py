@@ -168,7 +168,7 @@ class NestedHost:
         qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
         qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
                 '-accel tcg -M q35 -m %s -nodefaults -display none '
-                '-kernel /opt/nested/vmlinuz -initrd /opt/nested/initrd.img '
+                '-kernel /opt/nested/vmlinux -initrd /opt/nested/initrd.img '
                 '-append "console=ttyS0 panic=-1 loglevel=4" '
                 '-chardev socket,id=con,path=%s,server=on,wait=off '
                 '-serial chardev:con -qmp unix:%s,server=on,wait=off '
