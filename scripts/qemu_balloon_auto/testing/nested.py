@@ -164,7 +164,9 @@ class NestedHost:
         guest) if given and more QEMU arguments @args (a string for the
         host's shell); returns (qmp socket, console socket, pid) once
         the nested guest answers, or with @guest False once QMP does (a
-        test of the device alone need not wait for the guest's boot)."""
+        test of the device alone need not wait for the guest's boot, and
+        guests booting side by side take little longer than one:
+        wait_guest())."""
         qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
         qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
                 '-accel tcg -M q35 -m %s -nodefaults -display none '
@@ -197,7 +199,11 @@ class NestedHost:
                                        '&& echo up || echo down' % qmp)[-1]
                        == 'up', 60, what='the nested QEMU\'s monitor')
             return qmp, con, pid
+        self.wait_guest(name, con, pid)
+        return qmp, con, pid
 
+    def wait_guest(self, name, con, pid):
+        """Until the nested guest of start_qemu(@name) answers on @con."""
         def up():
             if self.nested(con, 'true', 10)[0] == 0:
                 return True
@@ -207,7 +213,6 @@ class NestedHost:
             return False
 
         wait_until(up, 600, interval=2, what='the nested guest')
-        return qmp, con, pid
 
     def hog(self, cgroup, mib, step=20, delay_ms=1000, hold=3600,
             name='hog'):

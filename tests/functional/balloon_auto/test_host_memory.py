@@ -62,13 +62,14 @@ class NestedHostCase(unittest.TestCase):
             self.host.wait_gone(pid)
         self.host.rmcgroups(SERVICE, 'system.slice', *self.scopes)
 
-    def vm(self, name, balloon, mem='448M', disk_mib=0):
-        """A VM in a scope of its own, for this test only."""
+    def vm(self, name, balloon, mem='448M', disk_mib=0, guest=True):
+        """A VM in a scope of its own, for this test only; with @guest
+        False, before its guest is up (NestedHost.start_qemu())."""
         scope = 'machine.slice/%s.scope' % name
         self.host.mkcgroup(scope)
         self.scopes.append(scope)
         qmp, con, pid = self.host.start_qemu(name, scope, balloon, mem=mem,
-                                             disk_mib=disk_mib)
+                                             disk_mib=disk_mib, guest=guest)
         self.pids.append(pid)
         return qmp, con, pid
 
@@ -97,7 +98,7 @@ class NestedHostCase(unittest.TestCase):
 
 class HostMemoryTest(NestedHostCase):
     """One VM on a 1 GiB host with no limit anywhere, the same VM for both
-    tests (a nested guest takes one to two minutes to boot)."""
+    tests (a nested guest takes a minute or more to boot)."""
 
     @classmethod
     def setUpClass(cls):
@@ -217,9 +218,12 @@ class TwoVmTest(NestedHostCase):
         what it needs, nobody is OOM-killed, and the guest whose memory
         is reclaimable gives first."""
         h = self.host
-        qmp_a, con_a, qemu_a = self.vm('a', 'automatic=on', mem='320M')
+        qmp_a, con_a, qemu_a = self.vm('a', 'automatic=on', mem='320M',
+                                       guest=False)
         qmp_b, con_b, qemu_b = self.vm('b', 'automatic=on', mem='320M',
-                                       disk_mib=512)
+                                       disk_mib=512, guest=False)
+        h.wait_guest('a', con_a, qemu_a)
+        h.wait_guest('b', con_b, qemu_b)
         rc, out = h.nested(con_a, 'bgt alloc 180 --hold 100000 '
                            '>/dev/null 2>&1 &', 60)
         self.assertEqual(rc, 0, out)
