@@ -7,11 +7,14 @@ host pressure events) and upstream's generic-fuzz with the automatic
 balloon's configuration.  The corpus is kept between runs (outside the
 repository); crashes are written there too and make the run fail.
 
-Prints, per target: executions, coverage (edges), features, corpus size,
-and crashes, and a last line 'fuzz: N crashes'.
+The targets run side by side, each a single process: with two cores
+the run takes the time of one target.  Prints, per target: executions,
+coverage (edges), features, corpus size, and crashes, and a last line
+'fuzz: N failing targets'.
 """
 
 import argparse
+import concurrent.futures
 import glob
 import os
 import re
@@ -93,9 +96,12 @@ def main():
     args = ap.parse_args()
 
     binary = os.path.join(args.build, 'qemu-fuzz-x86_64')
+    targets = args.target or TARGETS
+    with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+        results = list(pool.map(
+            lambda t: run(binary, t, args.time, args.dir), targets))
     failed = 0
-    for target in args.target or TARGETS:
-        r = run(binary, target, args.time, args.dir)
+    for r in results:
         print('fuzz %s: %d s, %d executions (%d/s), coverage %d edges, '
               '%d features, corpus %d, %d crashes, exit %d' % (
                   r['target'], r['seconds'], r['execs'],
