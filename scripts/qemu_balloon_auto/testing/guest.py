@@ -11,6 +11,7 @@ cannot be built here, QEMU_FORK_TEST_DIR the directory for sockets and
 console logs (default TOP/build/tests).
 """
 
+import functools
 import os
 import re
 import subprocess
@@ -42,10 +43,13 @@ def qemu_binary(tree=None):
     return os.path.join(tree or TREE, 'build', 'qemu-system-x86_64')
 
 
+@functools.lru_cache(maxsize=None)
 def guest_paths(kernel='stable'):
     """(kernel, initrd) of the bundled test guest, building it if needed;
     QEMU_FORK_GUEST=KERNEL:INITRD names them instead (where the guest
-    cannot be built, e.g. in a root with only the packaged QEMU)."""
+    cannot be built, e.g. in a root with only the packaged QEMU).  Asked
+    once per process: even when the guest is up to date, finding that
+    out asks apt, about 2.5 s, and a test starts many VMs."""
     if os.environ.get('QEMU_FORK_GUEST'):
         kernel_path, initrd = os.environ['QEMU_FORK_GUEST'].split(':')
         return kernel_path, initrd

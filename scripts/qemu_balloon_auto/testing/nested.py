@@ -17,6 +17,7 @@ processes that allocate memory.
 """
 
 import base64
+import functools
 import gzip
 import json
 import os
@@ -31,6 +32,7 @@ from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 CG = '/sys/fs/cgroup'
 
 
+@functools.lru_cache(maxsize=None)
 def host_paths(v1=False, tree=None):
     """(kernel, initrd, kernel command line extras) of the v2 host with the
     small build of @tree (default TREE), or with @v1 of the same host on
