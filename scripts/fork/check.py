@@ -38,6 +38,9 @@ FUNCTIONAL_GLOB = 'tests/functional/balloon_auto/test_*.py'
 # Also run these with bookworm-backports' 6.12 guest kernel, which reports
 # the stall counters (oom-kills, alloc-stalls...) through the stats queue.
 BOTH_KERNELS = ['test_auto_balloon.py']
+# test_package.py runs these in its fresh root against the installed
+# emulator, the same build: on their own only when --only asks for them.
+IN_PACKAGE_ROOT = ['test_libvirt.py']
 
 
 class Tally:
@@ -195,6 +198,8 @@ def functional(tally, pristine, only=None):
         env['QEMU_FORK_PRISTINE_TREE'] = os.path.abspath(pristine)
     runs = []
     for path in sorted(glob.glob(os.path.join(TOP, FUNCTIONAL_GLOB))):
+        if not only and os.path.basename(path) in IN_PACKAGE_ROOT:
+            continue
         runs.append((path, 'stable'))
         if os.path.basename(path) in BOTH_KERNELS:
             runs.append((path, 'backports'))
