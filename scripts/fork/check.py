@@ -8,6 +8,7 @@ functional tests with the bundled Linux guest.  The last line is
 """
 
 import argparse
+import concurrent.futures
 import glob
 import json
 import os
@@ -256,19 +257,19 @@ def main():
     # The sanitizer runs are one process at a time: next to the qtests,
     # which wait on their QEMUs much of the time, they take a core that
     # would idle.  Both step virtual clocks, so neither depends on speed.
-    side = None
-    if args.sanitized:
-        side = threading.Thread(target=sanitized,
-                                args=(tally, args.sanitized))
-        side.start()
-    meson_test(bld, tally, UNIT_TESTS)
-    meson_test(bld, tally, [], MESON_SUITES)
-    meson_test(bld, tally, ['qtest-x86_64/' + t for t in QTESTS], ())
-    qtest_cases(bld, tally, 'qos-test', lambda p: QOS_BALLOON_FILTER in p)
-    qtest_cases(bld, tally, 'migration-test',
-                lambda p: p in MIGRATION_CASES)
-    if side:
-        side.join()
+    # result() raises here what the runs raised there.
+    with concurrent.futures.ThreadPoolExecutor(1) as side:
+        sanitizer_runs = side.submit(sanitized, tally, args.sanitized) \
+            if args.sanitized else None
+        meson_test(bld, tally, UNIT_TESTS)
+        meson_test(bld, tally, [], MESON_SUITES)
+        meson_test(bld, tally, ['qtest-x86_64/' + t for t in QTESTS], ())
+        qtest_cases(bld, tally, 'qos-test',
+                    lambda p: QOS_BALLOON_FILTER in p)
+        qtest_cases(bld, tally, 'migration-test',
+                    lambda p: p in MIGRATION_CASES)
+    if sanitizer_runs:
+        sanitizer_runs.result()
     if args.fuzz:
         fuzz_smoke(tally, args.fuzz)
     if not args.quick:
