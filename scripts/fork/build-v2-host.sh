@@ -36,16 +36,18 @@ unit="$bld/tests/unit/test-balloon-pressure"
 [ -x "$qemu" ] && [ -x "$unit" ] ||
     die "$bld has no qemu-system-x86_64 or test-balloon-pressure; run make v2host"
 
-# one run of build-test-guest.sh per kernel: even an up-to-date guest
-# takes seconds to check
-paths=$("$srcdir/scripts/fork/build-test-guest.sh" --kernel=backports \
-        --print-paths)
-outer_kernel=$(sed -n 's/^KERNEL=//p' <<<"$paths")
-outer_initrd=$(sed -n 's/^INITRD=//p' <<<"$paths")
-paths=$("$srcdir/scripts/fork/build-test-guest.sh" --kernel=stable \
-        --print-paths)
-nested_kernel=$(sed -n 's/^KERNEL=//p' <<<"$paths")
-nested_initrd=$(sed -n 's/^INITRD=//p' <<<"$paths")
+# The KERNEL= and INITRD= lines of a test guest, one run per kernel: even
+# an up-to-date guest takes seconds to check.  value NAME LINES picks one.
+guest_paths() {
+    "$srcdir/scripts/fork/build-test-guest.sh" --kernel="$1" --print-paths
+}
+value() { sed -n "s/^$1=//p" <<<"$2"; }
+paths=$(guest_paths backports)
+outer_kernel=$(value KERNEL "$paths")
+outer_initrd=$(value INITRD "$paths")
+paths=$(guest_paths stable)
+nested_kernel=$(value KERNEL "$paths")
+nested_initrd=$(value INITRD "$paths")
 roms="$bld/pc-bios/optionrom"
 bios=/usr/share/seabios/bios-256k.bin
 [ -f "$bios" ] || die "no $bios (seabios)"
