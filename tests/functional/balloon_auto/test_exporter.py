@@ -340,6 +340,7 @@ class PressureTest(unittest.TestCase):
         def note_alerts():
             for a in prom.api('alerts')['alerts']:
                 pending_seen.add((a['labels']['alertname'], a['state']))
+        usage_before = self.cg.usage()
         hog = harness.host_steps(self.cg)
         try:
             def allocated():
@@ -351,7 +352,14 @@ class PressureTest(unittest.TestCase):
             # the level decays 5 s after the last event
             up = prom.query('max_over_time(%s[10m])' % self.sel(
                 'qemu_balloon_auto_pressure_level'))
-            self.assertGreaterEqual(float(up[0]['value'][1]), 1)
+            self.assertGreaterEqual(
+                float(up[0]['value'][1]), 1,
+                'cgroup usage %d MiB before the hog; level, balloon MiB,'
+                ' host MiB: %s; %s' % (
+                    usage_before // MiB, self.history(start, time.time()),
+                    self.explain_level()))
+            print('# cgroup usage %d MiB before the hog' % (
+                usage_before // MiB))
 
             def calm():
                 note_alerts()
