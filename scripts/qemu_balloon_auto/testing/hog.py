@@ -4,11 +4,12 @@
 A host process that takes memory inside a cgroup.  MemoryHog runs this
 file as a program in the cgroup:
 
-  hog.py MIB [--chunk MIB] [--rate MIB/S|max] [--delay SECS] [--hold SECS]
+  hog.py MIB [--chunk MIB] [--first MIB] [--rate MIB/S|max] [--delay SECS]
+         [--hold SECS]
 
 It allocates and touches MIB MiB of private anonymous memory, --chunk MiB
-(default 4) at a time, then holds it until killed (or for --hold
-seconds).  Its pace:
+(default 4) at a time, the first --first MiB at once if given, then holds
+it until killed (or for --hold seconds).  Its pace:
 
   --rate R    a nominal rate of R MiB/s: each chunk is due on a schedule
               from the start and the hog sleeps only while it is ahead of
@@ -46,16 +47,18 @@ def parse_rate(text):
 class MemoryHog:
     """This program in @cgroup (anything with a wrapper() command prefix,
     like Cgroup), taking @mib MiB in @step MiB chunks with a pause of
-    @delay s after each, or on a schedule at @rate MiB/s (None, 0 or
-    'max': unpaced); then holding them (for @hold s, default until
-    stopped).  .allocated (MiB), .elapsed (s) and .done follow its
-    progress."""
+    @delay s after each (the first chunk @first MiB if given), or on a
+    schedule at @rate MiB/s (None, 0 or 'max': unpaced); then holding
+    them (for @hold s, default until stopped).  .allocated (MiB),
+    .elapsed (s) and .done follow its progress."""
 
     def __init__(self, cgroup, mib, step=32, delay=0.05, rate=None,
-                 hold=None):
+                 hold=None, first=None):
         rate = parse_rate(str(rate)) if rate not in (None, 'max') else 0
         command = [sys.executable, __file__, str(mib), '--chunk', str(step),
                    '--rate', repr(rate), '--delay', repr(delay)]
+        if first is not None:
+            command += ['--first', str(first)]
         if hold is not None:
             command += ['--hold', repr(hold)]
         self.mib = mib
@@ -100,6 +103,8 @@ def main():
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument('mib', type=int)
     ap.add_argument('--chunk', type=int, default=4, help='MiB per step')
+    ap.add_argument('--first', type=int, default=0,
+                    help='MiB of the first step (0: --chunk)')
     ap.add_argument('--rate', type=parse_rate, default=0.0,
                     help='nominal MiB/s, or max (0): no pacing')
     ap.add_argument('--delay', type=float, default=0.0,
@@ -118,7 +123,8 @@ def main():
     print('start', flush=True)
     t0 = time.monotonic()
     while done < args.mib:
-        n = min(args.chunk, args.mib - done)
+        n = min(args.first if args.first and not done else args.chunk,
+                args.mib - done)
         m = mmap.mmap(-1, n * MiB, flags=mmap.MAP_PRIVATE |
                       mmap.MAP_ANONYMOUS)
         for offset in range(0, n * MiB, MiB):

@@ -33,17 +33,29 @@ __all__ = ['MiB', 'balloon_view', 'decision_counts', 'event_counts', 'proc_rss',
            'work_dir', 'MemoryHog', 'host_steps', 'main']
 
 
-def host_steps(cgroup, mib=720):
+# MiB past the setpoint host_steps()'s first burst takes the cgroup: a
+# reading or a threshold event inside it sees the level, whatever the
+# controller does after it
+HOST_STEPS_CROSSING = 100
+
+
+def host_steps(cgroup, setpoint, mib=720):
     """Host pressure that raises the level, next to a 1 GiB guest in a
-    1400 MiB cgroup: a host process taking @mib MiB in three bursts 8 s
-    apart.  Smooth growth is foreseen and kept under the setpoint, so the
-    level never rises; each burst is more than the controller foresees
-    plus the half band it leaves under the setpoint (the first one, from
-    a guest that has touched 700 MiB, by about 60 MiB).  The guest cannot
-    go below about 300 MiB (its kernel, the watermarks its MemAvailable
-    leaves out, the margin over its reserve): with 720 MiB the host is
-    back about 90 MiB under its setpoint with QEMU there."""
-    return MemoryHog(cgroup, mib, step=mib // 3, delay=8)
+    1400 MiB cgroup whose device keeps it under @setpoint (bytes): a host
+    process taking @mib MiB in three bursts 8 s apart.  Smooth growth is
+    foreseen and kept under the setpoint, so the level never rises.  The
+    first burst takes the cgroup HOST_STEPS_CROSSING past the setpoint
+    from whatever QEMU holds now (its footprint varies from run to run by
+    more than a fixed burst would cross by); the other two share the rest.
+    The guest cannot go below about 300 MiB (its kernel, the watermarks
+    its MemAvailable leaves out, the margin over its reserve): with 720
+    MiB the host is back about 90 MiB under its setpoint with QEMU
+    there."""
+    first = (setpoint - cgroup.usage()) // MiB + HOST_STEPS_CROSSING
+    if not 0 < first < mib:
+        raise ValueError('a first burst of %d MiB out of %d' % (first, mib))
+    return MemoryHog(cgroup, mib, first=first, step=-(-(mib - first) // 2),
+                     delay=8)
 
 
 def main():

@@ -32,6 +32,23 @@ class HogTest(unittest.TestCase):
             finally:
                 hog.stop()
 
+    def test_first_step(self):
+        # harness.host_steps()'s first burst: --first MiB at once, then
+        # --chunk MiB steps
+        with harness.Cgroup(limit=1400 * MiB) as cg:
+            hog = harness.MemoryHog(cg, 160, first=96, step=32, delay=5)
+            try:
+                harness.wait_until(lambda: hog.allocated or not hog.alive(),
+                                   60, what='first step')
+                usage = cg.usage()
+                self.assertEqual(hog.allocated, 96)
+                self.assertGreaterEqual(usage, 96 * MiB)
+                self.assertLess(usage, (96 + 32) * MiB)
+                hog.wait_allocated(60)
+                self.assertEqual(hog.allocated, 160)
+            finally:
+                hog.stop()
+
 
 if __name__ == '__main__':
     harness.main()
