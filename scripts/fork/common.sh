@@ -8,7 +8,7 @@ warn() { echo "configure: warning: $*" >&2; }
 info() { echo "configure: $*"; }
 
 FORK_NAME="qemu-balloon-auto"
-OVERLAY_DIRS="hw include qapi stubs tests docs scripts"
+OVERLAY_DIRS="hw include qapi stubs tests docs scripts configs"
 
 base_field() {
     sed -n "s/^$1=//p" "$srcdir/patches/base"
@@ -346,6 +346,8 @@ EOF2
 --disable-install-blobs
 --python=/usr/bin/python3
 --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
+--without-default-devices
+--with-devices-x86_64=balloon-tests
 EOF2
     case "$1" in
     min)

@@ -1,0 +1,10 @@
+# Devices of the test-only builds (build-fuzz, build-min): the two boards
+# and what the qtests, the fuzz target and the nested guests use.  Every
+# other device of the shipped build is left out: a third of the objects.
+
+CONFIG_I440FX=y
+CONFIG_Q35=y
+CONFIG_VIRTIO_PCI=y
+CONFIG_VIRTIO_BALLOON=y
+CONFIG_VIRTIO_BLK=y
+CONFIG_SERIAL_ISA=y
