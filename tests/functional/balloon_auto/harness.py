@@ -39,18 +39,19 @@ __all__ = ['MiB', 'balloon_view', 'decision_counts', 'event_counts', 'proc_rss',
 HOST_STEPS_CROSSING = 100
 
 
-def host_steps(cgroup, setpoint, mib=720):
-    """Host pressure that raises the level, next to a 1 GiB guest in a
-    1400 MiB cgroup whose device keeps it under @setpoint (bytes): a host
-    process taking @mib MiB in three bursts 8 s apart.  Smooth growth is
-    foreseen and kept under the setpoint, so the level never rises.  The
-    first burst takes the cgroup HOST_STEPS_CROSSING past the setpoint
-    from whatever QEMU holds now (its footprint varies from run to run by
-    more than a fixed burst would cross by); the other two share the rest.
-    The guest cannot go below about 300 MiB (its kernel, the watermarks
-    its MemAvailable leaves out, the margin over its reserve): with 720
-    MiB the host is back about 90 MiB under its setpoint with QEMU
-    there."""
+def host_steps(cgroup, vm, mib=720):
+    """Host pressure that raises the level, next to @vm, a 1 GiB guest in
+    a 1400 MiB cgroup whose automatic balloon keeps it under a setpoint: a
+    host process taking @mib MiB in three bursts 8 s apart.  Smooth
+    growth is foreseen and kept under the setpoint, so the level never
+    rises.  The first burst takes the cgroup HOST_STEPS_CROSSING past the
+    setpoint from whatever QEMU holds now (its footprint varies from run
+    to run by more than a fixed burst would cross by); the other two
+    share the rest.  The guest cannot go below about 300 MiB (its kernel,
+    the watermarks its MemAvailable leaves out, the margin over its
+    reserve): with 720 MiB the host is back about 90 MiB under its
+    setpoint with QEMU there."""
+    setpoint = vm.cmd('query-balloon-auto')['host']['setpoint']
     first = (setpoint - cgroup.usage()) // MiB + HOST_STEPS_CROSSING
     if not 0 < first < mib:
         raise ValueError('a first burst of %d MiB out of %d' % (first, mib))

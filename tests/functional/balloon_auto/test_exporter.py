@@ -341,8 +341,7 @@ class PressureTest(unittest.TestCase):
             for a in prom.api('alerts')['alerts']:
                 pending_seen.add((a['labels']['alertname'], a['state']))
         usage_before = self.cg.usage()
-        hog = harness.host_steps(
-            self.cg, vm.cmd('query-balloon-auto')['host']['setpoint'])
+        hog = harness.host_steps(self.cg, vm)
         try:
             def allocated():
                 note_alerts()

@@ -150,8 +150,7 @@ class ViewToolTest(unittest.TestCase):
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(3)
-            hog = harness.host_steps(
-                self.cg, vm.cmd('query-balloon-auto')['host']['setpoint'])
+            hog = harness.host_steps(self.cg, vm)
             try:
                 hog.wait_allocated()
             finally:
