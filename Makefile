@@ -30,7 +30,6 @@ QEMU := $(BLD)/qemu-system-x86_64
 # Test-only builds of the same tree: one clang build with ASan, UBSan and
 # libFuzzer for the sanitizer runs and the fuzz targets
 DOCS := $(TREE)/build-docs
-MIN := $(TREE)/build-min
 FUZZ := $(TREE)/build-fuzz
 FUZZ_TIME ?= 1800
 BENCH_ARGS ?=
@@ -79,13 +78,11 @@ docs: $(DOCS)/build.ninja
 deb: build docs
 	scripts/fork/make-deb.sh $(TREE) build
 
-$(MIN)/build.ninja: $(BLD)/build.ninja
-	scripts/fork/configure-variant.sh $(TREE) min
-
-# The cgroup v2 host test guest: the fork built small, in the 6.12 guest
-v2host: build $(MIN)/build.ninja guest
-	@scripts/fork/build-tree.sh $(MIN) tests/unit/test-balloon-pressure
-	@scripts/fork/build-v2-host.sh $(MIN)
+# The cgroup v2 host test guest: the 6.12 guest with the fork's build on a
+# read-only disk
+v2host: build guest
+	@scripts/fork/build-tree.sh $(BLD) tests/unit/test-balloon-pressure
+	@scripts/fork/build-v2-host.sh $(BLD)
 
 # ASan + UBSan build of the device and its tests (make check runs them)
 sanitize: build $(FUZZ)/build.ninja

@@ -5,14 +5,14 @@ the limit, as on most KVM hosts (libvirt, Proxmox VE and OpenStack put VMs
 in machine.slice scopes with no memory.max).  This machine must never run
 out of memory itself, so the host is the nested cgroup v2 host of
 qemu_balloon_auto.testing.nested (the bundled 6.12 guest with 1 GiB, the
-fork built small, `make v2host`), booted once and reused; inside it the
-fork runs a 448 MiB nested guest (TCG inside TCG) in machine.slice/vm.scope
-and a service in system.slice/svc.service takes the host's MemAvailable
-and 150 MiB more.  Every setup runs the same binary, the fork's: the
-upstream and PVE setups with automatic=off.  Each measurement starts a
-fresh nested QEMU (the guest uses and frees 300 MiB, then the same settle
-time for every setup) and ends with nothing of it left; the measuring
-itself runs inside the host (bench/nolimit_probe.py).
+fork's build on a read-only disk, `make v2host`), booted once and reused;
+inside it the fork runs a 448 MiB nested guest (TCG inside TCG) in
+machine.slice/vm.scope and a service in system.slice/svc.service takes the
+host's MemAvailable and 150 MiB more.  Every setup runs the same binary,
+the fork's: the upstream and PVE setups with automatic=off.  Each
+measurement starts a fresh nested QEMU (the guest uses and frees 300 MiB,
+then the same settle time for every setup) and ends with nothing of it
+left; the measuring itself runs inside the host (bench/nolimit_probe.py).
 """
 
 import json

@@ -6,7 +6,7 @@
 # Build the bundled Linux test guest from Debian packages only: a Debian
 # kernel (stable: the release's linux-image-amd64; backports: the one from
 # <release>-backports) and an initramfs holding busybox-static, the virtio
-# modules that kernel does not have built in, the in-guest tool bgt
+# and squashfs modules that kernel does not have built in, the in-guest tool bgt
 # (tests/guest/bgt.c, linked statically) and an /init that runs a command
 # loop on the serial console.
 #
@@ -57,8 +57,10 @@ done
 
 # Modules wanted, in load order.  Those built into the kernel are skipped;
 # dependencies missing from this list are added ahead of their users.
+# squashfs: the guest booted as a host mounts the fork it runs from a
+# read-only image (build-v2-host.sh).
 WANTED_MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev
-virtio_pci virtio_balloon virtio_blk virtio_console"
+virtio_pci virtio_balloon virtio_blk virtio_console squashfs"
 
 missing=""
 for cmd in apt-get apt-cache dpkg-deb tar xz cpio gzip gcc sha256sum; do

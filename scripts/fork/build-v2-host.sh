@@ -4,23 +4,31 @@
 # build-v2-host.sh BUILDDIR [--print-paths]
 #
 # A test guest that is a cgroup v2 host: the bundled backports (6.12) test
-# guest, plus an initramfs layer holding the fork built in BUILDDIR (its
-# qemu-system-x86_64 with the shared libraries it needs, the firmware for
-# -kernel boots, and its test-balloon-pressure unit test), the stable test
-# guest to run nested, and Python with the fork's management helper
-# qemu-balloon-auto-pressure and its package qemu_balloon_auto.  The
-# machines here bind the memory controller to cgroup v1; booted with
-# cgroup_no_v1=all this guest has it on v2, so the v2 code runs against a
-# real kernel.
+# guest, plus an initramfs layer holding the stable test guest to run
+# nested and Python with the fork's management helper
+# qemu-balloon-auto-pressure and its package qemu_balloon_auto, and a
+# read-only squashfs image holding the fork built in BUILDDIR (its
+# qemu-system-x86_64 and its test-balloon-pressure unit test, stripped,
+# with the shared libraries they need, and the firmware for -kernel
+# boots).  The image is a disk rather than part of the initramfs because
+# the build we ship links some 190 libraries (135 MiB): in the initramfs
+# they would take the host's RAM for good, on a disk they are page cache
+# like any host's binaries, and the host runs the build that ships, with
+# no build of its own to compile.  The machines here bind the memory
+# controller to cgroup v1; booted with cgroup_no_v1=all this guest has it
+# on v2, so the v2 code runs against a real kernel.
 #
-# Boot it with the kernel command line extras V2_APPEND prints, and -m of
-# 3 GiB or more.  Inside: /opt/qemu/bin/qemu-system-x86_64 (firmware with
-# -L /opt/qemu/share), /opt/tests/test-balloon-pressure,
-# /opt/nested/vmlinux (the stable kernel as an ELF booted through its PVH
-# entry: pvh-vmlinux.py) and /opt/nested/initrd.img.  Cached under
-# $QEMU_FORK_CACHE/guest/v2host, rebuilt when an input changes.
+# Boot it with the kernel command line extras V2_APPEND prints, the image
+# FORK_IMAGE as a read-only virtio disk, and -m of 3 GiB or more.  Inside,
+# once the image is mounted at /opt/fork:
+# /opt/qemu/bin/qemu-system-x86_64 (firmware with -L /opt/fork/share),
+# /opt/tests/test-balloon-pressure, /opt/nested/vmlinux (the stable kernel
+# as an ELF booted through its PVH entry: pvh-vmlinux.py) and
+# /opt/nested/initrd.img.  Cached under $QEMU_FORK_CACHE/guest/v2host,
+# rebuilt when an input changes.
 #
-# --print-paths prints KERNEL=, INITRD= and V2_APPEND= on stdout.
+# --print-paths prints KERNEL=, INITRD=, V2_APPEND=, V1_KERNEL=,
+# V1_INITRD= and FORK_IMAGE= on stdout.
 
 set -eu
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
@@ -35,6 +43,8 @@ qemu="$bld/qemu-system-x86_64"
 unit="$bld/tests/unit/test-balloon-pressure"
 [ -x "$qemu" ] && [ -x "$unit" ] ||
     die "$bld has no qemu-system-x86_64 or test-balloon-pressure; run make v2host"
+command -v mksquashfs >/dev/null ||
+    die "no mksquashfs; run 'make setup' (scripts/fork/setup-host.sh)"
 
 # The KERNEL= and INITRD= lines of a test guest, one run per kernel: even
 # an up-to-date guest takes seconds to check.  value NAME LINES picks one.
@@ -70,9 +80,11 @@ report() {
         echo "V2_APPEND=cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 psi=1"
         echo "V1_KERNEL=$nested_kernel"
         echo "V1_INITRD=$out/initrd-v1.img"
+        echo "FORK_IMAGE=$out/fork.squashfs"
     fi
 }
 if [ -f "$out/initrd.img" ] && [ -f "$out/initrd-v1.img" ] &&
+   [ -f "$out/fork.squashfs" ] &&
    [ "$(cat "$out/inputs" 2>/dev/null)" = "$inputs" ]; then
     log "up to date: $out"
     report
@@ -83,11 +95,28 @@ log "building the cgroup v2 host layer"
 work=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
-mkdir -p "$root/opt/qemu/bin" "$root/opt/qemu/share" "$root/opt/tests" \
-         "$root/opt/nested"
-cp "$qemu" "$root/opt/qemu/bin/"
-cp "$unit" "$root/opt/tests/"
-cp "$bios" "$roms"/*.bin "$root/opt/qemu/share/"
+fork="$work/fork"
+mkdir -p "$root/opt/qemu/bin" "$root/opt/tests" "$root/opt/nested" \
+         "$root/opt/fork" "$fork/bin" "$fork/lib" "$fork/share"
+strip -o "$fork/bin/qemu-system-x86_64" "$qemu"
+strip -o "$fork/bin/test-balloon-pressure" "$unit"
+cp "$bios" "$roms"/*.bin "$fork/share/"
+# The libraries of both, found through LD_LIBRARY_PATH: the initramfs
+# keeps its own copies of those Python needs at their usual paths.
+for lib in $( (ldd "$qemu"; ldd "$unit") |
+              awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u); do
+    cp -L "$lib" "$fork/lib/"
+done
+for bin in qemu-system-x86_64 test-balloon-pressure; do
+    printf '#!/bin/sh\nexport LD_LIBRARY_PATH=/opt/fork/lib\n%s\n' \
+        "exec /opt/fork/bin/$bin \"\$@\"" > "$work/$bin"
+    chmod 755 "$work/$bin"
+done
+mv "$work/qemu-system-x86_64" "$root/opt/qemu/bin/"
+mv "$work/test-balloon-pressure" "$root/opt/tests/"
+mksquashfs "$fork" "$work/fork.squashfs" -noappend -quiet -no-progress \
+    -all-root -mkfs-time 0 -all-time 0 >/dev/null ||
+    die "cannot write the image of the fork"
 /usr/bin/python3 "$srcdir/scripts/fork/pvh-vmlinux.py" "$nested_kernel" \
     "$root/opt/nested/vmlinux" || die "cannot unpack $nested_kernel"
 cp "$nested_initrd" "$root/opt/nested/initrd.img"
@@ -111,8 +140,8 @@ mkdir -p "$root/usr/lib/python3.11/qemu_balloon_auto"
 cp "$srcdir"/scripts/qemu_balloon_auto/*.py \
     "$root/usr/lib/python3.11/qemu_balloon_auto/"
 
-# The shared libraries (and the loader) at the paths the binaries expect.
-for lib in $( (ldd "$qemu"; ldd "$unit"; ldd "$python") |
+# Python's shared libraries (and the loader) at the paths it expects.
+for lib in $(ldd "$python" |
               awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
               sort -u); do
     mkdir -p "$root$(dirname "$lib")"
@@ -127,8 +156,11 @@ cat "$outer_initrd" "$work/layer.img" > "$work/initrd.img"
 # The same host on the stable (6.1) kernel, whose memory controller can
 # be on cgroup v1 (the 6.12 kernel is built without CONFIG_MEMCG_V1).
 cat "$nested_initrd" "$work/layer.img" > "$work/initrd-v1.img"
+mv -f "$work/fork.squashfs" "$out/fork.squashfs"
 mv -f "$work/initrd-v1.img" "$out/initrd-v1.img"
 mv -f "$work/initrd.img" "$out/initrd.img"
 echo "$inputs" > "$out/inputs"
-log "done: $out/initrd.img ($(du -h "$out/initrd.img" | cut -f1))"
+size() { du -h "$1" | cut -f1; }
+log "done: $out/initrd.img ($(size "$out/initrd.img")), $out/fork.squashfs" \
+    "($(size "$out/fork.squashfs"))"
 report

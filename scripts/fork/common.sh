@@ -315,9 +315,8 @@ EOF
 }
 
 # Extra build directories of the assembled fork: the manual, and the same
-# tree built small for tests only (never shipped): plain (to run inside a
-# test guest), or with clang, sanitizers and libFuzzer (the sanitizer runs
-# and the fuzz targets).
+# tree built small for tests only (never shipped), with clang, sanitizers
+# and libFuzzer (the sanitizer runs and the fuzz targets).
 variant_configure_args() {
     if [ "$1" = docs ]; then
         # only the manual and the man pages, with Debian's Sphinx; paths as
@@ -350,9 +349,6 @@ EOF2
 --with-devices-x86_64=balloon-tests
 EOF2
     case "$1" in
-    min)
-        # small enough to run inside a test guest (cgroup v2 host tests)
-        printf '%s\n' --cc=/usr/lib/ccache/cc --cxx=/usr/lib/ccache/c++ ;;
     fuzz)
         # libFuzzer needs clang; ASan and UBSan find what the fuzzer
         # provokes, and the same build runs the tests under them

@@ -2,9 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # configure-variant.sh TREE NAME: configure the test-only build TREE/build-NAME
-# of an assembled tree (NAME: docs for the manual, min for a small build
-# that runs inside a test guest, fuzz for clang with ASan, UBSan and
-# libFuzzer: the sanitizer runs and the fuzz targets).
+# of an assembled tree (NAME: docs for the manual, fuzz for clang with
+# ASan, UBSan and libFuzzer: the sanitizer runs and the fuzz targets).
 set -eu
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 . "$srcdir/scripts/fork/common.sh"

@@ -27,6 +27,7 @@ libusbredirparser-dev libssh-dev libzstd-dev libvdeplug-dev nettle-dev
 libudev-dev libjpeg-dev libpng-dev libpmem-dev"
 PACKAGES_BASE="ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
 flex bison dpkg-dev gcc-i686-linux-gnu seabios ccache git xz-utils cpio
+squashfs-tools
 busybox-static python3 python3-venv ipxe-qemu pkgconf
 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-matplotlib
 python3-prometheus-client prometheus

@@ -1,5 +1,5 @@
-# Devices of the test-only builds (build-fuzz, build-min): the two boards
-# and what the qtests, the fuzz target and the nested guests use.  Every
+# Devices of the test-only build (build-fuzz): the two boards and what
+# the qtests and the fuzz target use.  Every
 # other device of the shipped build is left out: 14% of the build steps.
 
 CONFIG_I440FX=y

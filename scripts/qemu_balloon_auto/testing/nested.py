@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
 A host inside a test guest: the bundled 6.12 guest booted as a host of
-its own (scripts/fork/build-v2-host.sh: the fork built small, the stable
-test guest to run nested, Python and the management helper), with the
+its own (scripts/fork/build-v2-host.sh: the fork's build on a read-only
+disk, the stable test guest to run nested, Python and the management
+helper), with the
 memory controller on cgroup v2 (or, with v1=True, the stable 6.1 guest
 with the memory controller on a v1 hierarchy next to v2: a hybrid host;
 the 6.12 kernel has no v1 memory controller).  The machines here bind the memory controller to
@@ -34,36 +35,43 @@ CG = '/sys/fs/cgroup'
 
 @functools.lru_cache(maxsize=None)
 def host_paths(v1=False, tree=None):
-    """(kernel, initrd, kernel command line extras) of the v2 host with the
-    small build of @tree (default TREE), or with @v1 of the same host on
-    the stable kernel, whose memory controller can be on cgroup v1."""
-    min_build = os.path.join(tree or TREE, 'build-min')
+    """(kernel, initrd, kernel command line extras, image of the fork) of
+    the v2 host with the build of @tree (default TREE), or with @v1 of the
+    same host on the stable kernel, whose memory controller can be on
+    cgroup v1."""
+    build = os.path.join(tree or TREE, 'build')
     out = subprocess.run([os.path.join(TOP, 'scripts', 'fork',
-                                       'build-v2-host.sh'), min_build,
+                                       'build-v2-host.sh'), build,
                           '--print-paths'], check=True,
                          stdout=subprocess.PIPE, text=True).stdout
     vals = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
     if v1:
-        return vals['V1_KERNEL'], vals['V1_INITRD'], 'psi=1'
-    return vals['KERNEL'], vals['INITRD'], vals['V2_APPEND']
+        return (vals['V1_KERNEL'], vals['V1_INITRD'], 'psi=1',
+                vals['FORK_IMAGE'])
+    return (vals['KERNEL'], vals['INITRD'], vals['V2_APPEND'],
+            vals['FORK_IMAGE'])
 
 
 class NestedHost:
     """The host guest with @mem of RAM: a cgroup v2 host, or with @v1 a
     hybrid one (memory controller on v1, mounted at CG/memory, v2 at
-    CG/unified); the fork in it is @tree's small build (default
-    TREE's)."""
+    CG/unified); the fork in it is @tree's build (default TREE's)."""
 
     def __init__(self, name, mem='3G', v1=False, workdir=None, tree=None):
-        kernel, initrd, append = host_paths(v1, tree)
+        kernel, initrd, append, image = host_paths(v1, tree)
         self.v1 = v1
         self.vm = TestVM(name, mem=mem, guest=(kernel, initrd),
-                         append=append, args=('-smp', '2'), workdir=workdir)
+                         append=append, workdir=workdir, args=(
+                             '-smp', '2', '-blockdev',
+                             'driver=file,filename=%s,node-name=fork,'
+                             'read-only=on' % image,
+                             '-device', 'virtio-blk-pci,drive=fork'))
         self.console = None
 
     def launch(self):
         self.vm.launch(boot_timeout=600)
         self.console = self.vm.console
+        self.sh('mount -t squashfs -o ro /dev/vda /opt/fork')
         if self.v1:
             self.sh('mount -t tmpfs none %s && mkdir %s/memory %s/unified && '
                     'mount -t cgroup -o memory none %s/memory && '
@@ -170,7 +178,7 @@ class NestedHost:
         guests booting side by side take little longer than one:
         wait_guest())."""
         qmp, con = '/tmp/%s.qmp' % name, '/tmp/%s.con' % name
-        qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share '
+        qemu = ('/opt/qemu/bin/qemu-system-x86_64 -L /opt/fork/share '
                 '-accel tcg -M q35 -m %s -nodefaults -display none '
                 '-kernel /opt/nested/vmlinux -initrd /opt/nested/initrd.img '
                 '-append "console=ttyS0 panic=-1 loglevel=4" '
