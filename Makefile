@@ -44,7 +44,13 @@ export CCACHE_BASEDIR := $(SRC)
 export CCACHE_NOHASHDIR := true
 
 .PHONY: all build setup check check-quick demo install export-patches clean \
-	pristine guest bench sanitize fuzz fuzz-build docs deb v2host
+	pristine guest bench sanitize fuzz fuzz-build docs deb v2host \
+	check-clang-tree check-rest
+
+# What the other builds of the tree need first: the main build, which also
+# links the overlay in.  make check builds it once and then the rest with
+# MAIN empty, so that none of them runs it again.
+MAIN := build
 
 all: build
 
@@ -75,23 +81,23 @@ docs: $(DOCS)/build.ninja
 	ninja -C $(DOCS) html man
 
 # A Debian package of the fork (build/qemu-balloon-auto_*.deb)
-deb: build docs
+deb: $(MAIN) docs
 	scripts/fork/make-deb.sh $(TREE) build
 
 # The cgroup v2 host test guest: the 6.12 guest with the fork's build on a
 # read-only disk
-v2host: build guest
+v2host: $(MAIN) guest
 	@scripts/fork/build-tree.sh $(BLD) tests/unit/test-balloon-pressure
 	@scripts/fork/build-v2-host.sh $(BLD)
 
 # ASan + UBSan build of the device and its tests (make check runs them)
-sanitize: build $(FUZZ)/build.ninja
+sanitize: $(MAIN) $(FUZZ)/build.ninja
 	@scripts/fork/build-tree.sh $(FUZZ) $(SAN_TARGETS)
 
 $(FUZZ)/build.ninja: $(BLD)/build.ninja
 	scripts/fork/configure-variant.sh $(TREE) fuzz
 
-fuzz-build: build $(FUZZ)/build.ninja
+fuzz-build: $(MAIN) $(FUZZ)/build.ninja
 	@scripts/fork/build-tree.sh $(FUZZ) qemu-fuzz-x86_64
 
 # libFuzzer on the automatic balloon for FUZZ_TIME seconds per target
@@ -103,9 +109,26 @@ guest:
 	@scripts/fork/build-test-guest.sh --kernel=backports --print-paths
 
 check: setup
-	$(MAKE) build pristine guest sanitize fuzz-build deb v2host
+	$(MAKE) build
+	$(MAKE) -j2 -Oline MAIN= check-clang-tree check-rest pristine
 	$(PYENV) $(PYTHON) scripts/fork/check.py --tree $(TREE) --pristine $(PRISTINE) \
 	    --sanitized $(FUZZ) --fuzz $(FUZZ)
+
+# make check's builds after the main one, in two lanes side by side that
+# share no build directory: the clang tree, the longest compile, and the
+# rest, which mostly waits on one core (configure, Sphinx, packaging), the
+# disk or Debian's archive.  Each lane runs its targets in turn.  The
+# pristine tree, almost all of it from the cache the main build filled,
+# goes to the lane that ends first: the clang tree's in a warm run, the
+# other one in a cold run.
+check-clang-tree:
+	$(MAKE) sanitize
+	$(MAKE) fuzz-build
+
+check-rest:
+	$(MAKE) deb
+	$(MAKE) v2host
+	$(PYENV) $(PYTHON) scripts/fork/check.py --tree $(TREE) --build-only
 
 check-quick: build
 	$(PYENV) $(PYTHON) scripts/fork/check.py --tree $(TREE) --quick

@@ -14,7 +14,9 @@ bld=$1; shift
 [ -f "$bld/build.ninja" ] || { echo "build-tree: $bld is not configured; run ./configure" >&2; exit 1; }
 
 ninja -C "$bld" qemu-system-x86_64 "$@"
-make -s -C "$bld" recurse-all
+# the option ROMs: a few small files, built on their own (not in the
+# jobserver of a make that runs this script, which does not lend it)
+MAKEFLAGS= make -s -C "$bld" recurse-all
 
 datadir=$(cd "$bld" && find qemu-bundle -type d -path '*/share/qemu' | head -n 1)
 [ -n "$datadir" ] || { echo "build-tree: no qemu-bundle data dir in $bld" >&2; exit 1; }

@@ -245,6 +245,9 @@ def main():
     ap.add_argument('--only', help='regexp: functional tests to run')
     ap.add_argument('--sanitized', help='build directory with ASan/UBSan')
     ap.add_argument('--fuzz', help='build directory with the fuzz targets')
+    ap.add_argument('--build-only', action='store_true',
+                    help='build the tree\'s tests that the runs need, and '
+                    'stop there')
     args = ap.parse_args()
 
     bld = os.path.join(args.tree, 'build')
@@ -252,6 +255,8 @@ def main():
                 QTESTS + ['qos-test', 'migration-test']] +
                ['tests/unit/' + t for t in UNIT_TESTS])
     subprocess.run(['ninja', '-C', bld] + targets, check=True)
+    if args.build_only:
+        return 0
 
     tally = Tally()
     # The sanitizer runs are one process at a time: next to the qtests,
