@@ -6,9 +6,9 @@
 # Build the bundled Linux test guest from Debian packages only: a Debian
 # kernel (stable: the release's linux-image-amd64; backports: the one from
 # <release>-backports) and an initramfs holding busybox-static, the virtio
-# and squashfs modules that kernel does not have built in, the in-guest tool bgt
-# (tests/guest/bgt.c, linked statically) and an /init that runs a command
-# loop on the serial console.
+# and squashfs modules that kernel does not have built in, the in-guest
+# tool bgt (tests/guest/bgt.c, linked statically) and an /init that runs a
+# command loop on the serial console.
 #
 # Everything goes to $QEMU_FORK_CACHE (default ~/.cache/qemu-balloon-auto),
 # under guest/<kernel-version>/, outside this repository, and is reused while

@@ -98,8 +98,18 @@ root="$work/root"
 fork="$work/fork"
 mkdir -p "$root/opt/qemu/bin" "$root/opt/tests" "$root/opt/nested" \
          "$root/opt/fork" "$fork/bin" "$fork/lib" "$fork/share"
-strip -o "$fork/bin/qemu-system-x86_64" "$qemu"
-strip -o "$fork/bin/test-balloon-pressure" "$unit"
+# ship BINARY DIR: BINARY stripped into the image, and in DIR of the
+# initramfs a script of its name that runs it with the image's libraries
+# (exec: the pid stays the binary's)
+ship() {
+    name=$(basename "$1")
+    strip -o "$fork/bin/$name" "$1"
+    printf '#!/bin/sh\nexport LD_LIBRARY_PATH=/opt/fork/lib\n%s\n' \
+        "exec /opt/fork/bin/$name \"\$@\"" > "$2/$name"
+    chmod 755 "$2/$name"
+}
+ship "$qemu" "$root/opt/qemu/bin"
+ship "$unit" "$root/opt/tests"
 cp "$bios" "$roms"/*.bin "$fork/share/"
 # The libraries of both, found through LD_LIBRARY_PATH: the initramfs
 # keeps its own copies of those Python needs at their usual paths.
@@ -107,13 +117,6 @@ for lib in $( (ldd "$qemu"; ldd "$unit") |
               awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u); do
     cp -L "$lib" "$fork/lib/"
 done
-for bin in qemu-system-x86_64 test-balloon-pressure; do
-    printf '#!/bin/sh\nexport LD_LIBRARY_PATH=/opt/fork/lib\n%s\n' \
-        "exec /opt/fork/bin/$bin \"\$@\"" > "$work/$bin"
-    chmod 755 "$work/$bin"
-done
-mv "$work/qemu-system-x86_64" "$root/opt/qemu/bin/"
-mv "$work/test-balloon-pressure" "$root/opt/tests/"
 mksquashfs "$fork" "$work/fork.squashfs" -noappend -quiet -no-progress \
     -all-root -mkfs-time 0 -all-time 0 >/dev/null ||
     die "cannot write the image of the fork"

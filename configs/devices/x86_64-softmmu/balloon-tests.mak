@@ -1,6 +1,6 @@
 # Devices of the test-only build (build-fuzz): the two boards and what
-# the qtests and the fuzz target use.  Every
-# other device of the shipped build is left out: 14% of the build steps.
+# the qtests and the fuzz target use.  Every other device of the shipped
+# build is left out: 14% of the build steps.
 
 CONFIG_I440FX=y
 CONFIG_Q35=y

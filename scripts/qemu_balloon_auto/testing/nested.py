@@ -1,15 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
-A host inside a test guest: the bundled 6.12 guest booted as a host of
-its own (scripts/fork/build-v2-host.sh: the fork's build on a read-only
-disk, the stable test guest to run nested, Python and the management
-helper), with the
-memory controller on cgroup v2 (or, with v1=True, the stable 6.1 guest
-with the memory controller on a v1 hierarchy next to v2: a hybrid host;
-the 6.12 kernel has no v1 memory controller).  The machines here bind the memory controller to
-cgroup v1 and must never run out of memory themselves, so scenarios
-without a cgroup limit, where the host's own RAM is the limit, run only
-in such a host.
+A host inside a test guest: the bundled 6.12 guest booted as a host of its
+own (scripts/fork/build-v2-host.sh: the fork's build on a read-only disk,
+the stable test guest to run nested, Python and the management helper),
+with the memory controller on cgroup v2 (or, with v1=True, the stable 6.1
+guest with the memory controller on a v1 hierarchy next to v2: a hybrid
+host; the 6.12 kernel has no v1 memory controller).  The machines here
+bind the memory controller to cgroup v1 and must never run out of memory
+themselves, so scenarios without a cgroup limit, where the host's own RAM
+is the limit, run only in such a host.
 
 NestedHost runs shell commands on its console, starts the fork there
 with a nested guest (TCG inside TCG) in a cgroup of its own, talks QMP to
