@@ -102,7 +102,7 @@ fuzz-build: $(MAIN) $(FUZZ)/build.ninja
 
 # libFuzzer on the automatic balloon for FUZZ_TIME seconds per target
 fuzz: fuzz-build
-	$(PYTHON) scripts/fork/fuzz.py --build $(FUZZ) --time $(FUZZ_TIME)
+	$(PYENV) $(PYTHON) scripts/fork/fuzz.py --build $(FUZZ) --time $(FUZZ_TIME)
 
 guest:
 	@scripts/fork/build-test-guest.sh --kernel=stable --print-paths

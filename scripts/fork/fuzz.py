@@ -23,11 +23,10 @@ import subprocess
 import sys
 import time
 
+from qemu_balloon_auto.testing.guest import cache_dir
+
 TARGETS = ['virtio-balloon-auto-fuzz', 'generic-fuzz-virtio-balloon-auto']
 UNIT_TIMEOUT = 20           # seconds one input may take
-CACHE = os.path.join(os.environ.get('XDG_CACHE_HOME',
-                                    os.path.expanduser('~/.cache')),
-                     'qemu-balloon-auto', 'fuzz')
 STATS = re.compile(r'^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/')
 
 
@@ -91,7 +90,7 @@ def main():
                     help='seconds per target')
     ap.add_argument('--target', action='append',
                     help='only this target (repeatable)')
-    ap.add_argument('--dir', default=CACHE,
+    ap.add_argument('--dir', default=cache_dir('fuzz'),
                     help='corpus and crashes (default: %(default)s)')
     args = ap.parse_args()
 

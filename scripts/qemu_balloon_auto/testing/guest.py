@@ -44,6 +44,17 @@ def qemu_binary(tree=None):
 
 
 @functools.lru_cache(maxsize=None)
+def cache_dir(*parts):
+    """The fork's cache (guests, Debian roots, fuzz corpora), joined with
+    @parts.  scripts/fork/common.sh defines where it is; asked from there
+    so that the shell scripts and Python agree."""
+    out = subprocess.run(['sh', '-c', '. "$1" && cache_dir', 'sh',
+                          os.path.join(TOP, 'scripts', 'fork', 'common.sh')],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return os.path.join(out.strip(), *parts)
+
+
+@functools.lru_cache(maxsize=None)
 def guest_paths(kernel='stable'):
     """(kernel, initrd) of the bundled test guest, building it if needed;
     QEMU_FORK_GUEST=KERNEL:INITRD names them instead (where the guest

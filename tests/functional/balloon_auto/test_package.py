@@ -23,14 +23,13 @@ import unittest
 
 import harness
 from qemu_balloon_auto.qmp import QmpClient
+from qemu_balloon_auto.testing.guest import cache_dir
 
 ROOT_TOOL = os.path.join(harness.TOP, 'scripts', 'fork', 'debian-root.sh')
-CACHE = os.environ.get('QEMU_FORK_CACHE', os.path.join(
-    os.path.expanduser('~'), '.cache', 'qemu-balloon-auto'))
-ROOT = os.path.join(CACHE, 'roots', 'work-test-package')
+ROOT = cache_dir('roots', 'work-test-package')
 # a root with another Debian emulator, where apt is asked to install the
 # package (simulated)
-ROOT_ARM = os.path.join(CACHE, 'roots', 'work-test-package-arm')
+ROOT_ARM = cache_dir('roots', 'work-test-package-arm')
 EMULATOR = '/usr/bin/qemu-system-x86_64'
 # the package needs seabios >= 1.16.3, which Debian 12 has in
 # bookworm-backports only; named as the README's install command names it
