@@ -44,14 +44,19 @@ def qemu_binary(tree=None):
 
 
 @functools.lru_cache(maxsize=None)
+def _cache_root():
+    """scripts/fork/common.sh defines where the cache is; asked from there
+    once per process, so that the shell scripts and Python agree."""
+    return subprocess.run(['sh', '-c', '. "$1" && cache_dir', 'sh',
+                           os.path.join(TOP, 'scripts', 'fork', 'common.sh')],
+                          check=True, stdout=subprocess.PIPE,
+                          text=True).stdout.strip()
+
+
 def cache_dir(*parts):
     """The fork's cache (guests, Debian roots, fuzz corpora), joined with
-    @parts.  scripts/fork/common.sh defines where it is; asked from there
-    so that the shell scripts and Python agree."""
-    out = subprocess.run(['sh', '-c', '. "$1" && cache_dir', 'sh',
-                          os.path.join(TOP, 'scripts', 'fork', 'common.sh')],
-                         check=True, stdout=subprocess.PIPE, text=True).stdout
-    return os.path.join(out.strip(), *parts)
+    @parts."""
+    return os.path.join(_cache_root(), *parts)
 
 
 @functools.lru_cache(maxsize=None)
