@@ -77,7 +77,7 @@ class NestedHostCase(unittest.TestCase):
         """The service takes the host's available memory and @extra_mib
         more; returns (pid, log, MiB)."""
         self.host.mkcgroup(SERVICE)
-        need = self.host.mem_available() // MiB + extra_mib
+        need = self.host.available_after_reclaim() // MiB + extra_mib
         pid, log = self.host.hog(SERVICE, need, step=step, delay_ms=delay_ms)
         self.pids.append(pid)
         return pid, log, need
@@ -173,12 +173,23 @@ class HostMemoryTest(NestedHostCase):
         rc, out = h.nested(con, 'bgt alloc 300', 600)
         self.assertEqual(rc, 0, out)
         oom = h.oom_kills()
+        splits = h.keyed('/proc/vmstat')['thp_split_page']
+        rss = h.rss(qemu)
         svc, log, need, took = self.run_service(qemu, 20, 1000)
-        print('# automatic ballooning off: oom_kill +%d; QEMU %s; '
+        alive = h.alive(qemu)
+        # where the service's memory came from, if nobody was killed
+        print('# automatic ballooning off: service %d MiB; QEMU RSS %d -> '
+              '%s MiB; huge pages split +%d; oom_kill +%d; QEMU %s; '
               'service %s' % (
-                  h.oom_kills() - oom, 'alive' if h.alive(qemu) else 'KILLED',
+                  need, rss // MiB,
+                  '%d' % (h.rss(qemu) // MiB) if alive else '-',
+                  h.keyed('/proc/vmstat')['thp_split_page'] - splits,
+                  h.oom_kills() - oom, 'alive' if alive else 'KILLED',
                   'done' if h.hog_done(log) else 'killed'))
-        self.assertGreater(h.oom_kills(), oom)
+        self.assertGreater(h.oom_kills(), oom,
+                           '; '.join(h.sh('grep -E "^(MemAvailable|MemFree|'
+                                          'AnonPages|Cached|Shmem|Slab):" '
+                                          '/proc/meminfo')))
 
 
 class TwoVmTest(NestedHostCase):
@@ -293,7 +304,7 @@ class HybridHostTest(unittest.TestCase):
             self.assertEqual(rc, 0, out)
             host.sh('mkdir -p /sys/fs/cgroup/memory/system')
             oom = host.oom_kills()
-            need = host.mem_available() // MiB + 150
+            need = host.available_after_reclaim() // MiB + 150
             name, step, delay_ms = RATES[-1]
             svc, log = host.hog('memory/system', need, step=step,
                                 delay_ms=delay_ms)
