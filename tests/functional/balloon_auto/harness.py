@@ -33,9 +33,7 @@ __all__ = ['MiB', 'balloon_view', 'decision_counts', 'event_counts', 'proc_rss',
            'work_dir', 'MemoryHog', 'host_steps', 'main']
 
 
-# MiB past the setpoint host_steps()'s first burst takes the cgroup: a
-# reading or a threshold event inside it sees the level, whatever the
-# controller does after it
+# MiB past the setpoint host_steps()'s first burst takes the cgroup
 HOST_STEPS_CROSSING = 100
 
 
@@ -47,16 +45,34 @@ def host_steps(cgroup, vm, mib=720):
     rises.  The first burst takes the cgroup HOST_STEPS_CROSSING past the
     setpoint from whatever QEMU holds now (its footprint varies from run
     to run by more than a fixed burst would cross by); the other two
-    share the rest.  The guest cannot go below about 300 MiB (its kernel,
-    the watermarks its MemAvailable leaves out, the margin over its
-    reserve): with 720 MiB the host is back about 90 MiB under its
+    share the rest.  The VM is stopped during the first burst: a device
+    polling near the setpoint starts inflating while a burst is still
+    being allocated, and a driver inflating at some 350 MiB/s kept one
+    run's cgroup under the setpoint all along, so no reading saw a level.
+    Stopped, the balloon cannot move; the first reading after the VM runs
+    again sees the crossing.  The guest cannot go below about 300 MiB (its
+    kernel, the watermarks its MemAvailable leaves out, the margin over
+    its reserve): with 720 MiB the host is back about 90 MiB under its
     setpoint with QEMU there."""
     setpoint = vm.cmd('query-balloon-auto')['host']['setpoint']
     first = (setpoint - cgroup.usage()) // MiB + HOST_STEPS_CROSSING
     if not 0 < first < mib:
         raise ValueError('a first burst of %d MiB out of %d' % (first, mib))
-    return MemoryHog(cgroup, mib, first=first, step=-(-(mib - first) // 2),
-                     delay=8)
+    vm.cmd('stop')
+    hog = None
+    try:
+        hog = MemoryHog(cgroup, mib, first=first,
+                        step=-(-(mib - first) // 2), delay=8)
+        wait_until(lambda: hog.allocated >= first or
+                   hog.proc.poll() is not None, 60, interval=0.1,
+                   what='the first burst')
+    except BaseException:
+        if hog:
+            hog.stop()
+        raise
+    finally:
+        vm.cmd('cont')
+    return hog
 
 
 def main():
