@@ -116,10 +116,10 @@ samples, 20 s idle.  Results go to OUT/results.json (no-limit's summary
 under "no_limit") and OUT/bench.png (default OUT: build/bench); -v prints
 progress, --keep keeps console logs.  On a 2-core machine under TCG the
 scenarios but no-limit take about 1.6 hours (about 32 minutes per run of
-the peer scenarios), --quick about 8 minutes; no-limit about 55 minutes
-per run (20 measurements of about 2.7 minutes, most of it booting the
-nested guest, about 110 s), so about 55 minutes with --quick and 2.75
-hours in full.
+the peer scenarios), --quick about 8 minutes; no-limit about 30 minutes
+per run (20 measurements of about 1.5 minutes, each with its nested guest
+restored in about 20 s), so about 30 minutes with --quick and 1.5 hours
+in full.
 """
 
 import argparse

@@ -28,7 +28,11 @@
 # rebuilt when an input changes.
 #
 # --print-paths prints KERNEL=, INITRD=, V2_APPEND=, V1_KERNEL=,
-# V1_INITRD= and FORK_IMAGE= on stdout.
+# V1_INITRD= and FORK_IMAGE= on stdout, and NESTED_KERNEL=,
+# NESTED_INITRD= and FIRMWARE= (a directory for -L): the nested guest and
+# the firmware it boots with, outside the host, so that this machine can
+# boot the nested guest in the same machine and hand it over to a nested
+# QEMU as a migration stream.
 
 set -eu
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
@@ -81,10 +85,14 @@ report() {
         echo "V1_KERNEL=$nested_kernel"
         echo "V1_INITRD=$out/initrd-v1.img"
         echo "FORK_IMAGE=$out/fork.squashfs"
+        echo "NESTED_KERNEL=$out/nested-vmlinux"
+        echo "NESTED_INITRD=$nested_initrd"
+        echo "FIRMWARE=$out/firmware"
     fi
 }
 if [ -f "$out/initrd.img" ] && [ -f "$out/initrd-v1.img" ] &&
-   [ -f "$out/fork.squashfs" ] &&
+   [ -f "$out/fork.squashfs" ] && [ -f "$out/nested-vmlinux" ] &&
+   [ -d "$out/firmware" ] &&
    [ "$(cat "$out/inputs" 2>/dev/null)" = "$inputs" ]; then
     log "up to date: $out"
     report
@@ -123,6 +131,8 @@ mksquashfs "$fork" "$work/fork.squashfs" -noappend -quiet -no-progress \
 /usr/bin/python3 "$srcdir/scripts/fork/pvh-vmlinux.py" "$nested_kernel" \
     "$root/opt/nested/vmlinux" || die "cannot unpack $nested_kernel"
 cp "$nested_initrd" "$root/opt/nested/initrd.img"
+cp "$root/opt/nested/vmlinux" "$work/nested-vmlinux"
+cp -r "$fork/share" "$work/firmware"
 
 # Python and the management helper, to hand descriptors over as root to an
 # unprivileged QEMU (the standard library without what the helper never
@@ -160,6 +170,9 @@ cat "$outer_initrd" "$work/layer.img" > "$work/initrd.img"
 # be on cgroup v1 (the 6.12 kernel is built without CONFIG_MEMCG_V1).
 cat "$nested_initrd" "$work/layer.img" > "$work/initrd-v1.img"
 mv -f "$work/fork.squashfs" "$out/fork.squashfs"
+mv -f "$work/nested-vmlinux" "$out/nested-vmlinux"
+rm -rf "$out/firmware"
+mv -f "$work/firmware" "$out/firmware"
 mv -f "$work/initrd-v1.img" "$out/initrd-v1.img"
 mv -f "$work/initrd.img" "$out/initrd.img"
 echo "$inputs" > "$out/inputs"

@@ -174,8 +174,8 @@ class CgroupV2Test(unittest.TestCase):
         """The same host pressure without the automatic balloon: the
         cgroup OOM-kills.  QEMU holds all its guest's memory from the
         start (-mem-prealloc), as much as test 3's guest left it holding
-        and more: with nothing ballooning, no guest needs to boot (a
-        minute under TCG inside TCG)."""
+        and more: with nothing ballooning, the test need not wait for
+        the guest."""
         h = self.host
         self.layout()
         try:

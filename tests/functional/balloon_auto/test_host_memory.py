@@ -98,7 +98,7 @@ class NestedHostCase(unittest.TestCase):
 
 class HostMemoryTest(NestedHostCase):
     """One VM on a 1 GiB host with no limit anywhere, the same VM for both
-    tests (a nested guest takes a minute or more to boot)."""
+    tests."""
 
     @classmethod
     def setUpClass(cls):
