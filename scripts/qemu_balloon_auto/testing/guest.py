@@ -77,6 +77,19 @@ def guest_paths(kernel='stable'):
     return vals['KERNEL'], vals['INITRD']
 
 
+def guest_args(mem, kernel, initrd, append='', balloon=''):
+    """The guest's -nodefaults machine with @mem of RAM, booting @kernel
+    and @initrd (more kernel command line: @append), and its balloon
+    device (options: @balloon): one definition for TestVM and for the
+    nested QEMU that restores a guest TestVM booted (a migration stream
+    loads only into the same devices).  -nodefaults: SeaBIOS otherwise
+    waits ~30 s on q35's default AHCI CD-ROM."""
+    return ['-nodefaults', '-m', mem, '-kernel', kernel, '-initrd', initrd,
+            '-append', 'console=ttyS0 panic=-1 loglevel=4 ' + append,
+            '-device', 'virtio-balloon-pci,id=balloon0' +
+            (',' + balloon if balloon else '')]
+
+
 class GuestConsole:
     """The bundled guest's command loop on the serial console: each command
     line is answered by its output and a line '@@DONE <rc>@@'."""
@@ -190,14 +203,10 @@ class TestVM:
             base_temp_dir=self.workdir, log_dir=self.workdir)
         self.machine.set_machine('q35')
         self.machine.set_console()
-        # -nodefaults: SeaBIOS otherwise waits ~30 s on q35's default
-        # AHCI CD-ROM; the console is added explicitly by set_console().
+        # the console is added by set_console()
         self.machine.add_args(
-            '-nodefaults', '-m', mem, '-no-reboot', '-kernel', kernel_path,
-            '-initrd', initrd,
-            '-append', 'console=ttyS0 panic=-1 loglevel=4 ' + append,
-            '-device', 'virtio-balloon-pci,id=balloon0' +
-            (',' + balloon if balloon else ''), *args)
+            *guest_args(mem, kernel_path, initrd, append, balloon),
+            '-no-reboot', *args)
         # A migration destination: the guest is already booted.
         self.incoming = incoming
         if incoming:

@@ -30,7 +30,7 @@ import subprocess
 
 from qemu_balloon_auto import MiB
 from qemu_balloon_auto.testing import wait_until
-from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
+from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM, guest_args
 
 CG = '/sys/fs/cgroup'
 
@@ -296,14 +296,12 @@ class NestedHost:
         self.sh('blockdev --flushbufs ' + self.guests_dev)
         qemu = shlex.join(
             ['/opt/qemu/bin/qemu-system-x86_64', '-L', '/opt/fork/share',
-             '-accel', 'tcg', '-M', 'q35', '-m', mem, '-nodefaults',
-             '-display', 'none', '-kernel', '/opt/nested/vmlinux',
-             '-initrd', '/opt/nested/initrd.img',
-             '-append', 'console=ttyS0 panic=-1 loglevel=4',
+             '-accel', 'tcg', '-M', 'q35', '-display', 'none',
              '-chardev', 'socket,id=con,path=%s,server=on,wait=off' % con,
              '-serial', 'chardev:con',
-             '-qmp', 'unix:%s,server=on,wait=off' % qmp,
-             '-device', 'virtio-balloon-pci,id=balloon0,' + balloon] +
+             '-qmp', 'unix:%s,server=on,wait=off' % qmp] +
+            guest_args(mem, '/opt/nested/vmlinux', '/opt/nested/initrd.img',
+                       balloon=balloon) +
             guest_disk_args(disk_mib) +
             ['-incoming', 'file:%s,offset=%d' % (self.guests_dev, offset),
              '-msg', 'timestamp=on',
@@ -321,9 +319,7 @@ class NestedHost:
             shlex.quote('%s && exec %s' % (move, qemu)), name))[-1])
 
         def restored():
-            if not self.alive(pid):
-                raise AssertionError('the nested QEMU exited: %s' %
-                                     self.read('/tmp/%s.log' % name))
+            self.check_running(name, pid)
             out = self.sh('bgt qmp %s \'{"execute": "query-status"}\' '
                           '2>/dev/null || true' % qmp)
             try:
@@ -337,14 +333,19 @@ class NestedHost:
             self.wait_guest(name, con, pid)
         return qmp, con, pid
 
+    def check_running(self, name, pid):
+        """AssertionError with its log if the QEMU @pid of
+        start_qemu(@name) has exited."""
+        if not self.alive(pid):
+            raise AssertionError('the nested QEMU exited: %s' %
+                                 self.read('/tmp/%s.log' % name))
+
     def wait_guest(self, name, con, pid):
         """Until the nested guest of start_qemu(@name) answers on @con."""
         def up():
             if self.nested(con, 'true', 10)[0] == 0:
                 return True
-            if not self.alive(pid):
-                raise AssertionError('the nested QEMU exited: %s' %
-                                     self.read('/tmp/%s.log' % name))
+            self.check_running(name, pid)
             return False
 
         wait_until(up, 600, interval=2, what='the nested guest')
