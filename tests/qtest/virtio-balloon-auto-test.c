@@ -34,6 +34,7 @@
 #define NS_PER_SEC (1000 * 1000 * 1000LL)
 #define STATS_POLL_NS (2 * NS_PER_SEC)
 #define STATS_BUF_SIZE 256
+#define USED_TIMEOUT_US (30 * 1000 * 1000)
 
 static int64_t qom_get_int(QTestState *qts, const char *path,
                            const char *prop)
@@ -1969,6 +1970,48 @@ static void put_stat(struct virtio_balloon_stat *st, uint16_t tag,
  * flapping and unaligned.  QEMU stays up, targets stay within [floor,
  * RAM], and decisions stay few.
  */
+/* What one inflate or deflate element may name: a page of 32-bit PFNs */
+#define BALLOON_PAGE 4096
+#define ELEMENT_PFNS (BALLOON_PAGE / sizeof(uint32_t))
+
+/*
+ * A guest hands over an inflate element of ELEMENT_PFNS + 1 PFNs.  The
+ * device discards what the first ELEMENT_PFNS name and leaves the rest
+ * alone: an element of megabytes of PFNs, which no driver sends, would
+ * otherwise hold the BQL for as long as millions of discards take.
+ */
+static void test_inflate_element_bounded(void)
+{
+    BalloonDriver d;
+    QTestState *qts = driver_boot(&d, "");
+    size_t n = ELEMENT_PFNS + 1, i;
+    g_autofree uint32_t *pfns = g_new(uint32_t, n);
+    uint64_t pages, first, last, array;
+    uint32_t head;
+
+    pages = guest_alloc(&d.qs->alloc, 3 * BALLOON_PAGE);
+    first = QEMU_ALIGN_UP(pages, BALLOON_PAGE);
+    last = first + BALLOON_PAGE;
+    qtest_memset(qts, first, 0xa5, 2 * BALLOON_PAGE);
+    for (i = 0; i < n - 1; i++) {
+        pfns[i] = cpu_to_le32(first / BALLOON_PAGE);
+    }
+    pfns[n - 1] = cpu_to_le32(last / BALLOON_PAGE);
+    array = guest_alloc(&d.qs->alloc, n * sizeof(*pfns));
+    qtest_memwrite(qts, array, pfns, n * sizeof(*pfns));
+
+    head = qvirtqueue_add(qts, d.vq[0], array, n * sizeof(*pfns), false,
+                          false);
+    qvirtqueue_kick(qts, &d.dev->vdev, d.vq[0], head);
+    qvirtio_wait_used_elem(qts, &d.dev->vdev, d.vq[0], head, NULL,
+                           USED_TIMEOUT_US);
+
+    /* discarded anonymous memory reads as zeroes */
+    g_assert_cmphex(qtest_readq(qts, first), ==, 0);
+    g_assert_cmphex(qtest_readq(qts, last), ==, 0xa5a5a5a5a5a5a5a5ULL);
+    driver_stop(&d);
+}
+
 static void test_hostile_guest(void)
 {
     BalloonDriver d;
@@ -2624,6 +2667,8 @@ int main(int argc, char **argv)
     qtest_add_func("balloon-auto/cgroup-removed-v1", test_cgroup_removed_v1);
     qtest_add_func("balloon-auto/cgroup-removed-v2", test_cgroup_removed_v2);
     qtest_add_func("balloon-auto/hostile-guest", test_hostile_guest);
+    qtest_add_func("balloon-auto/inflate-element-bounded",
+                   test_inflate_element_bounded);
     qtest_add_func("balloon-auto/fdset-unplug", test_fdset_unplug);
     qtest_add_func("balloon-auto/dimm-unplug-reset", test_dimm_unplug_reset);
     qtest_add_func("balloon-auto/psi-fd-named-eventfd",
