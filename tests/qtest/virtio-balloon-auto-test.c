@@ -1965,11 +1965,6 @@ static void put_stat(struct virtio_balloon_stat *st, uint16_t tag,
     st->val = cpu_to_le64(val);
 }
 
-/*
- * A hostile guest: nonsense statistics, floods, an actual beyond RAM,
- * flapping and unaligned.  QEMU stays up, targets stay within [floor,
- * RAM], and decisions stay few.
- */
 /* What one inflate or deflate element may name: a page of 32-bit PFNs */
 #define BALLOON_PAGE 4096
 #define ELEMENT_PFNS (BALLOON_PAGE / sizeof(uint32_t))
@@ -2012,6 +2007,50 @@ static void test_inflate_element_bounded(void)
     driver_stop(&d);
 }
 
+/*
+ * A guest makes more elements available than its ring holds: every slot
+ * names one element of a single PFN, and the available index is a ring
+ * and one ahead.  No driver can do that (it would overwrite slots the
+ * device has not read), and served one by one, the index lets a guest
+ * hand over 65535 elements in one kick, each as costly as the last: the
+ * device takes it as broken instead and serves none of them.
+ */
+static void test_avail_index_bounded(void)
+{
+    BalloonDriver d;
+    QTestState *qts = driver_boot(&d, "");
+    QVirtioDevice *vdev = &d.dev->vdev;
+    QVirtQueue *vq = d.vq[0];
+    uint64_t pages, page, array;
+    uint32_t pfn, head, i;
+
+    pages = guest_alloc(&d.qs->alloc, 2 * BALLOON_PAGE);
+    page = QEMU_ALIGN_UP(pages, BALLOON_PAGE);
+    qtest_memset(qts, page, 0xa5, BALLOON_PAGE);
+    pfn = cpu_to_le32(page / BALLOON_PAGE);
+    array = guest_alloc(&d.qs->alloc, sizeof(pfn));
+    qtest_memwrite(qts, array, &pfn, sizeof(pfn));
+
+    head = qvirtqueue_add(qts, vq, array, sizeof(pfn), false, false);
+    for (i = 0; i < vq->size; i++) {
+        qtest_writew(qts, vq->avail + 4 + 2 * i, head);
+    }
+    qtest_writew(qts, vq->avail + 2, vq->size + 1);
+    vdev->bus->virtqueue_kick(vdev, vq);
+
+    g_assert_cmphex(vdev->bus->get_status(vdev) &
+                    VIRTIO_CONFIG_S_NEEDS_RESET, ==,
+                    VIRTIO_CONFIG_S_NEEDS_RESET);
+    g_assert_cmpuint(qtest_readw(qts, vq->used + 2), ==, 0);
+    g_assert_cmphex(qtest_readq(qts, page), ==, 0xa5a5a5a5a5a5a5a5ULL);
+    driver_stop(&d);
+}
+
+/*
+ * A hostile guest: nonsense statistics, floods, an actual beyond RAM,
+ * flapping and unaligned.  QEMU stays up, targets stay within [floor,
+ * RAM], and decisions stay few.
+ */
 static void test_hostile_guest(void)
 {
     BalloonDriver d;
@@ -2669,6 +2708,8 @@ int main(int argc, char **argv)
     qtest_add_func("balloon-auto/hostile-guest", test_hostile_guest);
     qtest_add_func("balloon-auto/inflate-element-bounded",
                    test_inflate_element_bounded);
+    qtest_add_func("balloon-auto/avail-index-bounded",
+                   test_avail_index_bounded);
     qtest_add_func("balloon-auto/fdset-unplug", test_fdset_unplug);
     qtest_add_func("balloon-auto/dimm-unplug-reset", test_dimm_unplug_reset);
     qtest_add_func("balloon-auto/psi-fd-named-eventfd",
