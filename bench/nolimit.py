@@ -7,12 +7,17 @@ out of memory itself, so the host is the nested cgroup v2 host of
 qemu_balloon_auto.testing.nested (the bundled 6.12 guest with 1 GiB, the
 fork's build on a read-only disk, `make v2host`), booted once and reused;
 inside it the fork runs a 448 MiB nested guest (TCG inside TCG) in
-machine.slice/vm.scope and a service in system.slice/svc.service takes the
-host's MemAvailable and 150 MiB more.  Every setup runs the same binary,
-the fork's: the upstream and PVE setups with automatic=off.  Each
-measurement starts a fresh nested QEMU (the guest uses and frees 300 MiB,
-then the same settle time for every setup) and ends with nothing of it
-left; the measuring itself runs inside the host (bench/nolimit_probe.py).
+machine.slice/vm.scope and a service in system.slice/svc.service takes
+150 MiB more than the host has available next to a VM whose guest has
+used and freed 300 MiB.  That need is measured once, with a VM without
+free page reporting, and is the same for every setup: with free page
+reporting the freed memory is back in the host before the service starts,
+and a need measured there would ask the host for memory it never had.
+Every setup runs the same binary, the fork's: the upstream and PVE setups
+with automatic=off.  Each measurement starts a fresh nested QEMU (the
+guest uses and frees 300 MiB, then the same settle time for every setup)
+and ends with nothing of it left; the measuring itself runs inside the
+host (bench/nolimit_probe.py).
 """
 
 import json
@@ -79,6 +84,7 @@ class NestedEnv:
         self.boots = []
         self.facts = {}
         self.pids = []
+        self.need = None
 
     def log(self, msg):
         if self.verbose:
@@ -119,6 +125,47 @@ class NestedEnv:
                                                    self.facts))
         return host
 
+    def start_vm(self, balloon):
+        """The measurement's VM, in its scope, with the balloon options
+        @balloon and the monitors of the probe and the daemon: (its
+        console, its pid).  The service's cgroup is made too."""
+        h = self.host
+        h.mkcgroup(SCOPE)
+        h.mkcgroup(SERVICE)
+        _, con, qemu = h.start_qemu(
+            'vm', SCOPE, balloon, mem='%dM' % VM_MEM_MIB,
+            args='-qmp unix:%s,server=on,wait=off -qmp unix:%s,server=on,'
+                 'wait=off' % (QMP_PROBE, QMP_DAEMON))
+        self.pids.append(qemu)
+        return con, qemu
+
+    def use_and_free(self, con):
+        """The guest uses and frees GUEST_USED MiB, then the settle time
+        passes; None, or why that failed."""
+        rc, out = self.host.nested(con, 'bgt alloc %d' % GUEST_USED, 600)
+        if rc != 0:
+            return 'setup failed: bgt alloc %d: %s' % (GUEST_USED,
+                                                      ' '.join(out[-2:]))
+        time.sleep(SETTLE)
+        return None
+
+    def service_need(self):
+        """MiB the service takes, the same for every setup: the host's
+        MemAvailable next to a settled VM without free page reporting,
+        plus EXTRA.  Measured once, on first use."""
+        if self.need is None:
+            self.cleanup()
+            con, _ = self.start_vm('automatic=off')
+            failed = self.use_and_free(con)
+            if failed:
+                raise RuntimeError('measuring the need: ' + failed)
+            available = self.host.keyed('/proc/meminfo')['MemAvailable']
+            self.need = (available >> 20) + EXTRA
+            self.facts['service_need'] = self.need
+            self.log('the service takes %d MiB in every setup' % self.need)
+            self.cleanup()
+        return self.need
+
     def cleanup(self):
         """Nothing of a measurement left: its processes and cgroups."""
         h = self.host
@@ -157,17 +204,12 @@ def no_limit(nenv, setup, rate, run=0):
         res['stage_run'] = True
     try:
         h = nenv.ensure()
+        need = nenv.service_need()
         nenv.cleanup()
         res['host'] = dict(nenv.facts)
         res['load'] = round(os.getloadavg()[0], 2)  # this machine's
-        h.mkcgroup(SCOPE)
-        h.mkcgroup(SERVICE)
         t0 = time.monotonic()
-        qmp, con, qemu = h.start_qemu(
-            'vm', SCOPE, res['balloon'], mem='%dM' % VM_MEM_MIB,
-            args='-qmp unix:%s,server=on,wait=off -qmp unix:%s,server=on,'
-                 'wait=off' % (QMP_PROBE, QMP_DAEMON))
-        nenv.pids.append(qemu)
+        con, qemu = nenv.start_vm(res['balloon'])
         res['boot_seconds'] = round(time.monotonic() - t0, 1)
         daemon = None
         if setup.daemon:
@@ -179,24 +221,23 @@ def no_limit(nenv, setup, rate, run=0):
             nenv.pids.append(daemon)
             res['pve_memused'] = PVE_MEMUSED
         t1 = time.monotonic()
-        rc, out = h.nested(con, 'bgt alloc %d' % GUEST_USED, 600)
+        failed = nenv.use_and_free(con)
         res['guest_alloc_seconds'] = round(time.monotonic() - t1, 1)
-        if rc != 0:
-            res.update(ok=False, verdict='setup failed: bgt alloc %d: %s' %
-                       (GUEST_USED, ' '.join(out[-2:])))
+        if failed:
+            res.update(ok=False, verdict=failed)
             return res
-        time.sleep(SETTLE)
         nominal_s = 60 if rate == 'max' else 600.0 / rate
         timeout = max(120, 3 * nominal_s)
         pids = 'pve-daemon=%d' % daemon if daemon else ''
         nenv.log('%s at %s: probe' % (setup, rate))
         h.console.check(
             'echo -1000 > /proc/self/oom_score_adj && exec python3 %s '
-            '--qmp %s --qemu-pid %d --service %s --extra %d --step %d '
-            '--delay-ms %d --timeout %d --after %d --poll %g --trace '
-            '/tmp/vm.log --out /tmp/probe.json %s %s' % (
-                PROBE, QMP_PROBE, qemu, SERVICE, EXTRA, step, delay_ms,
-                timeout, AFTER, POLL, '--fork' if setup.fork else '',
+            '--qmp %s --qemu-pid %d --service %s --extra %d --need %d '
+            '--step %d --delay-ms %d --timeout %d --after %d --poll %g '
+            '--trace /tmp/vm.log --out /tmp/probe.json %s %s' % (
+                PROBE, QMP_PROBE, qemu, SERVICE, EXTRA, need, step,
+                delay_ms, timeout, AFTER, POLL,
+                '--fork' if setup.fork else '',
                 '--pids ' + pids if pids else ''), timeout + AFTER + 300)
         probe = _read_json(h, '/tmp/probe.json')
         guest_oom = None
@@ -249,6 +290,9 @@ def _judge(res, probe, guest_oom):
     seconds = probe['service_seconds']
     res.update(
         need=probe['need'], qemu_alive=probe['qemu_alive'],
+        # what the host lacked when the service started: free page
+        # reporting gives the guest's freed memory back before it
+        short=probe['need'] - probe['host']['available'],
         service_done=done, oom_kill=probe['oom_kill'],
         killed=probe['killed'], guest_oom_kill=guest_oom,
         before=probe['before'], after=probe['after'],
@@ -263,7 +307,7 @@ def _judge(res, probe, guest_oom):
     # the service's pace while the host still had memory: until it held
     # what MemAvailable was at its start
     for s in samples:
-        if s['svc'] >= probe['need'] - probe['extra'] and s['t'] > 0:
+        if s['svc'] >= probe['host']['available'] and s['t'] > 0:
             res['free_rate'] = round(s['svc'] / s['t'], 1)
             break
     res['inflate'] = inflate_rate(samples, probe['before'])

@@ -165,6 +165,9 @@ def main():
                     help='the service\'s v2 cgroup, under %s' % CG)
     ap.add_argument('--extra', type=int, default=150,
                     help='MiB the service takes beyond MemAvailable')
+    ap.add_argument('--need', type=int,
+                    help='MiB the service takes (default: MemAvailable '
+                         'and --extra)')
     ap.add_argument('--step', type=int, default=20)
     ap.add_argument('--delay-ms', type=int, default=0)
     ap.add_argument('--timeout', type=float, default=120)
@@ -199,7 +202,7 @@ def main():
     if fork_before:
         res['source'] = fork_before.get('source')
     oom0 = keyed('/proc/vmstat').get('oom_kill', 0)
-    need = mem['MemAvailable'] // MiB + args.extra
+    need = args.need or mem['MemAvailable'] // MiB + args.extra
     res['need'] = need
 
     t0 = time.time()

@@ -255,10 +255,12 @@ def nolimit_table(results):
     out = ['no-limit: a nested cgroup v2 host with %s MiB MemTotal (TCG);'
            ' one %d MiB VM in machine.slice/vm.scope, its guest has used'
            ' and freed %d MiB; no memory limit anywhere; a service in'
-           ' system.slice takes MemAvailable + %d MiB in %d MiB steps' % (
+           ' system.slice takes %s MiB in %d MiB steps, in every setup:'
+           ' MemAvailable + %d MiB next to such a VM without free page'
+           ' reporting ("short": what the host lacked at its start)' % (
                host.get('mem_total', '?'), r0.get('vm_mib', 448),
-               r0.get('guest_used', 300), r0.get('extra', 150),
-               r0.get('step', 20)),
+               r0.get('guest_used', 300), host.get('service_need', '?'),
+               r0.get('step', 20), r0.get('extra', 150)),
            '  every setup runs the fork\'s binary (upstream and pve-*:'
            ' automatic=off; the PVE daemon counts MemTotal - MemAvailable'
            ' in use); %d run(s): median [range]' % runs]
@@ -271,8 +273,8 @@ def nolimit_table(results):
                    '; its service time is that of the runs that survived'
                    ' (*: need / the service\'s pace while the host still'
                    ' had memory, or need / rate)')
-    table = [('setup', 'nominal', 'ok/runs', 'achieved MiB/s', 'service s',
-              'balloon MiB', 'outcome')]
+    table = [('setup', 'nominal', 'ok/runs', 'short MiB', 'achieved MiB/s',
+              'service s', 'balloon MiB', 'outcome')]
     for rate in _rates(rows):
         for s in _setups(rows, 'no-limit'):
             rs = [r for r in rows if r['setup'] == s and r['rate'] == rate]
@@ -290,6 +292,7 @@ def nolimit_table(results):
             table.append((
                 s, rate_text(rate).replace(' MiB/s', ''),
                 '%d/%d' % (sum(1 for r in rs if r.get('ok')), len(rs)),
+                _spread([r.get('short') for r in rs]),
                 _spread([r.get('achieved') for r in rs]),
                 _spread([r.get('service_seconds') for r in rs], '%.1f'),
                 '%s->%s' % (_spread([r.get('before') for r in rs]),
@@ -300,17 +303,18 @@ def nolimit_table(results):
         if p and str(rate) in p['rates']:
             secs, given, ok, how = p['rates'][str(rate)]
             table.append((
-                'perfect', rate_text(rate).replace(' MiB/s', ''), '-', '-',
+                'perfect', rate_text(rate).replace(' MiB/s', ''), '-',
+                p['extra'], '-',
                 '%.1f%s' % (secs, '' if how == 'survived runs' else '*'),
                 '-', '%s: %.0f MiB/s x %.1f s = %d MiB' % (
                     'survives' if ok else 'too late', p['speed'], secs,
                     given)))
-    widths = [max(len(str(row[i])) for row in table) for i in range(6)]
+    widths = [max(len(str(row[i])) for row in table) for i in range(7)]
     for row in table:
         out.append('  ' + '  '.join(
             str(v).ljust(w) if i == 0 else str(v).rjust(w)
-            for i, (v, w) in enumerate(zip(row[:6], widths))) +
-            '  ' + row[6])
+            for i, (v, w) in enumerate(zip(row[:7], widths))) +
+            '  ' + row[7])
     out.append('  highest nominal rate survived (every run at that rate),'
                ' and what died where it did not:')
     summary = nolimit_summary(results)

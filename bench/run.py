@@ -79,9 +79,12 @@ Scenarios:
    for all measurements.  In it one 448 MiB nested guest (TCG inside TCG)
    in machine.slice/vm.scope, started afresh for every measurement, uses
    and frees 300 MiB (`bgt alloc 300`), then after the same 10 s for
-   every setup a service in system.slice takes the host's MemAvailable
-   + 150 MiB (`bgt alloc N --step 20 --delay-ms D`) at a nominal 20, 50,
-   100, 200 MiB/s and with no delay (--no-limit-rates).  Setups, all with
+   every setup a service in system.slice takes N MiB (`bgt alloc N
+   --step 20 --delay-ms D`) at a nominal 20, 50, 100, 200 MiB/s and with
+   no delay (--no-limit-rates).  N is the same for every setup: the
+   host's MemAvailable + 150 MiB next to such a VM without free page
+   reporting, measured once (the PVE setups' free page reporting gives
+   the freed memory back before the service starts).  Setups, all with
    the fork's binary: fork-auto (automatic=on: auto-detection takes the
    host's memory), upstream (automatic=off, nobody drives the balloon),
    pve-10s and pve-1s (automatic=off, bench/pve_daemon.py --meminfo in
