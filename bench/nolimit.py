@@ -38,6 +38,8 @@ RATES = [20, 50, 100, 200, 'max']
 STEP = 20                   # MiB per service step
 EXTRA = 150                 # MiB the service takes beyond MemAvailable
 GUEST_USED = 300            # MiB the guest uses and frees before each run
+CACHE_DISK_MIB = 512        # the disk whose page cache a 'cache' guest holds
+GUESTS = ('freed', 'cache')
 SETTLE = 10                 # s after that, for every setup
 AFTER = 10                  # s watched after the service is done
 POLL = 0.2                  # s between the probe's samples
@@ -76,9 +78,10 @@ class NestedEnv:
     """The nested host, booted on first use and again only if it stops
     answering, and the one VM of a measurement."""
 
-    def __init__(self, workdir, verbose=False, tree=None):
+    def __init__(self, workdir, verbose=False, tree=None, guest='freed'):
         self.workdir = workdir
         self.tree = tree
+        self.guest = guest
         self.verbose = verbose
         self.host = None
         self.boots = []
@@ -134,18 +137,36 @@ class NestedEnv:
         h.mkcgroup(SERVICE)
         _, con, qemu = h.start_qemu(
             'vm', SCOPE, balloon, mem='%dM' % VM_MEM_MIB,
+            disk_mib=CACHE_DISK_MIB if self.guest == 'cache' else 0,
             args='-qmp unix:%s,server=on,wait=off -qmp unix:%s,server=on,'
                  'wait=off' % (QMP_PROBE, QMP_DAEMON))
         self.pids.append(qemu)
         return con, qemu
 
     def use_and_free(self, con):
-        """The guest uses and frees GUEST_USED MiB, then the settle time
-        passes; None, or why that failed."""
-        rc, out = self.host.nested(con, 'bgt alloc %d' % GUEST_USED, 600)
-        if rc != 0:
-            return 'setup failed: bgt alloc %d: %s' % (GUEST_USED,
-                                                      ' '.join(out[-2:]))
+        """The guest's GUEST_USED MiB: used and freed ('freed'), or read
+        from its disk and held as page cache ('cache'); then the settle
+        time passes.  None, or why that failed."""
+        h = self.host
+        if self.guest == 'freed':
+            rc, out = h.nested(con, 'bgt alloc %d' % GUEST_USED, 600)
+            if rc != 0:
+                return 'setup failed: bgt alloc %d: %s' % (
+                    GUEST_USED, ' '.join(out[-2:]))
+        else:
+            # closing the disk would drop its cache: bgt holds it open
+            rc, out = h.nested(con, 'bgt cache /dev/vda %d --hold -1 > '
+                               '/tmp/cache.log 2>&1 &' % GUEST_USED, 60)
+            done = 'cache ok %d' % GUEST_USED
+            deadline = time.monotonic() + 600
+            while rc == 0 and done not in out:
+                if time.monotonic() > deadline:
+                    return 'setup failed: no "%s"' % done
+                time.sleep(2)
+                rc, out = h.nested(con, 'cat /tmp/cache.log', 60)
+                out = ' '.join(out)
+            if rc != 0:
+                return 'setup failed: bgt cache: %s' % out
         time.sleep(SETTLE)
         return None
 
@@ -198,7 +219,8 @@ def no_limit(nenv, setup, rate, run=0):
     step, delay_ms = pacing(rate)
     res = {'scenario': 'no-limit', 'setup': setup.name, 'rate': rate,
            'run': run, 'step': step, 'delay_ms': delay_ms, 'extra': EXTRA,
-           'guest_used': GUEST_USED, 'vm_mib': VM_MEM_MIB,
+           'guest': nenv.guest, 'guest_used': GUEST_USED,
+           'vm_mib': VM_MEM_MIB,
            'settle': SETTLE, 'balloon': balloon_options(setup)}
     if rate == STAGE_RATE and setup.name == 'fork-auto' and run == 0:
         res['stage_run'] = True

@@ -253,13 +253,15 @@ def nolimit_table(results):
     runs = max(r.get('run', 0) for r in rows) + 1
     p = perfect_controller(results)
     out = ['no-limit: a nested cgroup v2 host with %s MiB MemTotal (TCG);'
-           ' one %d MiB VM in machine.slice/vm.scope, its guest has used'
-           ' and freed %d MiB; no memory limit anywhere; a service in'
+           ' one %d MiB VM in machine.slice/vm.scope, its guest %s %d MiB;'
+           ' no memory limit anywhere; a service in'
            ' system.slice takes %s MiB in %d MiB steps, in every setup:'
            ' MemAvailable + %d MiB next to such a VM without free page'
            ' reporting ("short": what the host lacked at its start)' % (
                host.get('mem_total', '?'), r0.get('vm_mib', 448),
-               r0.get('guest_used', 300), host.get('service_need', '?'),
+               'holds as page cache' if r0.get('guest') == 'cache' else
+               'has used and freed', r0.get('guest_used', 300),
+               host.get('service_need', '?'),
                r0.get('step', 20), r0.get('extra', 150)),
            '  every setup runs the fork\'s binary (upstream and pve-*:'
            ' automatic=off; the PVE daemon counts MemTotal - MemAvailable'

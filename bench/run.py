@@ -84,7 +84,10 @@ Scenarios:
    no delay (--no-limit-rates).  N is the same for every setup: the
    host's MemAvailable + 150 MiB next to such a VM without free page
    reporting, measured once (the PVE setups' free page reporting gives
-   the freed memory back before the service starts).  Setups, all with
+   the freed memory back before the service starts).  With
+   --no-limit-guest cache the guest holds its 300 MiB as page cache of
+   its disk instead, which free page reporting does not give back: only
+   ballooning does.  Setups, all with
    the fork's binary: fork-auto (automatic=on: auto-detection takes the
    host's memory), upstream (automatic=off, nobody drives the balloon),
    pve-10s and pve-1s (automatic=off, bench/pve_daemon.py --meminfo in
@@ -105,7 +108,8 @@ Scenarios:
 Usage:
   run.py [--pristine PRISTINE] [--fork FORK] [--scenario LIST]
          [--setups LIST] [--runs N] [--rates LIST] [--guests LIST]
-         [--no-limit-rates LIST] [--quick] [--out DIR]
+         [--no-limit-rates LIST] [--no-limit-guest freed|cache]
+         [--quick] [--out DIR]
 
 --scenario takes a comma-separated subset of reaction, idle, host-rate,
 seed, density, no-limit (default: all; every one but reaction and
@@ -306,6 +310,11 @@ def main():
     ap.add_argument('--no-limit-rates',
                     help='no-limit service nominal MiB/s, max for no delay '
                     '(default %s)' % ','.join(str(r) for r in nolimit.RATES))
+    ap.add_argument('--no-limit-guest', choices=nolimit.GUESTS,
+                    default='freed',
+                    help='no-limit: the guest used and freed its 300 MiB'
+                         ' (freed, the default) or holds them as page'
+                         ' cache of its disk (cache)')
     ap.add_argument('--quick', action='store_true',
                     help='a short run: see the description')
     ap.add_argument('--samples', type=int, help='reaction events (10)')
@@ -431,7 +440,8 @@ def main():
         if 'no-limit' in scenarios:
             print('no-limit: setups %s, rates %s, %d run(s), in a nested '
                   'host' % (','.join(nl_setups), nl_rates, runs), flush=True)
-            nenv = nolimit.NestedEnv(workdir, args.verbose, fork_tree)
+            nenv = nolimit.NestedEnv(workdir, args.verbose, fork_tree,
+                                     args.no_limit_guest)
             t0 = time.monotonic()
             try:
                 for run in range(runs):
