@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 
+from qemu_balloon_auto.testing import wait_until
 from qemu_balloon_auto.testing.nested import NestedHost
 
 import peers
@@ -143,7 +144,7 @@ class NestedEnv:
         self.pids.append(qemu)
         return con, qemu
 
-    def use_and_free(self, con):
+    def fill_guest(self, con):
         """The guest's GUEST_USED MiB: used and freed ('freed'), or read
         from its disk and held as page cache ('cache'); then the settle
         time passes.  None, or why that failed."""
@@ -157,16 +158,15 @@ class NestedEnv:
             # closing the disk would drop its cache: bgt holds it open
             rc, out = h.nested(con, 'bgt cache /dev/vda %d --hold -1 > '
                                '/tmp/cache.log 2>&1 &' % GUEST_USED, 60)
-            done = 'cache ok %d' % GUEST_USED
-            deadline = time.monotonic() + 600
-            while rc == 0 and done not in out:
-                if time.monotonic() > deadline:
-                    return 'setup failed: no "%s"' % done
-                time.sleep(2)
-                rc, out = h.nested(con, 'cat /tmp/cache.log', 60)
-                out = ' '.join(out)
             if rc != 0:
-                return 'setup failed: bgt cache: %s' % out
+                return 'setup failed: bgt cache: %s' % ' '.join(out[-2:])
+            done = 'cache ok %d' % GUEST_USED
+            try:
+                wait_until(lambda: done in ' '.join(
+                    h.nested(con, 'cat /tmp/cache.log', 60)[1]), 600,
+                    interval=2, what='"%s"' % done)
+            except TimeoutError as e:
+                return 'setup failed: %s' % e
         time.sleep(SETTLE)
         return None
 
@@ -177,7 +177,7 @@ class NestedEnv:
         if self.need is None:
             self.cleanup()
             con, _ = self.start_vm('automatic=off')
-            failed = self.use_and_free(con)
+            failed = self.fill_guest(con)
             if failed:
                 raise RuntimeError('measuring the need: ' + failed)
             available = self.host.keyed('/proc/meminfo')['MemAvailable']
@@ -243,7 +243,7 @@ def no_limit(nenv, setup, rate, run=0):
             nenv.pids.append(daemon)
             res['pve_memused'] = PVE_MEMUSED
         t1 = time.monotonic()
-        failed = nenv.use_and_free(con)
+        failed = nenv.fill_guest(con)
         res['guest_alloc_seconds'] = round(time.monotonic() - t1, 1)
         if failed:
             res.update(ok=False, verdict=failed)
