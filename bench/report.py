@@ -184,12 +184,14 @@ def driver_speed(results):
 def perfect_controller(results):
     """The reference: a controller that starts inflating at the driver's
     speed the moment the service starts.  By the time the service is done
-    it has given speed x service time; it survives if that is the extra
-    MiB the service takes beyond MemAvailable.  Its bound: the service
-    rate need x speed / extra.  Returns None without a driver speed, else
-    {speed, from, need, extra, bound, rates: {rate: [seconds, given,
-    ok]}} (service time: the median of the completed services at that
-    rate, else need / rate)."""
+    it has given speed x service time; it survives if that is what the
+    host lacked when the service started: the fork's rows' median
+    shortfall, as that controller has this device without free page
+    reporting (the extra MiB beyond MemAvailable for rows that predate
+    it).  Its bound: the service rate need x speed / short.  Returns None
+    without a driver speed, else {speed, from, need, short, bound, rates:
+    {rate: [seconds, given, ok]}} (service time: the median of the
+    completed services at that rate, else need / rate)."""
     speed, origin = driver_speed(results)
     rows = [r for r in results if r['scenario'] == 'no-limit' and
             r.get('need')]
@@ -199,9 +201,14 @@ def perfect_controller(results):
     # need / the service's pace while the host still had memory free (a
     # run with an OOM kill includes the stall), else need / rate
     need = statistics.median(r['need'] for r in rows)
-    extra = rows[0].get('extra', 150)
-    out = {'speed': speed, 'from': origin, 'need': need, 'extra': extra,
-           'bound': round(need * speed / extra, 1), 'rates': {}}
+    shorts = [r['short'] for r in rows
+              if r['setup'] == 'fork-auto' and r.get('short') is not None]
+    short = round(statistics.median(shorts)) if shorts else \
+        rows[0].get('extra', 150)
+    # a host short of nothing needs no controller at any rate
+    out = {'speed': speed, 'from': origin, 'need': need, 'short': short,
+           'bound': round(need * speed / short, 1) if short > 0 else
+           float('inf'), 'rates': {}}
     for rate in _rates(rows):
         rs = [r for r in rows if r['rate'] == rate]
         secs = [r['service_seconds'] for r in rs
@@ -216,7 +223,7 @@ def perfect_controller(results):
         else:
             continue
         out['rates'][str(rate)] = [round(t, 1), round(speed * t),
-                                   speed * t >= extra, how]
+                                   speed * t >= short, how]
     return out
 
 
@@ -271,7 +278,7 @@ def nolimit_table(results):
                    ' driver\'s %.0f MiB/s (%s) from the moment the service'
                    ' starts, it survives if %.0f MiB/s x the service\'s'
                    ' time >= %d MiB' % (p['speed'], p['from'], p['speed'],
-                                        p['extra']) +
+                                        p['short']) +
                    '; its service time is that of the runs that survived'
                    ' (*: need / the service\'s pace while the host still'
                    ' had memory, or need / rate)')
@@ -306,7 +313,7 @@ def nolimit_table(results):
             secs, given, ok, how = p['rates'][str(rate)]
             table.append((
                 'perfect', rate_text(rate).replace(' MiB/s', ''), '-',
-                p['extra'], '-',
+                p['short'], '-',
                 '%.1f%s' % (secs, '' if how == 'survived runs' else '*'),
                 '-', '%s: %.0f MiB/s x %.1f s = %d MiB' % (
                     'survives' if ok else 'too late', p['speed'], secs,
@@ -338,7 +345,7 @@ def nolimit_table(results):
     if p:
         out.append('    %-10s %-11s (%d MiB x %.0f MiB/s / %d MiB)' % (
             'perfect', 'up to %.0f MiB/s' % p['bound'], p['need'],
-            p['speed'], p['extra']))
+            p['speed'], p['short']))
     out += nolimit_stage_lines(results)
     return out
 

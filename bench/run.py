@@ -103,7 +103,8 @@ Scenarios:
    first reading over it, its first decision, the driver's first
    progress and its inflate rate; and a reference row: a controller
    that inflates at that driver speed from the service's first moment
-   survives while speed x service time >= 150 MiB.
+   survives while speed x service time >= what the host lacked when
+   the service started (the fork's median "short").
 
 Usage:
   run.py [--pristine PRISTINE] [--fork FORK] [--scenario LIST]
