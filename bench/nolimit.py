@@ -259,7 +259,8 @@ def no_limit(nenv, setup, rate, run=0):
             '--trace /tmp/vm.log --out /tmp/probe.json %s %s' % (
                 PROBE, QMP_PROBE, qemu, SERVICE, EXTRA, need, step,
                 delay_ms, timeout, AFTER, POLL,
-                '--fork' if setup.fork else '',
+                '--fork' if setup.fork else
+                '--bound' if setup.bound else '',
                 '--pids ' + pids if pids else ''), timeout + AFTER + 300)
         probe = _read_json(h, '/tmp/probe.json')
         guest_oom = None
@@ -326,15 +327,11 @@ def _judge(res, probe, guest_oom):
                    1))
     acts = [s['actual'] for s in samples if s.get('actual') is not None]
     res['min_actual'] = round(min(acts)) if acts else None
-    # the service's pace while the host still had memory: until it held
-    # what MemAvailable was at its start
-    for s in samples:
-        if s['svc'] >= probe['host']['available'] and s['t'] > 0:
-            res['free_rate'] = round(s['svc'] / s['t'], 1)
-            break
     res['inflate'] = inflate_rate(samples, probe['before'])
     if probe.get('source'):
         res['source'] = probe['source']
+    if 'bound_mib' in probe:
+        res['bound_mib'] = probe['bound_mib']
     if probe.get('fork_after') and probe.get('fork_before'):
         def host_pressure(info):
             return {d['reason']: d['count'] for d in

@@ -13,7 +13,10 @@ Polled every --poll seconds while the service allocates and --after
 seconds after it is done: the balloon (query-balloon actual), the host's
 memory in use (MemTotal - MemAvailable), the service's cgroup
 memory.current and, with --fork, every other time, the fork's own host
-reading (query-balloon-auto: usage, setpoint, age).  Then the kernel log since
+reading (query-balloon-auto: usage, setpoint, age).  With --bound, a
+`balloon` command asks for all the guest can give (down to the floor
+query-balloon-auto reports) just before the service starts: the
+mechanism's bound.  Then the kernel log since
 the start (who the OOM killer took), /proc/vmstat oom_kill, the service's
 output with times, and the decisions in the nested QEMU's trace log
 (--trace: -trace enable=virtio_balloon_auto_* -msg timestamp=on).
@@ -175,6 +178,8 @@ def main():
     ap.add_argument('--poll', type=float, default=0.2)
     ap.add_argument('--fork', action='store_true',
                     help='poll query-balloon-auto too')
+    ap.add_argument('--bound', action='store_true',
+                    help='balloon to the floor as the service starts')
     ap.add_argument('--trace', help='the nested QEMU\'s trace log')
     ap.add_argument('--pids', default='',
                     help='LABEL=PID,... to name OOM victims')
@@ -204,6 +209,10 @@ def main():
     oom0 = keyed('/proc/vmstat').get('oom_kill', 0)
     need = args.need or mem['MemAvailable'] // MiB + args.extra
     res['need'] = need
+    if args.bound:
+        floor = qmp.command('query-balloon-auto')['floor']
+        qmp.command('balloon', value=floor)
+        res['bound_mib'] = res['before'] - floor // MiB
 
     t0 = time.time()
     svc = Service(args.service, need, args.step, args.delay_ms, t0)

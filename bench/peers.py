@@ -14,8 +14,8 @@ guest under TCG) in a real v1 memory cgroup:
                     algorithm) at a 10 s / 1 s cycle
   bound             the mechanism's bound, a reference: the fork's binary
                     with automatic=off, asked by hand for all the guest
-                    can give the moment the host process starts
-                    (host-rate only)
+                    can give the moment the host process or service
+                    starts (host-rate and no-limit only)
 
 A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
 pve-1s+doo, ...).

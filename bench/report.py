@@ -168,69 +168,10 @@ def nolimit_stage_result(results):
     return rows[0] if rows else None
 
 
-def driver_speed(results):
-    """The nested guest driver's inflate rate in MiB/s and where it comes
-    from: the stage run, else the median of every measurement's."""
-    r = nolimit_stage_result(results)
-    if r and r['stages'].get('inflate'):
-        return r['stages']['inflate'], 'the stage run'
-    rates = [r['inflate'] for r in results if r['scenario'] == 'no-limit'
-             and r.get('inflate')]
-    if rates:
-        return statistics.median(rates), 'median of all measurements'
-    return None, None
-
-
-def perfect_controller(results):
-    """The reference: a controller that starts inflating at the driver's
-    speed the moment the service starts.  By the time the service is done
-    it has given speed x service time; it survives if that is what the
-    host lacked when the service started: the fork's rows' median
-    shortfall, as that controller has this device without free page
-    reporting (the extra MiB beyond MemAvailable for rows that predate
-    it).  Its bound: the service rate need x speed / short.  Returns None
-    without a driver speed, else {speed, from, need, short, bound, rates:
-    {rate: [seconds, given, ok]}} (service time: the median of the
-    completed services at that rate, else need / rate)."""
-    speed, origin = driver_speed(results)
-    rows = [r for r in results if r['scenario'] == 'no-limit' and
-            r.get('need')]
-    if not speed or not rows:
-        return None
-    # the service's time: from the runs that survived at that rate, else
-    # need / the service's pace while the host still had memory free (a
-    # run with an OOM kill includes the stall), else need / rate
-    need = statistics.median(r['need'] for r in rows)
-    shorts = [r['short'] for r in rows
-              if r['setup'] == 'fork-auto' and r.get('short') is not None]
-    short = round(statistics.median(shorts)) if shorts else \
-        rows[0].get('extra', 150)
-    # a host short of nothing needs no controller at any rate
-    out = {'speed': speed, 'from': origin, 'need': need, 'short': short,
-           'bound': round(need * speed / short, 1) if short > 0 else
-           float('inf'), 'rates': {}}
-    for rate in _rates(rows):
-        rs = [r for r in rows if r['rate'] == rate]
-        secs = [r['service_seconds'] for r in rs
-                if r.get('ok') and r.get('service_seconds')]
-        free = [r['free_rate'] for r in rs if r.get('free_rate')]
-        if secs:
-            t, how = statistics.median(secs), 'survived runs'
-        elif free:
-            t, how = need / statistics.median(free), 'pace while free'
-        elif rate != 'max':
-            t, how = need / rate, 'nominal'
-        else:
-            continue
-        out['rates'][str(rate)] = [round(t, 1), round(speed * t),
-                                   speed * t >= short, how]
-    return out
-
-
 def nolimit_summary(results):
     """What results.json keeps of the no-limit scenario: per setup the
     highest nominal rate survived in every run and what killed it where
-    it died; the fork's stages; the perfect controller."""
+    it died; the fork's stages."""
     rows = [r for r in results if r['scenario'] == 'no-limit']
     if not rows:
         return None
@@ -247,7 +188,6 @@ def nolimit_summary(results):
     if st:
         out['stages'] = dict(st['stages'], setup=st['setup'],
                              rate=st['rate'], run=st.get('run', 0))
-    out['perfect'] = perfect_controller(results)
     return out
 
 
@@ -258,7 +198,6 @@ def nolimit_table(results):
     r0 = rows[0]
     host = r0.get('host', {})
     runs = max(r.get('run', 0) for r in rows) + 1
-    p = perfect_controller(results)
     out = ['no-limit: a nested cgroup v2 host with %s MiB MemTotal (TCG);'
            ' one %d MiB VM in machine.slice/vm.scope, its guest %s %d MiB;'
            ' no memory limit anywhere; a service in'
@@ -270,20 +209,13 @@ def nolimit_table(results):
                'has used and freed', r0.get('guest_used', 300),
                host.get('service_need', '?'),
                r0.get('step', 20), r0.get('extra', 150)),
-           '  every setup runs the fork\'s binary (upstream and pve-*:'
-           ' automatic=off; the PVE daemon counts MemTotal - MemAvailable'
-           ' in use); %d run(s): median [range]' % runs]
-    if p:
-        out.append('  perfect: a reference, not run: inflating at the'
-                   ' driver\'s %.0f MiB/s (%s) from the moment the service'
-                   ' starts, it survives if %.0f MiB/s x the service\'s'
-                   ' time >= %d MiB' % (p['speed'], p['from'], p['speed'],
-                                        p['short']) +
-                   '; its service time is that of the runs that survived'
-                   ' (*: need / the service\'s pace while the host still'
-                   ' had memory, or need / rate)')
+           '  every setup runs the fork\'s binary (upstream, pve-* and'
+           ' bound: automatic=off; the PVE daemon counts MemTotal -'
+           ' MemAvailable in use; bound: the mechanism\'s bound, a'
+           ' `balloon` down to the floor as the service starts); %d'
+           ' run(s): median [range]' % runs]
     table = [('setup', 'nominal', 'ok/runs', 'short MiB', 'achieved MiB/s',
-              'service s', 'balloon MiB', 'outcome')]
+              'service s', 'balloon MiB', 'inflate MiB/s', 'outcome')]
     for rate in _rates(rows):
         for s in _setups(rows, 'no-limit'):
             rs = [r for r in rows if r['setup'] == s and r['rate'] == rate]
@@ -308,22 +240,14 @@ def nolimit_table(results):
                             _spread(after) if any(a is not None
                                                   for a in after)
                             else 'dead'),
+                _spread([r.get('inflate') for r in rs]),
                 '; '.join(counted)))
-        if p and str(rate) in p['rates']:
-            secs, given, ok, how = p['rates'][str(rate)]
-            table.append((
-                'perfect', rate_text(rate).replace(' MiB/s', ''), '-',
-                p['short'], '-',
-                '%.1f%s' % (secs, '' if how == 'survived runs' else '*'),
-                '-', '%s: %.0f MiB/s x %.1f s = %d MiB' % (
-                    'survives' if ok else 'too late', p['speed'], secs,
-                    given)))
-    widths = [max(len(str(row[i])) for row in table) for i in range(7)]
+    widths = [max(len(str(row[i])) for row in table) for i in range(8)]
     for row in table:
         out.append('  ' + '  '.join(
             str(v).ljust(w) if i == 0 else str(v).rjust(w)
-            for i, (v, w) in enumerate(zip(row[:7], widths))) +
-            '  ' + row[7])
+            for i, (v, w) in enumerate(zip(row[:8], widths))) +
+            '  ' + row[8])
     out.append('  highest nominal rate survived (every run at that rate),'
                ' and what died where it did not:')
     summary = nolimit_summary(results)
@@ -342,10 +266,6 @@ def nolimit_table(results):
             s, rate_text(best) if best else 'none',
             ' | '.join('%s: %s' % (', '.join(v), k)
                        for k, v in kinds.items())))
-    if p:
-        out.append('    %-10s %-11s (%d MiB x %.0f MiB/s / %d MiB)' % (
-            'perfect', 'up to %.0f MiB/s' % p['bound'], p['need'],
-            p['speed'], p['short']))
     out += nolimit_stage_lines(results)
     return out
 
@@ -409,10 +329,6 @@ def headline(results):
         best = highest_survived(nl, s)
         lines.append('no-limit  %-17s highest survived: %s' % (
             s, rate_text(best) if best else 'none'))
-    p = perfect_controller(results)
-    if p:
-        lines.append('no-limit  %-17s up to %.0f MiB/s (driver %.0f MiB/s)'
-                     % ('perfect', p['bound'], p['speed']))
     return lines
 
 
@@ -529,14 +445,13 @@ def plot(results, path, extra_lines=()):
 
 
 def _plot_nolimit(ax, results):
-    """Setups against rates: o survived, x died (labels: achieved MiB/s;
-    the perfect controller's row from its bound)."""
+    """Setups against rates: o survived, x died (labels: achieved
+    MiB/s)."""
     rows = [r for r in results if r['scenario'] == 'no-limit']
     setups = _setups(rows, 'no-limit')
     rates = _rates(rows)
     xs = {rate: i for i, rate in enumerate(rates)}
-    p = perfect_controller(results)
-    labels = list(setups) + (['perfect'] if p else [])
+    labels = list(setups)
     for y, s in enumerate(setups):
         for r in rows:
             if r['setup'] != s:
@@ -548,25 +463,12 @@ def _plot_nolimit(ax, results):
                 ax.annotate('%.0f' % r['achieved'], (x, y),
                             textcoords='offset points', xytext=(0, 8),
                             ha='center', fontsize=7)
-    if p:
-        y = len(setups)
-        for rate, (secs, given, ok, _) in p['rates'].items():
-            x = xs.get(_rate_key(rate))
-            if x is None:
-                continue
-            ax.scatter(x, y, marker='o' if ok else 'x', s=80,
-                       facecolors='none' if ok else None,
-                       color='tab:green' if ok else 'tab:red')
-            ax.annotate('%d MiB' % given, (x, y),
-                        textcoords='offset points', xytext=(0, 8),
-                        ha='center', fontsize=7)
     ax.set_xticks(range(len(rates)))
     ax.set_xticklabels([rate_text(r) for r in rates], fontsize=8)
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels)
     ax.set_ylim(-0.5, len(labels) - 0.3)
-    ax.set_xlabel('service rate, nominal (label: achieved MiB/s; perfect:'
-                  ' MiB given by the end)')
+    ax.set_xlabel('service rate, nominal (label: achieved MiB/s)')
     ax.set_title('no-limit, nested 1 GiB host: o survived, x died')
     if not rows:
         ax.text(0.5, 0.5, 'not run', ha='center', transform=ax.transAxes)

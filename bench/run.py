@@ -32,9 +32,10 @@ real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
                     first, evened out by shares) at a 10 s and a 1 s cycle
   any of them with "+doo" adds deflate-on-oom=on (seed uses fork-auto+doo
   and pve-1s+doo).
-  bound             host-rate's reference row, always run there: the
-                    fork's binary with automatic=off; as the host process
-                    starts, a `balloon` command asks for all the guest can
+  bound             host-rate's and no-limit's reference row, always run
+                    there: the fork's binary with automatic=off; as the
+                    host process or the service starts, a `balloon`
+                    command asks for all the guest can
                     give (down to the floor the fork would stop at): what
                     a perfect controller gets from this device, limited
                     only by how fast the guest's driver inflates.  Just
@@ -91,7 +92,10 @@ Scenarios:
    the fork's binary: fork-auto (automatic=on: auto-detection takes the
    host's memory), upstream (automatic=off, nobody drives the balloon),
    pve-10s and pve-1s (automatic=off, bench/pve_daemon.py --meminfo in
-   the nested host, host memory in use against 80 % of MemTotal).  Per
+   the nested host, host memory in use against 80 % of MemTotal), and
+   the mechanism's bound as a reference row (automatic=off, a `balloon`
+   command down to the fork's floor just before the service starts:
+   only the guest's driver limits it).  Per
    setup and rate: survived (QEMU alive, the service done, /proc/vmstat
    oom_kill unchanged, 10 s after the service is done) or what the OOM
    killer took (kernel log), the achieved rate, the service's time, the
@@ -101,10 +105,7 @@ Scenarios:
    of the fork's reaction (its trace: -trace enable=virtio_balloon_auto_*
    -msg timestamp=on): service start, host over the setpoint, the fork's
    first reading over it, its first decision, the driver's first
-   progress and its inflate rate; and a reference row: a controller
-   that inflates at that driver speed from the service's first moment
-   survives while speed x service time >= what the host lacked when
-   the service started (the fork's median "short").
+   progress and its inflate rate.
 
 Usage:
   run.py [--pristine PRISTINE] [--fork FORK] [--scenario LIST]
@@ -124,9 +125,9 @@ samples, 20 s idle.  Results go to OUT/results.json (no-limit's summary
 under "no_limit") and OUT/bench.png (default OUT: build/bench); -v prints
 progress, --keep keeps console logs.  On a 2-core machine under TCG the
 scenarios but no-limit take about 1.6 hours (about 32 minutes per run of
-the peer scenarios), --quick about 8 minutes; no-limit about 30 minutes
-per run (20 measurements of about 1.5 minutes, each with its nested guest
-restored in about 20 s), so about 30 minutes with --quick and 1.5 hours
+the peer scenarios), --quick about 8 minutes; no-limit about 38 minutes
+per run (25 measurements of about 1.5 minutes, each with its nested guest
+restored in about 20 s), so about 38 minutes with --quick and 1.9 hours
 in full.
 """
 
@@ -346,13 +347,14 @@ def main():
                 s, ', '.join(SCENARIOS)))
     setups = csv(args.setups) if args.setups else (
         ['fork-auto', 'upstream', 'pve-1s'] if q else peers.DEFAULT_SETUPS)
-    nl_setups = csv(args.setups) if args.setups else NOLIMIT_SETUPS
+    nl_setups = [s for s in (csv(args.setups) if args.setups else
+                             NOLIMIT_SETUPS) if s != 'bound'] + ['bound']
     try:
         for s in setups:
             peers.Setup(s)
     except ValueError as e:
         ap.error(str(e))
-    # the mechanism's bound is a reference row of host-rate alone
+    # the mechanism's bound is a reference row of host-rate and no-limit
     setups = [s for s in setups if s != 'bound']
     hr_setups = setups + ['bound']
     runs = args.runs or (1 if q else 3)
