@@ -330,8 +330,6 @@ def _judge(res, probe, guest_oom):
     res['inflate'] = inflate_rate(samples, probe['before'])
     if probe.get('source'):
         res['source'] = probe['source']
-    if 'bound_mib' in probe:
-        res['bound_mib'] = probe['bound_mib']
     if probe.get('fork_after') and probe.get('fork_before'):
         def host_pressure(info):
             return {d['reason']: d['count'] for d in

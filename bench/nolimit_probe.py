@@ -210,9 +210,8 @@ def main():
     need = args.need or mem['MemAvailable'] // MiB + args.extra
     res['need'] = need
     if args.bound:
-        floor = qmp.command('query-balloon-auto')['floor']
-        qmp.command('balloon', value=floor)
-        res['bound_mib'] = res['before'] - floor // MiB
+        qmp.command('balloon',
+                    value=qmp.command('query-balloon-auto')['floor'])
 
     t0 = time.time()
     svc = Service(args.service, need, args.step, args.delay_ms, t0)

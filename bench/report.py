@@ -451,7 +451,6 @@ def _plot_nolimit(ax, results):
     setups = _setups(rows, 'no-limit')
     rates = _rates(rows)
     xs = {rate: i for i, rate in enumerate(rates)}
-    labels = list(setups)
     for y, s in enumerate(setups):
         for r in rows:
             if r['setup'] != s:
@@ -465,9 +464,9 @@ def _plot_nolimit(ax, results):
                             ha='center', fontsize=7)
     ax.set_xticks(range(len(rates)))
     ax.set_xticklabels([rate_text(r) for r in rates], fontsize=8)
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels(labels)
-    ax.set_ylim(-0.5, len(labels) - 0.3)
+    ax.set_yticks(range(len(setups)))
+    ax.set_yticklabels(setups)
+    ax.set_ylim(-0.5, len(setups) - 0.3)
     ax.set_xlabel('service rate, nominal (label: achieved MiB/s)')
     ax.set_title('no-limit, nested 1 GiB host: o survived, x died')
     if not rows:

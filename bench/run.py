@@ -263,6 +263,12 @@ SEED_EXTRA = ['fork-auto+doo', 'pve-1s+doo']
 NOLIMIT_SETUPS = ['fork-auto', 'upstream', 'pve-10s', 'pve-1s']
 
 
+def with_bound(setups):
+    """@setups with the mechanism's bound last, once: the reference row of
+    host-rate and no-limit."""
+    return [s for s in setups if s != 'bound'] + ['bound']
+
+
 def tree_of(binary):
     """The tree of a build's qemu-system-x86_64 (TREE/build/BINARY)."""
     return os.path.dirname(os.path.dirname(os.path.abspath(binary)))
@@ -347,16 +353,15 @@ def main():
                 s, ', '.join(SCENARIOS)))
     setups = csv(args.setups) if args.setups else (
         ['fork-auto', 'upstream', 'pve-1s'] if q else peers.DEFAULT_SETUPS)
-    nl_setups = [s for s in (csv(args.setups) if args.setups else
-                             NOLIMIT_SETUPS) if s != 'bound'] + ['bound']
+    nl_setups = with_bound(csv(args.setups) if args.setups else
+                           NOLIMIT_SETUPS)
     try:
         for s in setups:
             peers.Setup(s)
     except ValueError as e:
         ap.error(str(e))
-    # the mechanism's bound is a reference row of host-rate and no-limit
     setups = [s for s in setups if s != 'bound']
-    hr_setups = setups + ['bound']
+    hr_setups = with_bound(setups)
     runs = args.runs or (1 if q else 3)
     rates = csv(args.rates, host_rate_arg) if args.rates else (
         [300, 1000] if q else [100, 300, 500, 1000, 2000])
