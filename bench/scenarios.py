@@ -141,7 +141,6 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
                 # ballooned freed 329).
                 floor = _qmp(vm, 'query-balloon-auto')['floor']
                 _qmp(vm, 'balloon', value=floor)
-                res['bound_mib'] = res['before']['actual'] - floor // MiB
             hog = MemoryHog(cg, mib, step=4, delay=0, rate=rate)
             samples = []
             t0 = time.monotonic()
