@@ -11,7 +11,8 @@
  *   faults, swap-in, OOM kills or allocation stalls, or the guest deflating
  *   by itself) deflates at once and wins over host pressure;
  * - a deflate right after a host inflate is ping-pong: the floor is raised
- *   to the guest's size for a while instead of repeating;
+ *   to the memory the guest uses and its margin for a while instead of
+ *   repeating;
  * - after a calm hold time the target walks back to the baseline in
  *   bounded steps;
  * - several VMs reacting to the same events shrink multiplicatively and
@@ -674,8 +675,10 @@ static uint64_t host_allows(const Context *c)
 /*
  * Guest pressure and the guest deflating by itself: both win over
  * everything else, guest pressure as far as the host has room.  A deflate
- * right after a host inflate is ping-pong: the floor is raised to the new
- * size for a while.
+ * right after a host inflate is ping-pong: the floor is raised for a while
+ * to the memory the guest uses and the margin guest pressure gives it, at
+ * most to the new size.  What it holds beyond (page cache it filled, free
+ * memory) is not protected: host pressure may still take it.
  */
 static Step guest_needs(Context *c, uint64_t want, bool deflated)
 {
@@ -704,6 +707,10 @@ static Step guest_needs(Context *c, uint64_t want, bool deflated)
     if (now - s->last_inflate < p->pingpong_window) {
         s->counters.pingpongs++;
         s->pingpong_floor = step.target;
+        if (s->prev_used != UINT64_MAX) {
+            s->pingpong_floor = MIN(step.target,
+                                    s->prev_used + guest_margin(p, 0));
+        }
         s->pingpong_until = now + p->pingpong_hold;
     }
     return step;
@@ -732,9 +739,10 @@ static Step driver_stuck(Context *c)
 /*
  * What the guest can spare for the host: its size above the floor and its
  * available memory above the margin guest pressure would give it back,
- * the lesser; 0 while its state is unknown or it was short of memory
- * lately (the others give then).  The statistics predate what the balloon
- * took since they came: that is given already.
+ * the lesser; 0 while its state is unknown.  A guest short of memory
+ * lately keeps twice the margin: what it holds beyond that (page cache,
+ * memory freed after a burst) can still go to the host.  The statistics
+ * predate what the balloon took since they came: that is given already.
  */
 static uint64_t guest_spare(const Context *c)
 {
@@ -743,7 +751,6 @@ static uint64_t guest_spare(const Context *c)
     uint64_t avail, margin;
 
     if (!guest_available(c->st, c->actual, &avail) ||
-        c->in->now - s->last_guest_pressure < p->pingpong_window ||
         s->target <= c->floor) {
         return 0;
     }
@@ -751,6 +758,9 @@ static uint64_t guest_spare(const Context *c)
     avail += s->target;
     avail = avail > s->stats_actual ? avail - s->stats_actual : 0;
     margin = guest_margin(p, guest_growth(s, p, c->in));
+    if (c->in->now - s->last_guest_pressure < p->pingpong_window) {
+        margin *= 2;
+    }
     return MIN(s->target - c->floor, avail > margin ? avail - margin : 0);
 }
 

@@ -439,16 +439,19 @@ static void test_state_check(void)
 }
 
 /*
- * deflate-on-oom: the guest takes pages back; the target follows.  The
- * guest's use of memory stays the same throughout (1500 MiB available at
- * 2 GiB): only the balloon moves.
+ * deflate-on-oom: the guest takes pages back; the target follows.  It did
+ * so in a burst: at 1793 MiB it uses 1700.  Right after an inflate that is
+ * ping-pong, and the floor is raised to what it uses and the margin.
  */
 static void test_guest_deflated_and_pingpong(void)
 {
     Fixture f;
     BalloonPolicyDecision d;
+    uint64_t raised;
+    int i;
 
     d = host_event(&f, BALLOON_POLICY_LEVEL_CRITICAL);
+    raised = 1700 * MiB + f.p.reserve + f.p.reserve / 2;
     g_assert_cmpuint(d.new_target, ==, 2 * GiB - 256 * MiB);
     f.now += SEC / 2;                 /* within the cooldown */
     set_stats(&f, 1244 * MiB);
@@ -456,27 +459,94 @@ static void test_guest_deflated_and_pingpong(void)
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
 
     f.now += SEC;
-    set_stats(&f, 1245 * MiB);
+    set_stats(&f, 93 * MiB);
     d = decide(&f, 2 * GiB - 255 * MiB);   /* guest deflated 1 MiB */
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_DEFLATED);
     g_assert_cmpuint(d.new_target, >=, 2 * GiB - 255 * MiB);
     /* within the ping-pong window of the inflate: the floor is raised */
     g_assert_cmpuint(f.s.counters.pingpongs, ==, 1);
-    g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==,
-                     d.new_target);
+    g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==, raised);
 
-    /* More host pressure cannot push below the raised floor... */
-    f.now += 20 * SEC;
-    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 1245 * MiB);
-    d = decide(&f, f.s.target);
-    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    /*
+     * More host pressure cannot push below the raised floor, though the
+     * guest now uses 50 MiB less (less than a reserve: its burst goes
+     * on)...
+     */
+    for (i = 0; i < 40; i++) {
+        f.now += SEC;
+        balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL,
+                                     f.now);
+        set_stats(&f, f.s.target - 1650 * MiB);
+        decide(&f, f.s.target);
+        g_assert_cmpuint(f.s.target, >=, raised);
+    }
+    g_assert_cmpuint(f.s.target, ==, raised);
     /* ...until the raised floor expires. */
     f.now += f.p.pingpong_hold;
     balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
-    set_stats(&f, 1245 * MiB);
+    set_stats(&f, f.s.target - 1650 * MiB);
     d = decide(&f, f.s.target);
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+}
+
+/*
+ * A guest using 400 MiB holds 1.2 GiB of page cache.  Host pressure takes
+ * some of it, and the guest's reclaim makes its direct reclaim counter
+ * rise (Linux >= 6.12): guest pressure, right after an inflate.  Its
+ * raised floor protects what it uses, not its page cache: host pressure
+ * takes the cache within the pressure window already (the guest keeps
+ * twice the margin then), and then down to the floor, never below.
+ */
+static void test_pingpong_spares_page_cache(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    const uint64_t used = 400 * MiB;
+    uint64_t raised, reclaim = 100, window_low = UINT64_MAX;
+    int64_t pressure;
+    int i;
+
+    fixture_init(&f, 2 * GiB, 2 * GiB);
+    raised = used + f.p.reserve + f.p.reserve / 2;
+    f.st.direct_reclaim = reclaim;
+    balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL, f.now);
+    set_stats(&f, 2 * GiB - used);
+    d = decide(&f, 2 * GiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_HOST_PRESSURE);
+
+    /* the guest reports its total: it saw the inflation */
+    f.now += SEC;
+    f.st.direct_reclaim = reclaim += 50;
+    f.st.total = d.new_target;
+    set_stats(&f, d.new_target - used);
+    d = decide(&f, d.new_target);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpuint(f.s.counters.pingpongs, ==, 1);
+    g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==, raised);
+    pressure = f.now;
+
+    for (i = 0; i < 40; i++) {
+        f.now += SEC;
+        balloon_policy_note_pressure(&f.s, BALLOON_POLICY_LEVEL_CRITICAL,
+                                     f.now);
+        f.st.total = f.s.target;
+        set_stats(&f, f.s.target - used);
+        d = decide(&f, f.s.target);
+        g_assert_cmpint(d.reason, !=, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+        if (f.now - pressure < f.p.pingpong_window) {
+            window_low = f.s.target;
+            /* twice the margin: nothing taken from it */
+            g_assert_cmpuint(f.s.target - used, >=,
+                             2 * (f.p.reserve + f.p.reserve / 2));
+        }
+        g_assert_cmpuint(f.s.target, >=, raised);
+    }
+    g_test_message("page cache left: %" PRIu64 " MiB after the window, "
+                   "%" PRIu64 " MiB at the end",
+                   (window_low - used) / MiB, (f.s.target - used) / MiB);
+    g_assert_cmpuint(window_low, <, 2 * GiB - 4 * f.p.reserve);
+    g_assert_cmpuint(f.s.target, ==, raised);
+    g_assert_cmpuint(f.s.counters.pingpongs, ==, 1);
 }
 
 /* Rising stall counters (Linux >= 6.12 guests) mean guest pressure. */
@@ -1601,9 +1671,10 @@ static void test_host_not_sacrificed(void)
 
 /*
  * A guest inflated, then short at once (ping-pong: its floor is raised to
- * its whole size), then done with its burst: it freed 1.5 GiB.  The raised
- * floor and the pressure window end, and host pressure takes from it
- * again at once, where it would have waited a minute.
+ * what it uses and the margin), then done with its burst: it freed
+ * 1.5 GiB.  The raised floor and the pressure window end, and host
+ * pressure takes from it again at once, where it would have waited a
+ * minute.
  */
 static void test_pingpong_ends_when_freed(void)
 {
@@ -1618,6 +1689,10 @@ static void test_pingpong_ends_when_freed(void)
     d = decide(&f, d.new_target);
     g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
     g_assert_cmpuint(f.s.counters.pingpongs, ==, 1);
+    /*
+     * what it uses and the margin: all of it (the sample may predate the
+     * inflation: at 2 GiB it uses 1998 MiB)
+     */
     g_assert_cmpuint(balloon_policy_floor(&f.s, &f.p, f.now), ==, 2 * GiB);
 
     /* a burst that has not ended keeps the floor */
@@ -1692,6 +1767,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
     g_test_add_func("/balloon-auto-policy/pingpong-ends-when-freed",
                     test_pingpong_ends_when_freed);
+    g_test_add_func("/balloon-auto-policy/pingpong-spares-page-cache",
+                    test_pingpong_spares_page_cache);
     g_test_add_func("/balloon-auto-policy/host-not-sacrificed",
                     test_host_not_sacrificed);
     g_test_add_func("/balloon-auto-policy/host-settles-below-setpoint",
