@@ -1043,21 +1043,37 @@ static int64_t earliest(int64_t t, int64_t u)
     return u == BALLOON_POLICY_NEVER ? t : MIN(t, u);
 }
 
+/*
+ * What an allocator at the fastest plausible rate eats in @ms: a guest
+ * with less available memory above its reserve is asked for statistics
+ * more often than that, or a burst could use it up unseen.  (A guest at
+ * its full size only once a second: no deflate could help it, and an
+ * idle small VM costs no more than before.)
+ */
+static uint64_t fast_eats(const BalloonPolicyParams *p, int64_t ms)
+{
+    return mul_div_sat(p->guest_fast_rate, ms, 1000);
+}
+
 int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
                                          const BalloonPolicyParams *p,
                                          int64_t now)
 {
+    bool seen = s->prev.time != BALLOON_POLICY_NEVER;
     uint64_t avail = s->prev.available;     /* unreported: UINT64_MAX */
+    uint64_t spare = avail > p->reserve ? avail - p->reserve : 0;
 
     if (now - s->last_guest_pressure < p->pingpong_window ||
         /* growth that would eat the reserve within two seconds */
         s->guest_rate > p->reserve / 2 ||
         /* a host past its setpoint: this guest may be asked to give */
-        (host_known(s, p, now) && s->host.usage > s->host.setpoint)) {
+        (host_known(s, p, now) && s->host.usage > s->host.setpoint) ||
+        /* a squeezed guest, which a deflate can help */
+        (seen && s->target < p->max &&
+         spare < fast_eats(p, BALLOON_POLICY_STATS_INTERVAL_WATCH_MS))) {
         return BALLOON_POLICY_STATS_INTERVAL_FAST_MS;
     }
-    /* what an allocator at the fastest plausible rate eats in 2 s */
-    if (avail < p->reserve + 2 * p->guest_fast_rate) {
+    if (!seen || spare < fast_eats(p, BALLOON_POLICY_STATS_INTERVAL_MS)) {
         return BALLOON_POLICY_STATS_INTERVAL_WATCH_MS;
     }
     return BALLOON_POLICY_STATS_INTERVAL_MS;

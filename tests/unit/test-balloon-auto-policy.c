@@ -1393,8 +1393,26 @@ static void test_stats_interval(void)
     fixture_init(&f, 4 * GiB, 2 * GiB);
     g_assert_cmpint(interval_after_stats(&f, f.p.reserve / 2, 2 * GiB), ==,
                     BALLOON_POLICY_STATS_INTERVAL_FAST_MS);
+    /*
+     * and after it, while an allocator at the fastest plausible rate would
+     * use up what it has above the reserve within the watch interval
+     */
     f.now += f.p.pingpong_window;
     g_assert_cmpint(balloon_policy_stats_interval_ms(&f.s, &f.p, f.now), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_FAST_MS);
+    g_assert_cmpint(interval_after_stats(&f, f.p.reserve +
+                                         f.p.guest_fast_rate, 2 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_WATCH_MS);
+    f.now += SEC;
+    g_assert_cmpint(interval_after_stats(&f, f.p.reserve +
+                                         f.p.guest_fast_rate - 4 * MiB,
+                                         2 * GiB), ==,
+                    BALLOON_POLICY_STATS_INTERVAL_FAST_MS);
+    /* not at its full size: no deflate could help */
+    fixture_init(&f, 4 * GiB, 4 * GiB);
+    g_assert_cmpint(interval_after_stats(&f, f.p.reserve +
+                                         f.p.guest_fast_rate - 4 * MiB,
+                                         4 * GiB), ==,
                     BALLOON_POLICY_STATS_INTERVAL_WATCH_MS);
 
     /* a calm guest, its host past the setpoint */

@@ -31,8 +31,9 @@
 /*
  * How often guest statistics should come, in milliseconds: every 2 s when
  * calm, every second while the guest could run short within two, and
- * five times a second while its use grows fast or memory is being moved
- * (the device asks for them itself below QEMU's one-second polling).
+ * five times a second while it could within one, its use grows fast or
+ * memory is being moved (the device asks for them itself below QEMU's
+ * one-second polling).
  */
 #define BALLOON_POLICY_STATS_INTERVAL_MS 2000
 #define BALLOON_POLICY_STATS_INTERVAL_WATCH_MS 1000
@@ -216,10 +217,11 @@ void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
 /*
  * How often guest statistics should come, in milliseconds: the fast
  * interval while the guest's use grows fast, it was under pressure lately,
- * or its host is past the setpoint (it may be asked to give); the watch
- * interval while an allocator at the fastest plausible rate could eat its
- * available memory within two seconds (before any statistics, too); the
- * calm one otherwise.  (The device asks for them; the policy is told the
+ * its host is past the setpoint (it may be asked to give), or an
+ * allocator at the fastest plausible rate could eat its available memory
+ * above the reserve within the watch interval; the watch interval while
+ * it could within the calm one (and before any statistics); the calm one
+ * otherwise.  (The device asks for them; the policy is told the
  * interval in force with each input.)
  */
 int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
