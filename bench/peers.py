@@ -15,7 +15,8 @@ guest under TCG) in a real v1 memory cgroup:
   bound             the mechanism's bound, a reference: the fork's binary
                     with automatic=off, asked by hand for all the guest
                     can give the moment the host process or service
-                    starts (host-rate and no-limit only)
+                    starts (host-rate, no-limit), or in density for all
+                    the others can give at each turn's start
 
 A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
 pve-1s+doo, ...).
@@ -106,9 +107,9 @@ class Env:
         return path
 
     def vm(self, setup, name, cgroup, mem='1G', disk=None, balloon=None):
-        """A TestVM of @setup in @cgroup; with a daemon setup it gets
-        a second QMP monitor (vm.daemon_sock) for the daemon.  @balloon
-        overrides the setup's balloon options."""
+        """A TestVM of @setup in @cgroup; with a daemon or the bound it
+        gets a second QMP monitor (vm.daemon_sock) for what drives it.
+        @balloon overrides the setup's balloon options."""
         self.seq += 1
         name = '%s-%d' % (name, self.seq)
         args = []
@@ -116,7 +117,7 @@ class Env:
             args += ['-drive', 'file=%s,format=raw,if=none,id=d0,cache=none'
                      % disk, '-device', 'virtio-blk-pci,drive=d0']
         sock = None
-        if setup.daemon:
+        if setup.daemon or setup.bound:
             sock = os.path.join(self.workdir, name + '.qmp')
             args += ['-qmp', 'unix:%s,server=on,wait=off' % sock]
         opts = setup.balloon if balloon is None else balloon

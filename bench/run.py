@@ -32,16 +32,20 @@ real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
                     first, evened out by shares) at a 10 s and a 1 s cycle
   any of them with "+doo" adds deflate-on-oom=on (seed uses fork-auto+doo
   and pve-1s+doo).
-  bound             host-rate's and no-limit's reference row, always run
-                    there: the fork's binary with automatic=off; as the
-                    host process or the service starts, a `balloon`
-                    command asks for all the guest can
+  bound             host-rate's, density's and no-limit's reference row,
+                    always run there: the fork's binary with
+                    automatic=off; as the host process or the service
+                    starts, a `balloon` command asks for all the guest can
                     give (down to the floor the fork would stop at): what
                     a perfect controller gets from this device, limited
                     only by how fast the guest's driver inflates.  Just
                     the deficit is not enough: a ballooned page frees
                     less than its size while the huge page around it
-                    waits to be split.
+                    waits to be split.  In density the guests start at
+                    equal shares of the cgroup; as each turn starts the
+                    others are asked for all they can give, and the
+                    allocating guest gets, every 100 ms, all that their
+                    QEMUs' memory leaves under 95 % of the limit.
 
 Scenarios:
 
@@ -265,7 +269,7 @@ NOLIMIT_SETUPS = ['fork-auto', 'upstream', 'pve-10s', 'pve-1s']
 
 def with_bound(setups):
     """@setups with the mechanism's bound last, once: the reference row of
-    host-rate and no-limit."""
+    host-rate, density and no-limit."""
     return [s for s in setups if s != 'bound'] + ['bound']
 
 
@@ -361,7 +365,7 @@ def main():
     except ValueError as e:
         ap.error(str(e))
     setups = [s for s in setups if s != 'bound']
-    hr_setups = with_bound(setups)
+    setups_and_bound = with_bound(setups)
     runs = args.runs or (1 if q else 3)
     rates = csv(args.rates, host_rate_arg) if args.rates else (
         [300, 1000] if q else [100, 300, 500, 1000, 2000])
@@ -421,10 +425,10 @@ def main():
                             workdir, args.kernel, args.verbose)
         if 'host-rate' in scenarios:
             print('host-rate: setups %s, rates %s, %d run(s)' % (
-                ','.join(hr_setups), rates, runs), flush=True)
+                ','.join(setups_and_bound), rates, runs), flush=True)
             for _ in range(runs):
                 for rate in rates:
-                    for s in hr_setups:
+                    for s in setups_and_bound:
                         record(scenarios_mod.host_rate(env, peers.Setup(s),
                                                        rate))
         if 'seed' in scenarios:
@@ -440,10 +444,10 @@ def main():
                                                   step=step))
         if 'density' in scenarios:
             print('density: setups %s, N %s, %d run(s)' % (
-                ','.join(setups), guests, runs), flush=True)
+                ','.join(setups_and_bound), guests, runs), flush=True)
             for _ in range(runs):
                 for n in guests:
-                    for s in setups:
+                    for s in setups_and_bound:
                         record(scenarios_mod.density(env, peers.Setup(s), n))
         if 'no-limit' in scenarios:
             print('no-limit: setups %s, rates %s, %d run(s), in a nested '

@@ -12,6 +12,7 @@ import threading
 import time
 
 from qemu_balloon_auto import MiB
+from qemu_balloon_auto.qmp import MonitorError, QmpClient, QmpError
 from qemu_balloon_auto.testing import decision_counts, event_counts, wait_until
 from qemu_balloon_auto.testing.cgroup import Cgroup
 from qemu_balloon_auto.testing.hog import MemoryHog
@@ -290,6 +291,75 @@ def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
 
 # ------------------------------------------------------------------ density
 
+class DensityBound:
+    """The mechanism's bound for density: the balloons driven by hand
+    with what a perfect controller would know, only the guests' drivers
+    limiting it.  Before the guests fill their caches each is set to an
+    equal share of 95 % of the limit (less 100 MiB for its QEMU); at a
+    turn's start the others are set to their floor (all they can give)
+    and, every 100 ms, the allocating guest is given all that the other
+    QEMUs' memory leaves under 95 % of the limit, less 100 MiB for its
+    own QEMU (its whole size at most).  Own QMP monitors (the setup's
+    second socket): the scenario's sampling keeps the first ones."""
+
+    PERIOD = 0.1
+    QEMU_MIB = 100
+
+    def __init__(self, cg, vms, limit_mib):
+        self.vms = vms
+        self.ceiling = limit_mib * 95 // 100
+        self.qmp = [QmpClient(vm.daemon_sock, timeout=5) for vm in vms]
+        self.active = None
+        self.commands = 0
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        share = self.ceiling // len(vms) - self.QEMU_MIB
+        for j in range(len(vms)):
+            self._balloon(j, min(share, vms[j].mem_mib))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _balloon(self, j, mib):
+        try:
+            self.qmp[j].command('balloon', value=mib * MiB)
+            self.commands += 1
+        except (MonitorError, QmpError):
+            pass
+
+    def turn(self, i):
+        """Guest @i starts allocating."""
+        with self.lock:
+            self.active = i
+            for j, vm in enumerate(self.vms):
+                if j != i:
+                    self._balloon(j, vm.mem_mib // 4)
+
+    def _run(self):
+        given = {}                  # per turn: the allocating guest's size
+        while not self.stopping.wait(self.PERIOD):
+            with self.lock:
+                i = self.active
+                if i is None or not _alive(self.vms[i]):
+                    continue
+                others = sum(vm.rss() // MiB for j, vm in enumerate(self.vms)
+                             if j != i and _alive(vm))
+                # never taken from while it allocates
+                mib = max(given.get(i, 0),
+                          min(self.vms[i].mem_mib,
+                              self.ceiling - others - self.QEMU_MIB))
+                if mib != given.get(i):
+                    self._balloon(i, mib)
+                    given[i] = mib
+
+    def stop(self):
+        """Stop; returns what daemon_summary() would for a daemon."""
+        self.stopping.set()
+        self.thread.join()
+        for q in self.qmp:
+            q.close()
+        return {'cycles': 0, 'commands': self.commands, 'log': []}
+
+
 def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
             hold=5, stall_limit=3.0):
     """@n guests of 1 GiB in a @limit MiB memcg: each fills @cache MiB of
@@ -316,7 +386,10 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
             for i, vm in enumerate(vms):
                 vm.launch()
                 pids[vm.pid] = 'QEMU %d' % i
-            daemon = start_daemon(setup, cg, vms, env.workdir)
+            if setup.bound:
+                daemon = DensityBound(cg, vms, limit)
+            else:
+                daemon = start_daemon(setup, cg, vms, env.workdir)
             res['fill'] = []
             for i, vm in enumerate(vms):
                 if not _alive(vm):
@@ -333,6 +406,8 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
                 if _alive(vm):
                     _wait_stats(vm, setup, timeout=10)
             for i, vm in enumerate(vms):
+                if setup.bound:
+                    daemon.turn(i)
                 turns.append(_turn(vm, vms, i, alloc, step, hold, cg))
                 env.log('%s n=%d: guest %d alloc %s, stall %.1f s' % (
                     setup, n, i, turns[-1]['result'],
@@ -382,7 +457,8 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
                        completed=sum(1 for t in turns if t['result'] == 'ok'),
                        max_stall=max([t['max_stall'] for t in turns] or [0]))
         finally:
-            res['daemon'] = daemon_summary(daemon.stop())
+            res['daemon'] = daemon.stop() if setup.bound else \
+                daemon_summary(daemon.stop())
             for vm in vms:
                 vm.shutdown()
             for d in disks:
