@@ -117,6 +117,15 @@ def density_table(results):
             r['setup'], r['n'], '%s/%d' % (r.get('completed', 0), r['n']),
             '%.1f' % r.get('max_stall', 0),
             '%.1f' % r.get('max_idle_stall', 0), r['verdict']))
+    out.append('  over the runs, median [range]: working sets completed,'
+               ' the longest stall; runs with all complete and no OOM kill')
+    for s in _setups(rows, 'density'):
+        for n in sorted({r['n'] for r in rows if r['setup'] == s}):
+            cell = [r for r in rows if r['setup'] == s and r['n'] == n]
+            out.append('    %-18s %2d %12s of %d %14s s %4d/%d runs' % (
+                s, n, _spread([r.get('completed', 0) for r in cell]), n,
+                _spread([r.get('max_stall', 0) for r in cell], '%.1f'),
+                sum(1 for r in cell if r['ok']), len(cell)))
     out.append('  largest N sustained (all complete, no OOM kill):')
     for s in _setups(rows, 'density'):
         best = largest_n(rows, s)
