@@ -305,10 +305,13 @@ class DensityBound:
     PERIOD = 0.1
     QEMU_MIB = 100
 
-    def __init__(self, cg, vms, limit_mib):
+    def __init__(self, vms, limit_mib):
         self.vms = vms
         self.ceiling = limit_mib * 95 // 100
         self.qmp = [QmpClient(vm.daemon_sock, timeout=5) for vm in vms]
+        # the floor the fork would stop at, as host-rate's bound asks it
+        self.floor_mib = [q.command('query-balloon-auto')['floor'] // MiB
+                          for q in self.qmp]
         self.active = None
         self.commands = 0
         self.stopping = threading.Event()
@@ -330,9 +333,9 @@ class DensityBound:
         """Guest @i starts allocating."""
         with self.lock:
             self.active = i
-            for j, vm in enumerate(self.vms):
+            for j in range(len(self.vms)):
                 if j != i:
-                    self._balloon(j, vm.mem_mib // 4)
+                    self._balloon(j, self.floor_mib[j])
 
     def _run(self):
         given = {}                  # per turn: the allocating guest's size
@@ -387,7 +390,7 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
                 vm.launch()
                 pids[vm.pid] = 'QEMU %d' % i
             if setup.bound:
-                daemon = DensityBound(cg, vms, limit)
+                daemon = DensityBound(vms, limit)
             else:
                 daemon = start_daemon(setup, cg, vms, env.workdir)
             res['fill'] = []
