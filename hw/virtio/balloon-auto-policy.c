@@ -440,6 +440,23 @@ static uint64_t guest_used(const BalloonPolicyParams *p,
 }
 
 /*
+ * Growth in use from @prev to @st that a page cache fill explains.  Linux
+ * keeps back half of a small page cache (up to the low watermark) from
+ * the available memory it reports, so a guest reading its disk seems to
+ * use up to half of what it adds to its cache.  A burst that also grows
+ * the cache (tmpfs) still counts at least half.
+ */
+static uint64_t cache_fill_use(const BalloonPolicyGuestStats *st,
+                               const BalloonPolicyGuestStats *prev)
+{
+    if (!stat_known(st->caches) || !stat_known(prev->caches) ||
+        st->caches <= prev->caches) {
+        return 0;
+    }
+    return (st->caches - prev->caches) / 2;
+}
+
+/*
  * What memory in use grows by until the driver has acted on the sample
  * after next, at the rate observed.
  */
@@ -504,8 +521,11 @@ static uint64_t guest_wants(BalloonPolicyState *s,
      * Use that shrank means the burst is over.
      */
     if (new_sample && s->prev_used != UINT64_MAX) {
+        uint64_t grown = used > s->prev_used ? used - s->prev_used : 0;
+
+        grown -= MIN(grown, cache_fill_use(st, prev));
         s->guest_rate = used < s->prev_used ? 0 :
-                        follow_rate(s->guest_rate, s->prev_used, used,
+                        follow_rate(s->guest_rate, 0, grown,
                                     (st->time - prev->time) / 2);
     }
     used_after = guest_used(p, in, st, MAX(actual, before), avail);

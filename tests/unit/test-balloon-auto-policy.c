@@ -549,6 +549,70 @@ static void test_pingpong_spares_page_cache(void)
     g_assert_cmpuint(f.s.counters.pingpongs, ==, 1);
 }
 
+/*
+ * A squeezed guest reading its disk: Linux reports half of a small page
+ * cache as available, so use (total - available) rises by half of what
+ * the cache gains.  That is no burst; the same rise with the cache flat
+ * is, and so is a rise the cache shares (tmpfs), counted at least half.
+ */
+static void test_cache_fill_not_growth(void)
+{
+    Fixture f;
+    BalloonPolicyDecision d;
+    const uint64_t size = 312 * MiB;
+
+    fixture_init(&f, GiB, size);
+    f.stats_interval = 200 * MS;
+    f.st.asked = true;              /* the device asks every 200 ms */
+    f.st.caches = 15 * MiB;
+    set_stats(&f, 98 * MiB);
+    d = decide(&f, size);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+
+    /* +58 MiB of cache, 29 MiB less available: still above the reserve */
+    f.now += 200 * MS;
+    f.st.caches = 73 * MiB;
+    set_stats(&f, 69 * MiB);
+    d = decide(&f, size);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+    g_assert_cmpuint(f.s.guest_rate, ==, 0);
+
+    /* a cache that grows by less explains only half of it */
+    f.now += 200 * MS;
+    f.st.caches = 93 * MiB;
+    set_stats(&f, 39 * MiB);
+    d = decide(&f, size);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpuint(f.s.guest_rate, ==, 200 * MiB);
+
+    /* the same fall with the cache flat: a burst at 290 MiB/s */
+    fixture_init(&f, GiB, size);
+    f.stats_interval = 200 * MS;
+    f.st.asked = true;              /* the device asks every 200 ms */
+    f.st.caches = 15 * MiB;
+    set_stats(&f, 98 * MiB);
+    decide(&f, size);
+    f.now += 200 * MS;
+    set_stats(&f, 69 * MiB);
+    d = decide(&f, size);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpuint(f.s.guest_rate, ==, 290 * MiB);
+
+    /* tmpfs: 70 MiB more in use and in the cache, 350 MiB/s counted */
+    fixture_init(&f, GiB, 512 * MiB);
+    f.stats_interval = 200 * MS;
+    f.st.asked = true;              /* the device asks every 200 ms */
+    f.st.caches = 100 * MiB;
+    set_stats(&f, 300 * MiB);
+    decide(&f, 512 * MiB);
+    f.now += 200 * MS;
+    f.st.caches = 170 * MiB;
+    set_stats(&f, 230 * MiB);
+    d = decide(&f, 512 * MiB);
+    g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+    g_assert_cmpuint(f.s.guest_rate, ==, 350 * MiB);
+}
+
 /* Rising stall counters (Linux >= 6.12 guests) mean guest pressure. */
 static void test_stall_counters(void)
 {
@@ -1762,6 +1826,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/return-skew", test_return_skew);
     g_test_add_func("/balloon-auto-policy/guest-deflated-pingpong",
                     test_guest_deflated_and_pingpong);
+    g_test_add_func("/balloon-auto-policy/cache-fill-not-growth",
+                    test_cache_fill_not_growth);
     g_test_add_func("/balloon-auto-policy/stall-counters",
                     test_stall_counters);
     g_test_add_func("/balloon-auto-policy/return-to-baseline",
