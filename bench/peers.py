@@ -19,7 +19,8 @@ guest under TCG) in a real v1 memory cgroup:
                     the others can give at each turn's start
 
 A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
-pve-1s+doo, ...).
+pve-1s+doo, ...), a "+fpr" suffix free-page-reporting=on (fork-auto+fpr);
+both may be given (fork-auto+doo+fpr).
 """
 
 import json
@@ -43,22 +44,28 @@ BASE_SETUPS = {
     'pve-1s': ('pristine', 'free-page-reporting=on', 1.0),
     'bound': ('fork', '', None),
 }
+# suffixes that add a property to any setup
+MODIFIERS = {'doo': 'deflate-on-oom=on', 'fpr': 'free-page-reporting=on'}
 DEFAULT_SETUPS = ['fork-auto', 'upstream', 'upstream-doo-fpr', 'pve-10s',
                   'pve-1s']
 
 
 class Setup:
     def __init__(self, name):
-        base, _, mod = name.partition('+')
-        if base not in BASE_SETUPS or mod not in ('', 'doo'):
+        base, *mods = name.split('+')
+        if base not in BASE_SETUPS or not set(mods) <= set(MODIFIERS) or \
+                len(set(mods)) != len(mods):
             raise ValueError('unknown setup %r (known: %s, each optionally '
-                             'with +doo)' % (name, ', '.join(BASE_SETUPS)))
+                             'with %s)' % (name, ', '.join(BASE_SETUPS),
+                                           ', '.join('+' + m
+                                                     for m in MODIFIERS)))
         self.name = name
         self.base = base
         self.tree_kind, self.balloon, self.interval = BASE_SETUPS[base]
-        if mod == 'doo' and 'deflate-on-oom' not in self.balloon:
-            self.balloon = ','.join(x for x in (self.balloon,
-                                                'deflate-on-oom=on') if x)
+        for mod in mods:
+            prop = MODIFIERS[mod]
+            if prop.partition('=')[0] not in self.balloon:
+                self.balloon = ','.join(x for x in (self.balloon, prop) if x)
 
     @property
     def daemon(self):
