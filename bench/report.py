@@ -109,23 +109,32 @@ def density_table(results):
            ' in a 2000 MiB memcg take turns allocating 600 MiB',
            '  stall: longest time a guest waited with its balloon inflated'
            ' while another held >= 128 MiB of page cache (+free: page cache'
-           ' or free memory)',
-           '  %-18s %2s %9s %7s %7s  %s' % ('setup', 'N', 'completed',
-                                          'stall s', '+free s', 'outcome')]
+           ' or free memory); short: the same while the guest had at most'
+           ' two reserves available and another held >= 200 MiB of page'
+           ' cache',
+           '  %-18s %2s %9s %7s %7s %7s  %s' % ('setup', 'N', 'completed',
+                                               'stall s', '+free s',
+                                               'short s', 'outcome')]
     for r in rows:
-        out.append('  %-18s %2d %9s %7s %7s  %s' % (
+        out.append('  %-18s %2d %9s %7s %7s %7s  %s' % (
             r['setup'], r['n'], '%s/%d' % (r.get('completed', 0), r['n']),
             '%.1f' % r.get('max_stall', 0),
-            '%.1f' % r.get('max_idle_stall', 0), r['verdict']))
+            '%.1f' % r.get('max_idle_stall', 0),
+            '%.1f' % r.get('max_short_stall', 0), r['verdict']))
     out.append('  over the runs, median [range]: working sets completed,'
-               ' the longest stall; runs with all complete and no OOM kill')
+               ' the longest stall and short stall; runs with all complete'
+               ' and no OOM kill')
     for s in _setups(rows, 'density'):
         for n in sorted({r['n'] for r in rows if r['setup'] == s}):
             cell = [r for r in rows if r['setup'] == s and r['n'] == n]
-            out.append('    %-18s %2d %12s of %d %14s s %4d/%d runs' % (
-                s, n, _spread([r.get('completed', 0) for r in cell]), n,
-                _spread([r.get('max_stall', 0) for r in cell], '%.1f'),
-                sum(1 for r in cell if r['ok']), len(cell)))
+            out.append('    %-18s %2d %12s of %d %14s s %14s s %4d/%d runs'
+                       % (s, n, _spread([r.get('completed', 0)
+                                         for r in cell]), n,
+                          _spread([r.get('max_stall', 0) for r in cell],
+                                  '%.1f'),
+                          _spread([r.get('max_short_stall', 0)
+                                   for r in cell], '%.1f'),
+                          sum(1 for r in cell if r['ok']), len(cell)))
     out.append('  largest N sustained (all complete, no OOM kill):')
     for s in _setups(rows, 'density'):
         best = largest_n(rows, s)

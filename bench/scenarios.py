@@ -369,12 +369,16 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
     page cache, then one after another each allocates @alloc MiB in @step
     MiB mappings with no delay (held @hold s, then freed; one mapping
     larger than a ballooned guest's MemTotal would be refused by the
-    guest's overcommit heuristic before any pressure).  A guest is stalled while its allocation runs,
-    its balloon is inflated (actual more than 32 MiB below its size) and
-    another guest holds at least 128 MiB of page cache it is not using;
-    idle-stalled: the same with page cache plus free memory.  Sampled
-    about once a second, so a guest OOM-killed within a second shows as a
-    failure, not as a stall."""
+    guest's overcommit heuristic before any pressure).  A guest is
+    stalled while its allocation runs, its balloon is inflated (actual
+    more than 32 MiB below its size) and another guest holds at least
+    128 MiB of page cache it is not using; idle-stalled: the same with
+    page cache plus free memory; short-stalled (the issue's fairness
+    measure): stalled while the guest itself is short of memory (at most
+    SHORT_RESERVES reserves available) and another holds at least
+    CACHE_HELD_MIB of page cache.  Sampled about once a second, so a
+    guest OOM-killed within a second shows as a failure, not as a
+    stall."""
     res = {'scenario': 'density', 'setup': setup.name, 'n': n}
     with Cgroup(limit=limit * MiB) as cg:
         disks, vms = [], []
@@ -440,6 +444,8 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
                        completed=completed, max_stall=max_stall,
                        max_idle_stall=max([t['max_idle_stall']
                                            for t in turns] or [0]),
+                       max_short_stall=max([t['max_short_stall']
+                                            for t in turns] or [0]),
                        stalled=max_stall > stall_limit,
                        ok=completed == n and cg_oom == 0)
             if setup.fork:
@@ -469,56 +475,73 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
     return res
 
 
+# A guest is short of memory with at most two reserves available (the
+# fork's reserve is 1/16 of the guest), and another guest's page cache
+# counts from this much (the issue's fairness figure).
+SHORT_RESERVES = 2
+CACHE_HELD_MIB = 200
+TURN_TIMEOUT = 300
+
+
 def _turn(vm, vms, i, alloc, step, hold, cg):
-    """Guest @i allocates; the others are sampled meanwhile."""
+    """Guest @i allocates in the background; all guests are sampled
+    meanwhile."""
     turn = {'guest': i, 'samples': [], 'max_stall': 0.0,
-            'max_idle_stall': 0.0}
+            'max_idle_stall': 0.0, 'max_short_stall': 0.0}
     if not _alive(vm):
         turn['result'] = 'dead'
         return turn
-    result = {}
-
-    def work():
-        try:
-            result['rc'], result['out'] = vm.console.run(
-                'bgt alloc %d --step %d --hold %d' % (alloc, step, hold),
-                timeout=300)
-        except Exception as e:  # pylint: disable=broad-except
-            result['error'] = repr(e)
-    t = threading.Thread(target=work)
     mark = vm.console.mark()
     t0 = time.monotonic()
-    t.start()
-    run = {'stall': 0.0, 'idle_stall': 0.0}
+    try:
+        out = vm.console.check('bgt alloc %d --step %d --hold %d & '
+                               'echo alloc-pid $!' % (alloc, step, hold))
+        pid = int(re.search(r'alloc-pid (\d+)', '\n'.join(out)).group(1))
+    except Exception as e:  # pylint: disable=broad-except
+        turn['result'] = 'error: %r' % e
+        return turn
+    short_mib = vm.mem_mib // 16 * SHORT_RESERVES
+    run = {'stall': 0.0, 'idle_stall': 0.0, 'short_stall': 0.0}
     last = None
-    while t.is_alive():
+    while True:
         now = time.monotonic()
         try:
+            rc, _ = vm.console.run('kill -0 %d' % pid, timeout=60)
+        except (TimeoutError, OSError):
+            break                   # the console closed: QEMU died
+        try:
             vm.console.wait_for(r'alloc (ok|failed|stopped)', 0, mark)
-            running = False
+            allocating = False
         except TimeoutError:
-            running = True
+            allocating = rc == 0
         actual = [_actual_mib(v) for v in vms]
-        cached, free = [], []
-        for j, other in enumerate(vms):
-            c = f = None
-            if j != i and _alive(other):
+        cached, free, avail = [], [], []
+        for other in vms:
+            c = f = a = None
+            if _alive(other):
                 try:
                     info = other.console.meminfo()
                     # a block device's page cache is Buffers, not Cached
                     c = (info.get('Cached', 0) +
                          info.get('Buffers', 0)) // MiB
                     f = info.get('MemFree', 0) // MiB
+                    a = info.get('MemAvailable', 0) // MiB
                 except Exception:  # pylint: disable=broad-except
                     pass
             cached.append(c)
             free.append(f)
+            avail.append(a)
+        cached[i] = free[i] = None     # the others' memory only
         me = actual[i]
-        inflated = running and me is not None and me < vm.mem_mib - 32
+        inflated = allocating and me is not None and me < vm.mem_mib - 32
         stalled = inflated and max([c or 0 for c in cached]) >= 128
         idle = inflated and max([(c or 0) + (f or 0) for c, f in
                                  zip(cached, free)]) >= 128
-        for key, flag in (('stall', stalled), ('idle_stall', idle)):
+        short = (inflated and avail[i] is not None and
+                 avail[i] <= short_mib and
+                 max([c or 0 for c in cached]) >= CACHE_HELD_MIB)
+        for key, flag in (('stall', stalled), ('idle_stall', idle),
+                          ('short_stall', short)):
             if last is not None and flag:
                 run[key] += now - last
                 turn['max_' + key] = max(turn['max_' + key], run[key])
@@ -527,23 +550,34 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
         last = now
         turn['samples'].append({'t': round(now - t0, 2), 'actual': actual,
                                 'cached': cached, 'free': free,
-                                'stalled': stalled, 'idle_stalled': idle,
+                                'available': avail[i], 'stalled': stalled,
+                                'idle_stalled': idle, 'short': short,
                                 'usage': cg.usage() // MiB})
-        t.join(1.0)
-    turn['max_stall'] = round(turn['max_stall'], 1)
-    turn['max_idle_stall'] = round(turn['max_idle_stall'], 1)
+        if rc != 0 or _turn_said(vm, mark, r'(free ok|alloc (failed|stop))'):
+            break
+        if now - t0 > TURN_TIMEOUT:
+            try:
+                vm.console.run('kill %d' % pid)
+            except (TimeoutError, OSError):
+                pass
+            break
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+    for key in ('max_stall', 'max_idle_stall', 'max_short_stall'):
+        turn[key] = round(turn[key], 1)
     turn['seconds'] = round(time.monotonic() - t0, 2)
-    if 'error' in result and not _alive(vm):
-        # GuestConsole reports a closed console as a timeout
+    if not _alive(vm):
         turn['result'] = 'QEMU died'
-    elif 'error' in result:
-        turn['result'] = 'error: ' + result['error']
-    elif result.get('rc') == 0 and any(line.startswith('alloc ok')
-                                       for line in result['out']):
+    elif _turn_said(vm, mark, r'alloc ok') and _turn_said(vm, mark,
+                                                          r'free ok'):
         turn['result'] = 'ok'
     else:
-        said = [line for line in result.get('out', [])
-                if re.match(r'alloc (failed|stopped)', line)]
-        turn['result'] = 'rc %s%s' % (result.get('rc'),
-                                      ' (%s)' % said[0] if said else '')
+        turn['result'] = (_turn_said(vm, mark, r'alloc (failed|stop)') or
+                          'no "free ok" within %d s (killed?)' %
+                          turn['seconds'])
     return turn
+
+
+def _turn_said(vm, mark, pattern):
+    """The first console line since @mark that starts with @pattern."""
+    return next((line for line in vm.console.since(mark)
+                 if re.match(pattern, line)), None)

@@ -151,6 +151,11 @@ class GuestConsole:
         with self._cond:
             return len(self._lines)
 
+    def since(self, mark):
+        """The lines from @mark (see mark()) on."""
+        with self._cond:
+            return list(self._lines[mark:])
+
     def run(self, command, timeout=120):
         """Run @command in the guest; return (exit code, output lines).
         Kernel messages are filtered out of the output."""
