@@ -15,8 +15,9 @@ guest under TCG) in a real v1 memory cgroup:
   bound             the mechanism's bound, a reference: the fork's binary
                     with automatic=off, asked by hand for all the guest
                     can give the moment the host process or service
-                    starts (host-rate, no-limit), or in density for all
-                    the others can give at each turn's start
+                    starts (host-rate, no-limit), in density for all
+                    the others can give at each turn's start, in seed
+                    for exactly what the allocation needs as it starts
 
 A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
 pve-1s+doo, ...), a "+fpr" suffix free-page-reporting=on (fork-auto+fpr);

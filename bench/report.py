@@ -78,27 +78,35 @@ def seed_table(results):
     if not rows:
         return []
     out = ['seed: 3 GiB guest set to 1 GiB allocates 1536 MiB at full speed;'
-           ' relative: median time / the same allocation in a plain 3 GiB'
-           ' guest (baseline)',
-           '  %-18s %-26s %7s %8s %8s  %s' % (
-               'setup', 'allocation', 'ok/runs', 'median s', 'relative',
-               'failures')]
+           ' time median [range] over the runs that succeeded; /bound and'
+           ' /baseline: median [range] of the ratios within each run (the'
+           ' bound: given exactly what it needs as it starts; baseline:'
+           ' nothing ballooned; both the fork\'s binary, automatic=off)',
+           '  %-18s %-26s %7s %18s %18s %18s  %s' % (
+               'setup', 'allocation', 'ok/runs', 'seconds', '/bound',
+               '/baseline', 'failures')]
     for alloc in _setups(rows, 'seed', 'alloc'):
         ra = [r for r in rows if r['alloc'] == alloc]
-        base = [r['seconds'] for r in ra
-                if r['setup'] == 'baseline' and r.get('ok')]
-        base_t = statistics.median(base) if base else None
         for s in _setups(ra, 'seed'):
             rs = [r for r in ra if r['setup'] == s]
             oks = [r for r in rs if r.get('ok')]
-            t = statistics.median([r['seconds'] for r in oks]) if oks else None
             fails = sorted({r['verdict'] for r in rs if not r.get('ok')})
-            out.append('  %-18s %-26s %7s %8s %8s  %s' % (
+            out.append('  %-18s %-26s %7s %18s %18s %18s  %s' % (
                 s, alloc, '%d/%d' % (len(oks), len(rs)),
-                '%.1f' % t if t else '-',
-                '%.2fx' % (t / base_t) if t and base_t else '-',
+                _spread([r['seconds'] for r in oks], '%.1f'),
+                _ratios(oks, ra, 'bound'), _ratios(oks, ra, 'baseline'),
                 '; '.join(fails)))
     return out
+
+
+def _ratios(oks, rows, ref):
+    """Median [range] of each successful run's time over @ref's in the
+    same run, or '-'."""
+    ref_t = {r.get('run'): r['seconds'] for r in rows
+             if r['setup'] == ref and r.get('ok')}
+    ratios = [r['seconds'] / ref_t[r.get('run')] for r in oks
+              if r.get('run') in ref_t]
+    return _spread(ratios, '%.2fx') if ratios else '-'
 
 
 def density_table(results):

@@ -199,21 +199,24 @@ def host_rate(env, setup, rate, mib=700, limit=1400, cache=850,
 # --------------------------------------------------------------------- seed
 
 def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
-         alloc=1536, limit=4096):
+         alloc=1536, limit=4096, settle=2):
     """A @mem guest set to @start MiB (`balloon`) allocates @alloc MiB as
     fast as it can: `bgt alloc`, no delay, in one mapping or in @step MiB
-    mappings.  @baseline: a plain guest of the pristine build with nothing
-    ballooned.  With a daemon setup the daemon (minimum = @start) starts
-    with the allocation, as a PVE VM configured with balloon=@start would
-    be grown back."""
+    mappings.  @baseline: the fork's binary with automatic=off and nothing
+    ballooned.  The bound (the mechanism's): the fork's binary with
+    automatic=off, set as the allocation starts to exactly what the guest
+    needs: the memory it has not available, @alloc and the fork's
+    reserve.  Every setup settles alike before the allocation: its guest
+    statistics where the fork has them, then @settle s.  With a daemon
+    setup the daemon (minimum = @start) starts with the allocation, as a
+    PVE VM configured with balloon=@start would be grown back."""
     command = 'bgt alloc %d' % alloc + (' --step %d' % step if step else '')
     res = {'scenario': 'seed', 'setup': 'baseline' if baseline else
            setup.name, 'alloc': command}
     if baseline:
-        setup = Setup('upstream')
+        setup = Setup('bound')      # the fork's binary, automatic=off
     with Cgroup(limit=limit * MiB) as cg:
-        vm = env.vm(setup, 'seed-' + res['setup'], cg, mem=mem,
-                    balloon='' if baseline else None)
+        vm = env.vm(setup, 'seed-' + res['setup'], cg, mem=mem)
         daemon = NoDaemon()
         try:
             vm.launch()
@@ -227,13 +230,22 @@ def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
                     res.update(ok=False, verdict='balloon stuck at %s MiB'
                                % _actual_mib(vm))
                     return res
-                _wait_stats(vm, setup)
-                time.sleep(2)
+            _wait_stats(vm, setup)
+            time.sleep(settle)
+            need = None
+            if setup.bound and not baseline:
+                reserve = _qmp(vm, 'query-balloon-auto')['reserve'] // MiB
+                unavailable = (_actual_mib(vm) -
+                               vm.console.meminfo()['MemAvailable'] // MiB)
+                need = min(vm.mem_mib, unavailable + alloc + reserve)
+                res['bound_target'] = need
             res['start_actual'] = _actual_mib(vm)
             qemu_pid = vm.pid
             daemon = start_daemon(setup, cg, [vm], env.workdir,
                                   mins={vm: start})
             t0 = time.monotonic()
+            if need:
+                _qmp(vm, 'balloon', value=need * MiB)
             try:
                 rc, out = vm.console.run(command, timeout=600)
             except TimeoutError:
