@@ -546,12 +546,12 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
         cached[i] = free[i] = None     # the others' memory only
         me = actual[i]
         inflated = allocating and me is not None and me < vm.mem_mib - 32
-        stalled = inflated and max([c or 0 for c in cached]) >= 128
+        held = max(c or 0 for c in cached)
+        stalled = inflated and held >= 128
         idle = inflated and max([(c or 0) + (f or 0) for c, f in
                                  zip(cached, free)]) >= 128
         short = (inflated and avail[i] is not None and
-                 avail[i] <= short_mib and
-                 max([c or 0 for c in cached]) >= CACHE_HELD_MIB)
+                 avail[i] <= short_mib and held >= CACHE_HELD_MIB)
         for key, flag in (('stall', stalled), ('idle_stall', idle),
                           ('short_stall', short)):
             if last is not None and flag:
