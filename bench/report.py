@@ -82,19 +82,25 @@ def seed_table(results):
            ' /baseline: median [range] of the ratios within each run (the'
            ' bound: given exactly what it needs as it starts; baseline:'
            ' nothing ballooned; both the fork\'s binary, automatic=off)',
-           '  %-18s %-26s %7s %18s %18s %18s  %s' % (
+           '  migrated: MiB of balloon pages the guest\'s compaction moved'
+           ' during the allocation, median [range]',
+           '  %-18s %-26s %7s %18s %18s %18s %14s  %s' % (
                'setup', 'allocation', 'ok/runs', 'seconds', '/bound',
-               '/baseline', 'failures')]
+               '/baseline', 'migrated', 'failures')]
     for alloc in _setups(rows, 'seed', 'alloc'):
         ra = [r for r in rows if r['alloc'] == alloc]
         for s in _setups(ra, 'seed'):
             rs = [r for r in ra if r['setup'] == s]
             oks = [r for r in rs if r.get('ok')]
             fails = sorted({r['verdict'] for r in rs if not r.get('ok')})
-            out.append('  %-18s %-26s %7s %18s %18s %18s  %s' % (
+            # x86 guest pages, 4 KiB
+            migrated = [r['balloon_migrated'] * 4096 / (1 << 20) for r in rs
+                        if 'balloon_migrated' in r]
+            out.append('  %-18s %-26s %7s %18s %18s %18s %14s  %s' % (
                 s, alloc, '%d/%d' % (len(oks), len(rs)),
                 _spread([r['seconds'] for r in oks], '%.1f'),
                 _ratios(oks, ra, 'bound'), _ratios(oks, ra, 'baseline'),
+                _spread(migrated),
                 '; '.join(fails)))
     return out
 

@@ -241,6 +241,7 @@ def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
                 res['bound_target'] = need
             res['start_actual'] = _actual_mib(vm)
             qemu_pid = vm.pid
+            migrated = _guest_vmstat(vm, 'balloon_migrate')
             daemon = start_daemon(setup, cg, [vm], env.workdir,
                                   mins={vm: start})
             t0 = time.monotonic()
@@ -253,16 +254,14 @@ def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
             res['seconds'] = round(time.monotonic() - t0, 2)
             res['daemon'] = daemon_summary(daemon.stop())
             qemu_alive = _alive(vm)
-            guest_oom = None
-            if qemu_alive:
-                try:
-                    _, vs = vm.console.run('bgt vmstat oom_kill', timeout=60)
-                    for line in vs:
-                        m = re.match(r'oom_kill (\d+)', line)
-                        if m:
-                            guest_oom = int(m.group(1))
-                except TimeoutError:
-                    pass
+            after = (_guest_vmstat(vm, 'oom_kill', 'balloon_migrate')
+                     if qemu_alive else {})
+            guest_oom = after.get('oom_kill')
+            if 'balloon_migrate' in after and 'balloon_migrate' in migrated:
+                # balloon pages the guest's compaction moved meanwhile,
+                # each a round trip to the host
+                res['balloon_migrated'] = (after['balloon_migrate'] -
+                                           migrated['balloon_migrate'])
             cg_oom = cg.oom_kills()
             kills = kill_report(cg, {qemu_pid: 'QEMU'})
             ok = (qemu_alive and rc == 0 and
@@ -299,6 +298,21 @@ def seed(env, setup, baseline=False, step=None, mem='3G', start=1024,
                 res['daemon'] = daemon_summary(daemon.stop())
             vm.shutdown()
     return res
+
+
+def _guest_vmstat(vm, *keys):
+    """The guest's /proc/vmstat @keys it has, as integers ({} if it does
+    not answer)."""
+    try:
+        _, out = vm.console.run('bgt vmstat ' + ' '.join(keys), timeout=60)
+    except TimeoutError:
+        return {}
+    found = {}
+    for line in out:
+        m = re.match(r'(\w+) (\d+)$', line)
+        if m and m.group(1) in keys:
+            found[m.group(1)] = int(m.group(2))
+    return found
 
 
 # ------------------------------------------------------------------ density
