@@ -20,8 +20,10 @@ guest under TCG) in a real v1 memory cgroup:
                     for exactly what the allocation needs as it starts
 
 A "+doo" suffix adds deflate-on-oom=on to any of them (fork-auto+doo,
-pve-1s+doo, ...), a "+fpr" suffix free-page-reporting=on (fork-auto+fpr);
-both may be given (fork-auto+doo+fpr).
+pve-1s+doo, ...), a "+fpr" suffix free-page-reporting=on (fork-auto+fpr).
+A "+nopc" suffix boots the guest with proactive compaction off
+(vm.compaction_proactiveness=0): it migrates balloon pages one host round
+trip at a time.  Any of them may be combined (fork-auto+doo+fpr).
 """
 
 import json
@@ -45,8 +47,10 @@ BASE_SETUPS = {
     'pve-1s': ('pristine', 'free-page-reporting=on', 1.0),
     'bound': ('fork', '', None),
 }
-# suffixes that add a property to any setup
+# suffixes that add a balloon property to any setup
 MODIFIERS = {'doo': 'deflate-on-oom=on', 'fpr': 'free-page-reporting=on'}
+# suffixes that add to any setup's guest kernel command line
+GUEST_MODIFIERS = {'nopc': 'sysctl.vm.compaction_proactiveness=0'}
 DEFAULT_SETUPS = ['fork-auto', 'upstream', 'upstream-doo-fpr', 'pve-10s',
                   'pve-1s']
 
@@ -54,18 +58,21 @@ DEFAULT_SETUPS = ['fork-auto', 'upstream', 'upstream-doo-fpr', 'pve-10s',
 class Setup:
     def __init__(self, name):
         base, *mods = name.split('+')
-        if base not in BASE_SETUPS or not set(mods) <= set(MODIFIERS) or \
+        known = {**MODIFIERS, **GUEST_MODIFIERS}
+        if base not in BASE_SETUPS or not set(mods) <= set(known) or \
                 len(set(mods)) != len(mods):
             raise ValueError('unknown setup %r (known: %s, each optionally '
                              'with %s)' % (name, ', '.join(BASE_SETUPS),
                                            ', '.join('+' + m
-                                                     for m in MODIFIERS)))
+                                                     for m in known)))
         self.name = name
         self.base = base
         self.tree_kind, self.balloon, self.interval = BASE_SETUPS[base]
+        self.append = ' '.join(GUEST_MODIFIERS[m] for m in mods
+                               if m in GUEST_MODIFIERS)
         for mod in mods:
-            prop = MODIFIERS[mod]
-            if prop.partition('=')[0] not in self.balloon:
+            prop = MODIFIERS.get(mod)
+            if prop and prop.partition('=')[0] not in self.balloon:
                 self.balloon = ','.join(x for x in (self.balloon, prop) if x)
 
     @property
@@ -132,7 +139,8 @@ class Env:
         vm = TestVM(name, mem=mem, cgroup=cgroup,
                     balloon=opts.format(cgroup=cgroup.v1),
                     tree=self.tree(setup), args=args,
-                    workdir=self.workdir, guest=self.guest)
+                    workdir=self.workdir, guest=self.guest,
+                    append=setup.append)
         vm.daemon_sock = sock
         vm.mem_mib = parse_mib(mem)
         return vm

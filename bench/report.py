@@ -4,6 +4,8 @@
 import re
 import statistics
 
+from peers import GUEST_MODIFIERS
+
 
 def _setups(results, scenario, key='setup'):
     seen = []
@@ -80,8 +82,9 @@ def seed_table(results):
     out = ['seed: 3 GiB guest set to 1 GiB allocates 1536 MiB at full speed;'
            ' time median [range] over the runs that succeeded; /bound and'
            ' /baseline: median [range] of the ratios within each run (the'
-           ' bound: given exactly what it needs as it starts; baseline:'
-           ' nothing ballooned; both the fork\'s binary, automatic=off)',
+           ' bound: given exactly what it needs as it starts, the same'
+           ' guest; baseline: nothing ballooned; both the fork\'s binary,'
+           ' automatic=off)',
            '  migrated: MiB of balloon pages the guest\'s compaction moved'
            ' during the allocation, median [range]',
            '  %-18s %-26s %7s %18s %18s %18s %14s  %s' % (
@@ -99,10 +102,16 @@ def seed_table(results):
             out.append('  %-18s %-26s %7s %18s %18s %18s %14s  %s' % (
                 s, alloc, '%d/%d' % (len(oks), len(rs)),
                 _spread([r['seconds'] for r in oks], '%.1f'),
-                _ratios(oks, ra, 'bound'), _ratios(oks, ra, 'baseline'),
-                _spread(migrated),
+                _ratios(oks, ra, _same_guest_bound(s)),
+                _ratios(oks, ra, 'baseline'), _spread(migrated),
                 '; '.join(fails)))
     return out
+
+
+def _same_guest_bound(setup):
+    """The bound row with @setup's guest: its guest suffixes ("+nopc")."""
+    return '+'.join(['bound'] + [m for m in setup.split('+')[1:]
+                                 if m in GUEST_MODIFIERS])
 
 
 def _ratios(oks, rows, ref):

@@ -31,7 +31,9 @@ real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
                     VMs with free memory first, grow those under pressure
                     first, evened out by shares) at a 10 s and a 1 s cycle
   any of them with "+doo" adds deflate-on-oom=on (seed uses fork-auto+doo
-  and pve-1s+doo), with "+fpr" free-page-reporting=on (fork-auto+fpr).
+  and pve-1s+doo), with "+fpr" free-page-reporting=on (fork-auto+fpr),
+  with "+nopc" its guest boots with vm.compaction_proactiveness=0 (seed's
+  /bound then compares with bound+nopc, when it runs)
   bound             host-rate's, seed's, density's and no-limit's
                     reference row, always run there: the fork's binary with
                     automatic=off; as the host process or the service
