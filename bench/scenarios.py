@@ -304,15 +304,9 @@ def _guest_vmstat(vm, *keys):
     """The guest's /proc/vmstat @keys it has, as integers ({} if it does
     not answer)."""
     try:
-        _, out = vm.console.run('bgt vmstat ' + ' '.join(keys), timeout=60)
+        return vm.console.vmstat(*keys)
     except TimeoutError:
         return {}
-    found = {}
-    for line in out:
-        m = re.match(r'(\w+) (\d+)$', line)
-        if m and m.group(1) in keys:
-            found[m.group(1)] = int(m.group(2))
-    return found
 
 
 # ------------------------------------------------------------------ density
@@ -446,20 +440,8 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
                     setup, n, i, turns[-1]['result'],
                     turns[-1]['max_stall']))
             alive = [_alive(vm) for vm in vms]
-            guest_oom = []
-            for vm in vms:
-                g = None
-                if _alive(vm):
-                    try:
-                        _, vs = vm.console.run('bgt vmstat oom_kill',
-                                               timeout=60)
-                        for line in vs:
-                            m = re.match(r'oom_kill (\d+)', line)
-                            if m:
-                                g = int(m.group(1))
-                    except TimeoutError:
-                        pass
-                guest_oom.append(g)
+            guest_oom = [_guest_vmstat(vm, 'oom_kill').get('oom_kill')
+                         if _alive(vm) else None for vm in vms]
             cg_oom = cg.oom_kills()
             kills = kill_report(cg, pids)
             completed = sum(1 for t, a, g in zip(turns, alive, guest_oom)

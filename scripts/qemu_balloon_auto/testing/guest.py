@@ -182,6 +182,15 @@ class GuestConsole:
                 vals[parts[0]] = int(parts[1]) * 1024
         return vals
 
+    def vmstat(self, *keys, timeout=60):
+        """The guest's /proc/vmstat @keys that it has, as integers."""
+        vals = {}
+        for line in self.check('bgt vmstat ' + ' '.join(keys), timeout):
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in keys and parts[1].isdigit():
+                vals[parts[0]] = int(parts[1])
+        return vals
+
     def close(self):
         self._log.close()
 
