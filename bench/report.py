@@ -121,7 +121,7 @@ def _ratios(oks, rows, ref):
              if r['setup'] == ref and r.get('ok')}
     ratios = [r['seconds'] / ref_t[r.get('run')] for r in oks
               if r.get('run') in ref_t]
-    return _spread(ratios, '%.2fx') if ratios else '-'
+    return _spread(ratios, '%.2f', 'x') if ratios else '-'
 
 
 def density_table(results):
@@ -176,12 +176,13 @@ def largest_n(rows, setup):
 
 # ----------------------------------------------------------------- no-limit
 
-def _spread(values, fmt='%.0f'):
-    """Median and range of @values as text ('-' if none)."""
+def _spread(values, fmt='%.0f', unit=''):
+    """Median and range of @values as text ('-' if none), @unit once
+    after the median: '1.36x [1.00-1.70]'."""
     values = [v for v in values if v is not None]
     if not values:
         return '-'
-    med = fmt % statistics.median(values)
+    med = fmt % statistics.median(values) + unit
     if len(values) == 1 or min(values) == max(values):
         return med
     return '%s [%s-%s]' % (med, fmt % min(values), fmt % max(values))
