@@ -96,8 +96,7 @@ def seed_table(results):
             rs = [r for r in ra if r['setup'] == s]
             oks = [r for r in rs if r.get('ok')]
             fails = sorted({r['verdict'] for r in rs if not r.get('ok')})
-            # x86 guest pages, 4 KiB
-            migrated = [r['balloon_migrated'] * 4096 / (1 << 20) for r in rs
+            migrated = [_pages_mib(r['balloon_migrated']) for r in rs
                         if 'balloon_migrated' in r]
             out.append('  %-18s %-26s %7s %18s %18s %18s %14s  %s' % (
                 s, alloc, '%d/%d' % (len(oks), len(rs)),
@@ -135,34 +134,52 @@ def density_table(results):
            ' or free memory); short: the same while the guest had at most'
            ' two reserves available and another held >= 200 MiB of page'
            ' cache',
-           '  %-18s %2s %9s %7s %7s %7s  %s' % ('setup', 'N', 'completed',
-                                               'stall s', '+free s',
-                                               'short s', 'outcome')]
+           '  migrated: MiB of balloon pages the guests\' compaction moved'
+           ' during the turns',
+           '  %-18s %2s %9s %7s %7s %7s %8s  %s' % (
+               'setup', 'N', 'completed', 'stall s', '+free s', 'short s',
+               'migrated', 'outcome')]
     for r in rows:
-        out.append('  %-18s %2d %9s %7s %7s %7s  %s' % (
+        out.append('  %-18s %2d %9s %7s %7s %7s %8s  %s' % (
             r['setup'], r['n'], '%s/%d' % (r.get('completed', 0), r['n']),
             '%.1f' % r.get('max_stall', 0),
             '%.1f' % r.get('max_idle_stall', 0),
-            '%.1f' % r.get('max_short_stall', 0), r['verdict']))
+            '%.1f' % r.get('max_short_stall', 0),
+            _spread([_density_migrated_mib(r)]), r['verdict']))
     out.append('  over the runs, median [range]: working sets completed,'
-               ' the longest stall and short stall; runs with all complete'
-               ' and no OOM kill')
+               ' the longest stall and short stall, MiB migrated; runs with'
+               ' all complete and no OOM kill')
     for s in _setups(rows, 'density'):
         for n in sorted({r['n'] for r in rows if r['setup'] == s}):
             cell = [r for r in rows if r['setup'] == s and r['n'] == n]
-            out.append('    %-18s %2d %12s of %d %14s s %14s s %4d/%d runs'
+            out.append('    %-18s %2d %12s of %d %14s s %14s s %12s MiB'
+                       ' %4d/%d runs'
                        % (s, n, _spread([r.get('completed', 0)
                                          for r in cell]), n,
                           _spread([r.get('max_stall', 0) for r in cell],
                                   '%.1f'),
                           _spread([r.get('max_short_stall', 0)
                                    for r in cell], '%.1f'),
+                          _spread([_density_migrated_mib(r) for r in cell]),
                           sum(1 for r in cell if r['ok']), len(cell)))
     out.append('  largest N sustained (all complete, no OOM kill):')
     for s in _setups(rows, 'density'):
         best = largest_n(rows, s)
         out.append('    %-18s %s' % (s, best or 'none'))
     return out
+
+
+def _density_migrated_mib(row):
+    """MiB of balloon pages all guests' compaction moved in a density
+    run's turns (None if no turn could count them)."""
+    pages = [p for t in row.get('turns', [])
+             for p in t.get('balloon_migrated', []) if p is not None]
+    return _pages_mib(sum(pages)) if pages else None
+
+
+def _pages_mib(pages):
+    """A count of the guest's 4 KiB pages (vmstat's unit) in MiB."""
+    return pages * 4096 / (1 << 20)
 
 
 def largest_n(rows, setup):

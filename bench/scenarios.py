@@ -305,8 +305,15 @@ def _guest_vmstat(vm, *keys):
     not answer)."""
     try:
         return vm.console.vmstat(*keys)
-    except TimeoutError:
+    except (TimeoutError, OSError):
         return {}
+
+
+def _balloon_migrate(vm):
+    """Balloon pages the guest's compaction has moved since it booted
+    (None from a dead or silent guest)."""
+    return _guest_vmstat(vm, 'balloon_migrate').get(
+        'balloon_migrate') if _alive(vm) else None
 
 
 # ------------------------------------------------------------------ density
@@ -499,6 +506,7 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
     if not _alive(vm):
         turn['result'] = 'dead'
         return turn
+    moved = [_balloon_migrate(other) for other in vms]
     mark = vm.console.mark()
     t0 = time.monotonic()
     try:
@@ -573,6 +581,12 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
     for key in ('max_stall', 'max_idle_stall', 'max_short_stall'):
         turn[key] = round(turn[key], 1)
     turn['seconds'] = round(time.monotonic() - t0, 2)
+    # balloon pages the guests' compaction moved during the turn, each a
+    # round trip to the host on a vCPU the host's two cores share
+    turn['balloon_migrated'] = [
+        after - before if None not in (before, after) else None
+        for before, after in zip(moved,
+                                 [_balloon_migrate(other) for other in vms])]
     if not _alive(vm):
         turn['result'] = 'QEMU died'
     elif _turn_said(vm, mark, r'alloc ok') and _turn_said(vm, mark,
