@@ -144,6 +144,7 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     VirtIOBalloonAuto *a;
     BalloonAutoInfo *info;
     BalloonPolicyParams params;
+    g_autofree char *floor_origin = NULL;
     int64_t now = virtio_balloon_auto_now();
 
     if (!s) {
@@ -153,7 +154,11 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     if (a->realized) {
         params = a->params;
     } else {
-        balloon_policy_params_init(&params, virtio_balloon_ram_size());
+        /* What turning it on would use; checked when they were set. */
+        virtio_balloon_auto_tunables_apply(&a->tunables, false,
+                                           virtio_balloon_ram_size(), NULL,
+                                           &params, &floor_origin,
+                                           &error_abort);
     }
     info = g_new0(BalloonAutoInfo, 1);
     info->enabled = a->enabled;
@@ -174,7 +179,8 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
     info->baseline = a->realized ? a->state.baseline : info->target;
     info->floor = a->realized ? balloon_policy_floor(&a->state, &params, now)
                               : params.floor;
-    info->floor_origin = g_strdup(a->floor_origin ?: "default");
+    info->floor_origin = g_strdup(a->realized ? a->floor_origin
+                                              : floor_origin);
     info->max = virtio_balloon_ram_size();
     info->reserve = params.reserve;
     if (a->realized && a->stats.time != BALLOON_POLICY_NEVER) {

@@ -115,6 +115,33 @@ static void test_disabled_by_default(void)
     qtest_quit(qts);
 }
 
+/*
+ * Off, query-balloon-auto reports the floor and reserve that turning it
+ * on would use: the device's properties, then what balloon-auto-set
+ * changed.
+ */
+static void test_off_reports_tunables(void)
+{
+    QTestState *qts = qtest_init("-M q35 -m 1G -device virtio-balloon-pci,"
+                                 "auto-floor=128M,auto-reserve=48M");
+    QDict *info = query(qts);
+
+    g_assert_false(qdict_get_bool(info, "enabled"));
+    g_assert_cmpint(qdict_get_int(info, "floor"), ==, 128 * MiB);
+    g_assert_cmpstr(qdict_get_str(info, "floor-origin"), ==, "'auto-floor'");
+    g_assert_cmpint(qdict_get_int(info, "reserve"), ==, 48 * MiB);
+    qobject_unref(info);
+
+    qtest_qmp_assert_success(qts, "{'execute': 'balloon-auto-set',"
+                             " 'arguments': {'floor': %" PRId64 "}}",
+                             (int64_t)200 * MiB);
+    info = query(qts);
+    g_assert_false(qdict_get_bool(info, "enabled"));
+    g_assert_cmpint(qdict_get_int(info, "floor"), ==, 200 * MiB);
+    qobject_unref(info);
+    qtest_quit(qts);
+}
+
 static void test_no_balloon(void)
 {
     QTestState *qts = qtest_init("-M q35");
@@ -2663,6 +2690,8 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     qtest_add_func("balloon-auto/disabled-by-default",
                    test_disabled_by_default);
+    qtest_add_func("balloon-auto/off-reports-tunables",
+                   test_off_reports_tunables);
     qtest_add_func("balloon-auto/no-balloon", test_no_balloon);
     qtest_add_func("balloon-auto/bad-properties", test_bad_properties);
     qtest_add_func("balloon-auto/unreturnable-memory",
