@@ -28,6 +28,7 @@ trip at a time.  Any of them may be combined (fork-auto+doo+fpr).
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,8 @@ BASE_SETUPS = {
 }
 # suffixes that add a balloon property to any setup
 MODIFIERS = {'doo': 'deflate-on-oom=on', 'fpr': 'free-page-reporting=on'}
+# the suffix +floorN (fork-auto and bound only) sets auto-floor=N MiB
+FLOOR_MODIFIER = re.compile(r'floor([1-9]\d*)$')
 # suffixes that add to any setup's guest kernel command line
 GUEST_MODIFIERS = {'nopc': 'sysctl.vm.compaction_proactiveness=0'}
 DEFAULT_SETUPS = ['fork-auto', 'upstream', 'upstream-doo-fpr', 'pve-10s',
@@ -59,19 +62,25 @@ class Setup:
     def __init__(self, name):
         base, *mods = name.split('+')
         known = {**MODIFIERS, **GUEST_MODIFIERS}
-        if base not in BASE_SETUPS or not set(mods) <= set(known) or \
-                len(set(mods)) != len(mods):
+        floors = [m for m in mods if FLOOR_MODIFIER.match(m)]
+        if base not in BASE_SETUPS or \
+                not set(mods) <= set(known) | set(floors) or \
+                len(set(mods)) != len(mods) or len(floors) > 1 or \
+                (BASE_SETUPS[base][0] != 'fork' and floors):
             raise ValueError('unknown setup %r (known: %s, each optionally '
-                             'with %s)' % (name, ', '.join(BASE_SETUPS),
-                                           ', '.join('+' + m
-                                                     for m in known)))
+                             'with %s; +floorN, a floor of N MiB, on the '
+                             'fork\'s setups only)' % (
+                                 name, ', '.join(BASE_SETUPS),
+                                 ', '.join('+' + m for m in known)))
         self.name = name
         self.base = base
         self.tree_kind, self.balloon, self.interval = BASE_SETUPS[base]
         self.append = ' '.join(GUEST_MODIFIERS[m] for m in mods
                                if m in GUEST_MODIFIERS)
         for mod in mods:
-            prop = MODIFIERS.get(mod)
+            prop = MODIFIERS.get(mod) or (
+                'auto-floor=%sM' % mod[len('floor'):] if mod in floors
+                else None)
             if prop and prop.partition('=')[0] not in self.balloon:
                 self.balloon = ','.join(x for x in (self.balloon, prop) if x)
 

@@ -33,7 +33,9 @@ real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
   any of them with "+doo" adds deflate-on-oom=on (seed uses fork-auto+doo
   and pve-1s+doo), with "+fpr" free-page-reporting=on (fork-auto+fpr),
   with "+nopc" its guest boots with vm.compaction_proactiveness=0 (seed's
-  /bound then compares with bound+nopc, when it runs)
+  /bound then compares with bound+nopc, when it runs); fork-auto and bound
+  only: "+floorN" sets auto-floor to N MiB (the default floor is a
+  quarter of the guest)
   bound             host-rate's, seed's, density's and no-limit's
                     reference row, always run there: the fork's binary with
                     automatic=off; as the host process or the service
