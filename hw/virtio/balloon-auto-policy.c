@@ -458,13 +458,21 @@ static uint64_t cache_fill_use(const BalloonPolicyGuestStats *st,
 
 /*
  * What memory in use grows by until the driver has acted on the sample
- * after next, at the rate observed.
+ * after next, at the rate observed.  Statistics the device polls come
+ * at the interval this sample sets (every 200 ms once the guest grows
+ * fast), not at the one before it: counting a calm second's interval
+ * would give a burst two seconds of growth it does not need, and a guest
+ * given much more than it uses fragments its free memory for Linux's
+ * proactive compaction to move, balloon pages one request at a time.
  */
 static uint64_t guest_growth(const BalloonPolicyState *s,
                              const BalloonPolicyParams *p,
                              const BalloonPolicyInput *in)
 {
-    uint64_t horizon_ms = (2 * in->stats_interval + SEC_NS / 2) / 1000000;
+    int64_t interval = in->stats_adaptive ?
+        balloon_policy_stats_interval_ms(s, p, in->now) * 1000000 :
+        in->stats_interval;
+    uint64_t horizon_ms = (2 * interval + SEC_NS / 2) / 1000000;
 
     /* more than the whole VM is no more than the whole VM */
     return MIN(mul_div_sat(s->guest_rate, horizon_ms, 1000), p->max);

@@ -521,6 +521,7 @@ static void auto_decide(VirtIOBalloon *s, int64_t now, bool guest_only)
         .stats = &a->stats,
         .stats_interval = a->polls_stats ? a->stats_every_ms * SCALE_MS :
                           s->stats_poll_interval * NANOSECONDS_PER_SECOND,
+        .stats_adaptive = a->polls_stats,
         /* with deflate-on-oom a Linux guest counts balloon pages in */
         .balloon_in_total = virtio_vdev_has_feature(
             VIRTIO_DEVICE(s), VIRTIO_BALLOON_F_DEFLATE_ON_OOM),

@@ -22,6 +22,7 @@ typedef struct Fixture {
     int64_t now;
     /* what the device says with each input */
     int64_t stats_interval;
+    bool stats_adaptive;
     bool balloon_in_total;
     bool dry_run;
 } Fixture;
@@ -34,6 +35,7 @@ static void fixture_init(Fixture *f, uint64_t ram, uint64_t baseline)
     f->st.asked = false;
     f->now = 100 * SEC;
     f->stats_interval = BALLOON_POLICY_STATS_INTERVAL_MS * MS;
+    f->stats_adaptive = false;
     f->balloon_in_total = false;
     f->dry_run = false;
 }
@@ -51,6 +53,7 @@ static BalloonPolicyDecision decide_at(Fixture *f, uint64_t actual,
                                      .now = now, .actual = actual,
                                      .stats = &f->st,
                                      .stats_interval = f->stats_interval,
+                                     .stats_adaptive = f->stats_adaptive,
                                      .balloon_in_total = f->balloon_in_total,
                                      .guest_only = guest_only,
                                      .dry_run = f->dry_run,
@@ -613,6 +616,47 @@ static void test_cache_fill_not_growth(void)
     g_assert_cmpuint(f.s.guest_rate, ==, 350 * MiB);
 }
 
+/*
+ * A calm ballooned guest, asked for statistics every second, starts a
+ * burst (the seed's figures: 1 GiB of 3 GiB, 709 MiB available, then
+ * 356 MiB a second later: 706 MiB/s over half the interval).  Statistics
+ * the device polls come every 200 ms from then on, so the deflate gives
+ * the growth of two such intervals and half a second, and the margin;
+ * counting the calm second gave it 2.5 s of growth, 1.1 GiB more than
+ * it needed.  At an interval the user fixed, that interval counts.
+ */
+static void test_burst_horizon(void)
+{
+    const int64_t horizon_ms[] = {
+        2 * BALLOON_POLICY_STATS_INTERVAL_FAST_MS + 500,    /* device's */
+        2 * 1000 + 500,                                     /* user's */
+    };
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(horizon_ms); i++) {
+        Fixture f;
+        BalloonPolicyDecision d;
+        uint64_t want;
+
+        fixture_init(&f, 3 * GiB, GiB);
+        f.stats_interval = SEC;
+        f.stats_adaptive = i == 0;
+        set_stats(&f, 709 * MiB);
+        d = decide(&f, GiB);
+        g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
+
+        f.now += SEC;
+        set_stats(&f, 356 * MiB);
+        d = decide(&f, GiB);
+        g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_GUEST_PRESSURE);
+        g_assert_cmpuint(f.s.guest_rate, ==, 706 * MiB);
+        want = GiB - 356 * MiB + 706 * MiB * horizon_ms[i] / 1000 +
+               f.p.reserve + f.p.reserve / 2;
+        g_assert_cmpuint(d.new_target, ==,
+                         QEMU_ALIGN_UP(want, f.p.granularity));
+    }
+}
+
 /* Rising stall counters (Linux >= 6.12 guests) mean guest pressure. */
 static void test_stall_counters(void)
 {
@@ -814,6 +858,7 @@ static void test_guest_fast_allocation(void)
     const int64_t tick = SEC / 20;
 
     fixture_init(&f, 3 * GiB, GiB);
+    f.stats_adaptive = true;
     for (t = 0; t < 60 * SEC && used < base_used + goal; t += tick) {
         f.now += tick;
         used = MIN(used + 150 * MiB / 20, base_used + goal);
@@ -1828,6 +1873,8 @@ int main(int argc, char **argv)
                     test_guest_deflated_and_pingpong);
     g_test_add_func("/balloon-auto-policy/cache-fill-not-growth",
                     test_cache_fill_not_growth);
+    g_test_add_func("/balloon-auto-policy/burst-horizon",
+                    test_burst_horizon);
     g_test_add_func("/balloon-auto-policy/stall-counters",
                     test_stall_counters);
     g_test_add_func("/balloon-auto-policy/return-to-baseline",

@@ -170,6 +170,11 @@ typedef struct BalloonPolicyInput {
     /* the latest guest statistics (may be stale or missing) */
     const BalloonPolicyGuestStats *stats;
     int64_t stats_interval;     /* how often they come now */
+    /*
+     * They come at the interval balloon_policy_stats_interval_ms() asks
+     * for (the device polls them), not at the user's @stats_interval.
+     */
+    bool stats_adaptive;
     /* deflate-on-oom: the guest's total keeps the balloon's pages */
     bool balloon_in_total;
     /*
