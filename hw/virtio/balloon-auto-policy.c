@@ -456,6 +456,13 @@ static uint64_t cache_fill_use(const BalloonPolicyGuestStats *st,
     return (st->caches - prev->caches) / 2;
 }
 
+/* Use grows by more than half a reserve a second: a burst. */
+static bool grows_fast(const BalloonPolicyState *s,
+                       const BalloonPolicyParams *p)
+{
+    return s->guest_rate > p->reserve / 2;
+}
+
 /*
  * What memory in use grows by until the driver has acted on the sample
  * after next, at the rate observed.  Statistics the device polls come
@@ -526,15 +533,18 @@ static uint64_t guest_wants(BalloonPolicyState *s,
     /*
      * Growth seen over a sampling interval may all have happened in its
      * last part (a burst that just started): count it over half of it.
-     * Use that shrank means the burst is over.
+     * A burst already seen grew through the whole interval: counted over
+     * half, it would be foreseen at twice its rate at every sample.  Use
+     * that shrank means the burst is over.
      */
     if (new_sample && s->prev_used != UINT64_MAX) {
         uint64_t grown = used > s->prev_used ? used - s->prev_used : 0;
+        int64_t dt = st->time - prev->time;
 
         grown -= MIN(grown, cache_fill_use(st, prev));
         s->guest_rate = used < s->prev_used ? 0 :
                         follow_rate(s->guest_rate, 0, grown,
-                                    (st->time - prev->time) / 2);
+                                    grows_fast(s, p) ? dt : dt / 2);
     }
     used_after = guest_used(p, in, st, MAX(actual, before), avail);
     /*
@@ -1093,7 +1103,7 @@ int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
 
     if (now - s->last_guest_pressure < p->pingpong_window ||
         /* growth that would eat the reserve within two seconds */
-        s->guest_rate > p->reserve / 2 ||
+        grows_fast(s, p) ||
         /* a host past its setpoint: this guest may be asked to give */
         (host_known(s, p, now) && s->host.usage > s->host.setpoint) ||
         /* a squeezed guest, which a deflate can help */

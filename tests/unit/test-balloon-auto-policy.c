@@ -657,6 +657,36 @@ static void test_burst_horizon(void)
     }
 }
 
+/*
+ * A sustained burst, 80 MiB more in use at every 200 ms sample
+ * (400 MiB/s): the first sample may have seen it only in its last part,
+ * and counts it at 800 MiB/s; the later ones saw it grow throughout and
+ * count 400 MiB/s, so that the growth foreseen is the burst's, not twice
+ * it.
+ */
+static void test_sustained_burst_rate(void)
+{
+    Fixture f;
+    const uint64_t actual = 3 * GiB / 2;
+    uint64_t used = 300 * MiB;
+    int i;
+
+    fixture_init(&f, 3 * GiB, actual);
+    f.stats_interval = 200 * MS;
+    f.stats_adaptive = true;
+    f.st.asked = true;              /* the device asks every 200 ms */
+    set_stats(&f, actual - used);
+    decide(&f, actual);
+    for (i = 1; i <= 4; i++) {
+        f.now += 200 * MS;
+        used += 80 * MiB;
+        set_stats(&f, actual - used);
+        decide(&f, actual);
+        g_assert_cmpuint(f.s.guest_rate, ==,
+                         i == 1 ? 800 * MiB : 400 * MiB);
+    }
+}
+
 /* Rising stall counters (Linux >= 6.12 guests) mean guest pressure. */
 static void test_stall_counters(void)
 {
@@ -1875,6 +1905,8 @@ int main(int argc, char **argv)
                     test_cache_fill_not_growth);
     g_test_add_func("/balloon-auto-policy/burst-horizon",
                     test_burst_horizon);
+    g_test_add_func("/balloon-auto-policy/sustained-burst-rate",
+                    test_sustained_burst_rate);
     g_test_add_func("/balloon-auto-policy/stall-counters",
                     test_stall_counters);
     g_test_add_func("/balloon-auto-policy/return-to-baseline",
