@@ -50,8 +50,10 @@ BASE_SETUPS = {
 }
 # suffixes that add a balloon property to any setup
 MODIFIERS = {'doo': 'deflate-on-oom=on', 'fpr': 'free-page-reporting=on'}
-# the suffix +floorN (fork-auto and bound only) sets auto-floor=N MiB
-FLOOR_MODIFIER = re.compile(r'floor([1-9]\d*)$')
+# suffixes +floorN and +reserveN (fork-auto and bound only) set one of
+# the fork's own properties to N MiB
+SIZE_MODIFIERS = {'floor': 'auto-floor', 'reserve': 'auto-reserve'}
+SIZE_MODIFIER = re.compile(r'(%s)([1-9]\d*)$' % '|'.join(SIZE_MODIFIERS))
 # suffixes that add to any setup's guest kernel command line
 GUEST_MODIFIERS = {'nopc': 'sysctl.vm.compaction_proactiveness=0'}
 DEFAULT_SETUPS = ['fork-auto', 'upstream', 'upstream-doo-fpr', 'pve-10s',
@@ -62,14 +64,17 @@ class Setup:
     def __init__(self, name):
         base, *mods = name.split('+')
         known = {**MODIFIERS, **GUEST_MODIFIERS}
-        floors = [m for m in mods if FLOOR_MODIFIER.match(m)]
+        sizes = {m: SIZE_MODIFIER.match(m) for m in mods
+                 if SIZE_MODIFIER.match(m)}
+        kinds = [m.group(1) for m in sizes.values()]
         if base not in BASE_SETUPS or \
-                not set(mods) <= set(known) | set(floors) or \
-                len(set(mods)) != len(mods) or len(floors) > 1 or \
-                (BASE_SETUPS[base][0] != 'fork' and floors):
+                not set(mods) <= set(known) | set(sizes) or \
+                len(set(mods)) != len(mods) or \
+                len(set(kinds)) != len(kinds) or \
+                (BASE_SETUPS[base][0] != 'fork' and sizes):
             raise ValueError('unknown setup %r (known: %s, each optionally '
-                             'with %s; +floorN, a floor of N MiB, on the '
-                             'fork\'s setups only)' % (
+                             'with %s; +floorN and +reserveN, N MiB, once '
+                             'each, on the fork\'s setups only)' % (
                                  name, ', '.join(BASE_SETUPS),
                                  ', '.join('+' + m for m in known)))
         self.name = name
@@ -78,9 +83,10 @@ class Setup:
         self.append = ' '.join(GUEST_MODIFIERS[m] for m in mods
                                if m in GUEST_MODIFIERS)
         for mod in mods:
+            size = sizes.get(mod)
             prop = MODIFIERS.get(mod) or (
-                'auto-floor=%sM' % mod[len('floor'):] if mod in floors
-                else None)
+                '%s=%sM' % (SIZE_MODIFIERS[size.group(1)], size.group(2))
+                if size else None)
             if prop and prop.partition('=')[0] not in self.balloon:
                 self.balloon = ','.join(x for x in (self.balloon, prop) if x)
 

@@ -35,7 +35,7 @@ real guest (the bundled test guest under TCG) in a real v1 memory cgroup:
   with "+nopc" its guest boots with vm.compaction_proactiveness=0 (seed's
   /bound then compares with bound+nopc, when it runs); fork-auto and bound
   only: "+floorN" sets auto-floor to N MiB (the default floor is a
-  quarter of the guest)
+  quarter of the guest), "+reserveN" auto-reserve (default a sixteenth)
   bound             host-rate's, seed's, density's and no-limit's
                     reference row, always run there: the fork's binary with
                     automatic=off; as the host process or the service
