@@ -64,8 +64,8 @@ class Setup:
     def __init__(self, name):
         base, *mods = name.split('+')
         known = {**MODIFIERS, **GUEST_MODIFIERS}
-        sizes = {m: SIZE_MODIFIER.match(m) for m in mods
-                 if SIZE_MODIFIER.match(m)}
+        sizes = {m: size for m in mods
+                 if (size := SIZE_MODIFIER.match(m))}
         kinds = [m.group(1) for m in sizes.values()]
         if base not in BASE_SETUPS or \
                 not set(mods) <= set(known) | set(sizes) or \

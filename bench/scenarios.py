@@ -309,11 +309,10 @@ def _guest_vmstat(vm, *keys):
         return {}
 
 
-def _balloon_migrate(vm):
-    """Balloon pages the guest's compaction has moved since it booted
-    (None from a dead or silent guest)."""
-    return _guest_vmstat(vm, 'balloon_migrate').get(
-        'balloon_migrate') if _alive(vm) else None
+def _guest_counter(vm, key):
+    """One of the guest's /proc/vmstat counters (None from a dead or
+    silent guest)."""
+    return _guest_vmstat(vm, key).get(key) if _alive(vm) else None
 
 
 # ------------------------------------------------------------------ density
@@ -447,8 +446,7 @@ def density(env, setup, n, limit=2000, cache=700, alloc=600, step=32,
                     setup, n, i, turns[-1]['result'],
                     turns[-1]['max_stall']))
             alive = [_alive(vm) for vm in vms]
-            guest_oom = [_guest_vmstat(vm, 'oom_kill').get('oom_kill')
-                         if _alive(vm) else None for vm in vms]
+            guest_oom = [_guest_counter(vm, 'oom_kill') for vm in vms]
             cg_oom = cg.oom_kills()
             kills = kill_report(cg, pids)
             completed = sum(1 for t, a, g in zip(turns, alive, guest_oom)
@@ -506,7 +504,7 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
     if not _alive(vm):
         turn['result'] = 'dead'
         return turn
-    moved = [_balloon_migrate(other) for other in vms]
+    moved = [_guest_counter(other, 'balloon_migrate') for other in vms]
     mark = vm.console.mark()
     t0 = time.monotonic()
     try:
@@ -583,10 +581,10 @@ def _turn(vm, vms, i, alloc, step, hold, cg):
     turn['seconds'] = round(time.monotonic() - t0, 2)
     # balloon pages the guests' compaction moved during the turn, each a
     # round trip to the host on a vCPU the host's two cores share
+    moved_after = [_guest_counter(other, 'balloon_migrate') for other in vms]
     turn['balloon_migrated'] = [
         after - before if None not in (before, after) else None
-        for before, after in zip(moved,
-                                 [_balloon_migrate(other) for other in vms])]
+        for before, after in zip(moved, moved_after)]
     if not _alive(vm):
         turn['result'] = 'QEMU died'
     elif _turn_said(vm, mark, r'alloc ok') and _turn_said(vm, mark,
