@@ -476,9 +476,8 @@ static uint64_t guest_growth(const BalloonPolicyState *s,
                              const BalloonPolicyParams *p,
                              const BalloonPolicyInput *in)
 {
-    int64_t interval = in->stats_adaptive ?
-        balloon_policy_stats_interval_ms(s, p, in->now) * 1000000 :
-        in->stats_interval;
+    int64_t interval = in->stats_interval ?:
+        balloon_policy_stats_interval_ms(s, p, in->now) * 1000000;
     uint64_t horizon_ms = (2 * interval + SEC_NS / 2) / 1000000;
 
     /* more than the whole VM is no more than the whole VM */

@@ -426,7 +426,6 @@ static void auto_poll_stats(VirtIOBalloon *s, int64_t ms)
     if (!a->polls_stats) {
         return;
     }
-    a->stats_every_ms = ms;
     if (s->stats_poll_interval != secs) {
         a->polls_every = secs;
         object_property_set_int(OBJECT(s), "guest-stats-polling-interval",
@@ -519,9 +518,8 @@ static void auto_decide(VirtIOBalloon *s, int64_t now, bool guest_only)
         .now = now,
         .actual = actual,
         .stats = &a->stats,
-        .stats_interval = a->polls_stats ? a->stats_every_ms * SCALE_MS :
+        .stats_interval = a->polls_stats ? 0 :
                           s->stats_poll_interval * NANOSECONDS_PER_SECOND,
-        .stats_adaptive = a->polls_stats,
         /* with deflate-on-oom a Linux guest counts balloon pages in */
         .balloon_in_total = virtio_vdev_has_feature(
             VIRTIO_DEVICE(s), VIRTIO_BALLOON_F_DEFLATE_ON_OOM),

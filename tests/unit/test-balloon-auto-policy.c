@@ -20,9 +20,8 @@ typedef struct Fixture {
     BalloonPolicyState s;
     BalloonPolicyGuestStats st;
     int64_t now;
-    /* what the device says with each input */
+    /* what the device says with each input: 0, it polls them */
     int64_t stats_interval;
-    bool stats_adaptive;
     bool balloon_in_total;
     bool dry_run;
 } Fixture;
@@ -35,7 +34,6 @@ static void fixture_init(Fixture *f, uint64_t ram, uint64_t baseline)
     f->st.asked = false;
     f->now = 100 * SEC;
     f->stats_interval = BALLOON_POLICY_STATS_INTERVAL_MS * MS;
-    f->stats_adaptive = false;
     f->balloon_in_total = false;
     f->dry_run = false;
 }
@@ -53,7 +51,6 @@ static BalloonPolicyDecision decide_at(Fixture *f, uint64_t actual,
                                      .now = now, .actual = actual,
                                      .stats = &f->st,
                                      .stats_interval = f->stats_interval,
-                                     .stats_adaptive = f->stats_adaptive,
                                      .balloon_in_total = f->balloon_in_total,
                                      .guest_only = guest_only,
                                      .dry_run = f->dry_run,
@@ -639,8 +636,8 @@ static void test_burst_horizon(void)
         uint64_t want;
 
         fixture_init(&f, 3 * GiB, GiB);
-        f.stats_interval = SEC;
-        f.stats_adaptive = i == 0;
+        /* the device's polling, or the user's every second */
+        f.stats_interval = i == 0 ? 0 : SEC;
         set_stats(&f, 709 * MiB);
         d = decide(&f, GiB);
         g_assert_cmpint(d.reason, ==, BALLOON_POLICY_REASON_NONE);
@@ -672,8 +669,7 @@ static void test_sustained_burst_rate(void)
     int i;
 
     fixture_init(&f, 3 * GiB, actual);
-    f.stats_interval = 200 * MS;
-    f.stats_adaptive = true;
+    f.stats_interval = 0;
     f.st.asked = true;              /* the device asks every 200 ms */
     set_stats(&f, actual - used);
     decide(&f, actual);
@@ -888,16 +884,15 @@ static void test_guest_fast_allocation(void)
     const int64_t tick = SEC / 20;
 
     fixture_init(&f, 3 * GiB, GiB);
-    f.stats_adaptive = true;
+    f.stats_interval = 0;           /* the device polls them */
     for (t = 0; t < 60 * SEC && used < base_used + goal; t += tick) {
         f.now += tick;
         used = MIN(used + 150 * MiB / 20, base_used + goal);
         g_assert_cmpuint(used + 32 * MiB, <=, actual);
         min_avail = MIN(min_avail, actual - used);
         if (t >= next_stats) {
-            f.stats_interval =
+            next_stats = t +
                 balloon_policy_stats_interval_ms(&f.s, &f.p, f.now) * MS;
-            next_stats = t + f.stats_interval;
             set_stats(&f, actual - used);
             decide(&f, actual);
         }

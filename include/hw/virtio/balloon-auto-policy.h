@@ -169,12 +169,12 @@ typedef struct BalloonPolicyInput {
     uint64_t actual;            /* guest size the driver has reached */
     /* the latest guest statistics (may be stale or missing) */
     const BalloonPolicyGuestStats *stats;
-    int64_t stats_interval;     /* how often they come now */
     /*
-     * They come at the interval balloon_policy_stats_interval_ms() asks
-     * for (the device polls them), not at the user's @stats_interval.
+     * How often they come: the user's polling interval, or 0 where the
+     * device polls them at the one balloon_policy_stats_interval_ms()
+     * asks for.
      */
-    bool stats_adaptive;
+    int64_t stats_interval;
     /* deflate-on-oom: the guest's total keeps the balloon's pages */
     bool balloon_in_total;
     /*
@@ -226,8 +226,8 @@ void balloon_policy_set_max(BalloonPolicyState *s, BalloonPolicyParams *p,
  * allocator at the fastest plausible rate could eat its available memory
  * above the reserve within the watch interval; the watch interval while
  * it could within the calm one (and before any statistics); the calm one
- * otherwise.  (The device asks for them; the policy is told the
- * interval in force with each input.)
+ * otherwise.  (The device asks for them; an input with no
+ * @stats_interval of its own says so.)
  */
 int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
                                          const BalloonPolicyParams *p,

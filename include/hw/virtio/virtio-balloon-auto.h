@@ -82,7 +82,6 @@ typedef struct VirtIOBalloonAuto {
     bool inhibit_warned;
     bool polls_stats;           /* stats polling was turned on for us */
     int64_t polls_every;        /* the interval we set, seconds */
-    int64_t stats_every_ms;     /* the policy's interval, milliseconds */
     QEMUTimer *stats_timer;     /* QEMU_CLOCK_VIRTUAL; asks below 1 s */
     bool stats_asked;           /* the device asked, no answer yet */
     uint64_t host_reading;      /* the source's last reading we noted */
