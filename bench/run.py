@@ -157,7 +157,7 @@ import sys
 import tempfile
 import time
 
-from qemu_balloon_auto import MiB
+from qemu_balloon_auto import MiB, stop_on_signals
 from qemu_balloon_auto.testing.guest import TOP, TREE, TestVM
 
 import nolimit
@@ -423,6 +423,8 @@ def main():
         print('  ' + short(res), flush=True)
         save()
 
+    # SIGTERM too shuts the guests down and removes their cgroups
+    stop_on_signals()
     try:
         if 'reaction' in scenarios:
             lat = reaction(samples, fork_tree, workdir)
@@ -535,4 +537,8 @@ def short(res):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:
+        sys.exit('bench: stopped by %s; results so far in results.json'
+                 % (e.args[0] if e.args else 'SIGINT'))

@@ -28,11 +28,10 @@ and --plot is drawn.
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 
-from qemu_balloon_auto import MiB
+from qemu_balloon_auto import MiB, stop_on_signals
 from qemu_balloon_auto.qmp import (LibvirtMonitor, MonitorError, QmpClient,
                                    QmpError, virsh)
 
@@ -246,22 +245,6 @@ def plot(recording, png):
     plt.close(fig)
 
 
-def stop_on_signals():
-    """Make SIGINT (Ctrl-C) and SIGTERM end a watch or a recording,
-    whatever the tool inherited: a background job of a non-interactive
-    shell ('cmd &', as CI runners and scripts start commands) starts with
-    SIGINT ignored, and then Python installs no KeyboardInterrupt handler
-    at all; a parent may also pass SIGINT on blocked.  The handler raises
-    KeyboardInterrupt wherever the tool waits (a monitor's reply, virsh,
-    the pause between samples), so the recording ends at once."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK,
-                           {signal.SIGINT, signal.SIGTERM})
-
-
 def targets_from(args):
     """QMP sockets for paths, libvirt domains for names."""
     targets = []
@@ -319,6 +302,7 @@ def main():
 
     loop = args.watch is not None or args.record
     if loop:
+        # a watch or a recording ends at once, where it waits
         stop_on_signals()
     interval = args.watch if args.watch is not None else args.interval
     end = time.monotonic() + args.duration if args.duration else None

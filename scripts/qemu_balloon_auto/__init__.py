@@ -16,4 +16,23 @@ scripts/fork/check.py set it).  The Debian package installs the
 package without 'testing' where /usr/bin/python3 finds it.
 """
 
+import signal
+
 MiB = 1024 * 1024
+
+
+def stop_on_signals():
+    """Make SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt wherever
+    the program waits (a monitor's reply, virsh, a pause, a guest), so
+    that it ends at once and its cleanup runs, whatever it inherited: a
+    background job of a non-interactive shell ('cmd &', as CI runners and
+    scripts start commands) starts with SIGINT ignored, and then Python
+    installs no KeyboardInterrupt handler at all; a parent may also pass
+    SIGINT on blocked.  Python's default for SIGTERM ends the program
+    with no cleanup at all."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                           {signal.SIGINT, signal.SIGTERM})
