@@ -1116,6 +1116,13 @@ int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
     return BALLOON_POLICY_STATS_INTERVAL_MS;
 }
 
+bool balloon_policy_wants_host_reading(const BalloonPolicyState *s,
+                                       const BalloonPolicyParams *p,
+                                       uint64_t actual)
+{
+    return s->target < p->max || actual < p->max;
+}
+
 int64_t balloon_policy_next_wakeup(const BalloonPolicyState *s,
                                    const BalloonPolicyParams *p,
                                    uint64_t actual, int64_t now)

@@ -599,7 +599,9 @@ void virtio_balloon_auto_stats_received(VirtIOBalloon *s)
         return;
     }
     /* the host as it is now: guest pressure gives only what it has room for */
-    if (a->pressure) {
+    if (a->pressure &&
+        balloon_policy_wants_host_reading(&a->state, &a->params,
+                                          virtio_balloon_auto_actual(s))) {
         balloon_pressure_refresh(a->pressure);
     }
     /* The device keeps unreported tags at UINT64_MAX, the policy's unknown. */

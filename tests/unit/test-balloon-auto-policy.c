@@ -1567,6 +1567,26 @@ static void test_stats_interval(void)
                     BALLOON_POLICY_STATS_INTERVAL_FAST_MS);
 }
 
+/*
+ * Statistics want a fresh host reading only where guest pressure could
+ * give the guest something: not from a guest at its full size.
+ */
+static void test_host_reading_wanted(void)
+{
+    Fixture f;
+
+    fixture_init(&f, 4 * GiB, 4 * GiB);
+    g_assert_false(balloon_policy_wants_host_reading(&f.s, &f.p, 4 * GiB));
+    /* a balloon the driver has not inflated yet */
+    balloon_policy_set_baseline(&f.s, &f.p, 3 * GiB, f.now);
+    g_assert_true(balloon_policy_wants_host_reading(&f.s, &f.p, 4 * GiB));
+    g_assert_true(balloon_policy_wants_host_reading(&f.s, &f.p, 3 * GiB));
+    /* the target back at full size, the driver still to deflate */
+    balloon_policy_set_baseline(&f.s, &f.p, 4 * GiB, f.now);
+    g_assert_true(balloon_policy_wants_host_reading(&f.s, &f.p, 3 * GiB));
+    g_assert_false(balloon_policy_wants_host_reading(&f.s, &f.p, 4 * GiB));
+}
+
 /* A dry run decides and counts, and leaves the target where it is. */
 static void test_dry_run(void)
 {
@@ -1922,6 +1942,8 @@ int main(int argc, char **argv)
     g_test_add_func("/balloon-auto-policy/stats-asked", test_stats_asked);
     g_test_add_func("/balloon-auto-policy/stats-interval",
                     test_stats_interval);
+    g_test_add_func("/balloon-auto-policy/host-reading-wanted",
+                    test_host_reading_wanted);
     g_test_add_func("/balloon-auto-policy/dry-run", test_dry_run);
     g_test_add_func("/balloon-auto-policy/pingpong-ends-when-freed",
                     test_pingpong_ends_when_freed);

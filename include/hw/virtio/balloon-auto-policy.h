@@ -233,6 +233,17 @@ int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
                                          const BalloonPolicyParams *p,
                                          int64_t now);
 
+/*
+ * Whether guest statistics arriving now want a fresh host reading with
+ * them: guest pressure gives only the room the host has, and only a guest
+ * whose balloon holds memory (@actual or the target under its size) can
+ * be given any.  At its full size the source's own readings, the sooner
+ * the nearer the limit, are recent enough.
+ */
+bool balloon_policy_wants_host_reading(const BalloonPolicyState *s,
+                                       const BalloonPolicyParams *p,
+                                       uint64_t actual);
+
 /* A host pressure event of @level at @now. */
 void balloon_policy_note_pressure(BalloonPolicyState *s,
                                   BalloonPolicyLevel level, int64_t now);
