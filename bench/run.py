@@ -71,11 +71,12 @@ Scenarios:
    mappings (`--step 32`; --seed-steps); success over --runs runs, the
    time, and per run its ratio to the bound's and to the baseline's: the
    same allocation in the same 3 GiB guest with nothing ballooned (the
-   fork's binary, automatic=off).  Every setup settles alike before the
-   allocation.  "migrated": the balloon pages the guest's compaction
-   moved meanwhile (vmstat balloon_migrate), each a round trip to the
-   host.  Failures name the guest OOM killer
-   (vmstat oom_kill), bgt's own error or a dead QEMU.  One mapping larger
+   fork's binary, automatic=off; set to 1 GiB and back first: memory the
+   host never backed is slower to fault in).  Every setup settles alike
+   before the allocation.  "migrated": the balloon pages the guest's
+   compaction moved meanwhile (vmstat balloon_migrate), each a round trip
+   to the host.  Failures name the guest OOM killer (vmstat oom_kill),
+   bgt's own error or a dead QEMU.  One mapping larger
    than the ballooned guest's MemTotal is refused at once by the guest's
    overcommit heuristic unless deflate-on-oom is on (the guest driver then
    leaves MemTotal alone).  A PVE daemon starts with the allocation, the
