@@ -142,7 +142,7 @@ fork-auto+doo and pve-1s+doo; no-limit keeps its four), 5 reaction
 samples, 20 s idle.  Results go to OUT/results.json (no-limit's summary
 under "no_limit") and OUT/bench.png (default OUT: build/bench); -v prints
 progress, --keep keeps console logs.  On a 2-core machine under TCG the
-scenarios but no-limit take about 1.8 hours (about 36 minutes per run of
+scenarios but no-limit take about 1.5 hours (about 30 minutes per run of
 the peer scenarios), --quick about 11 minutes; no-limit about 38 minutes
 per run (25 measurements of about 1.5 minutes, each with its nested guest
 restored in about 20 s), so about 38 minutes with --quick and 1.9 hours
