@@ -144,6 +144,8 @@ static void forget_guest_growth(BalloonPolicyState *s)
     s->prev_used = UINT64_MAX;
     s->prev_actual = UINT64_MAX;
     s->guest_rate = 0;
+    s->burst_rate = 0;
+    s->burst_time = BALLOON_POLICY_NEVER;
     s->stats_seen = BALLOON_POLICY_NEVER;
     s->stats_used = BALLOON_POLICY_NEVER;
 }
@@ -298,7 +300,8 @@ const char *balloon_policy_state_check(const BalloonPolicyState *s,
     }
     if (!past(s->last_pressure, now) || !past(s->last_inflate, now) ||
         !past(s->last_guest_pressure, now) || !past(s->last_return, now) ||
-        !past(s->last_progress, now) || !past(s->prev.time, now)) {
+        !past(s->last_progress, now) || !past(s->prev.time, now) ||
+        !past(s->burst_time, now)) {
         return "time of an event in the future";
     }
     if (s->pingpong_until < BALLOON_POLICY_NEVER ||
@@ -464,6 +467,15 @@ static bool grows_fast(const BalloonPolicyState *s,
 }
 
 /*
+ * Until the driver has acted on the sample after next, statistics coming
+ * every @interval ns: two intervals and half a second for the driver.
+ */
+static uint64_t growth_horizon_ms(int64_t interval)
+{
+    return (2 * interval + SEC_NS / 2) / 1000000;
+}
+
+/*
  * What memory in use grows by until the driver has acted on the sample
  * after next, at the rate observed.  Statistics the device polls come
  * at the interval this sample sets (every 200 ms once the guest grows
@@ -478,10 +490,37 @@ static uint64_t guest_growth(const BalloonPolicyState *s,
 {
     int64_t interval = in->stats_interval ?:
         balloon_policy_stats_interval_ms(s, p, in->now) * 1000000;
-    uint64_t horizon_ms = (2 * interval + SEC_NS / 2) / 1000000;
 
     /* more than the whole VM is no more than the whole VM */
-    return MIN(mul_div_sat(s->guest_rate, horizon_ms, 1000), p->max);
+    return MIN(mul_div_sat(s->guest_rate, growth_horizon_ms(interval), 1000),
+               p->max);
+}
+
+/* The fastest burst the guest sustained lately, as it counts at @now. */
+static uint64_t burst_rate(const BalloonPolicyState *s, int64_t now)
+{
+    int64_t halves;
+
+    if (s->burst_time == BALLOON_POLICY_NEVER) {
+        return 0;
+    }
+    halves = MAX(now - s->burst_time, 0) / BALLOON_POLICY_BURST_HALF_LIFE;
+    return halves >= 64 ? 0 : s->burst_rate >> halves;
+}
+
+/*
+ * What the guest's fastest burst lately allocates until the driver has
+ * acted on the sample after next, at the interval a squeezed guest is
+ * asked at; at most a quarter of the VM.
+ */
+uint64_t balloon_policy_burst_reserve(const BalloonPolicyState *s,
+                                      const BalloonPolicyParams *p,
+                                      int64_t now)
+{
+    uint64_t horizon_ms =
+        growth_horizon_ms(BALLOON_POLICY_STATS_INTERVAL_FAST_MS * 1000000);
+
+    return MIN(mul_div_sat(burst_rate(s, now), horizon_ms, 1000), p->max / 4);
 }
 
 /*
@@ -539,11 +578,17 @@ static uint64_t guest_wants(BalloonPolicyState *s,
     if (new_sample && s->prev_used != UINT64_MAX) {
         uint64_t grown = used > s->prev_used ? used - s->prev_used : 0;
         int64_t dt = st->time - prev->time;
+        bool sustained = grows_fast(s, p);
 
         grown -= MIN(grown, cache_fill_use(st, prev));
         s->guest_rate = used < s->prev_used ? 0 :
                         follow_rate(s->guest_rate, 0, grown,
-                                    grows_fast(s, p) ? dt : dt / 2);
+                                    sustained ? dt : dt / 2);
+        /* a rate counted over the whole interval: the burst's own */
+        if (sustained && s->guest_rate > burst_rate(s, in->now)) {
+            s->burst_rate = s->guest_rate;
+            s->burst_time = in->now;
+        }
     }
     used_after = guest_used(p, in, st, MAX(actual, before), avail);
     /*
@@ -624,13 +669,31 @@ static uint64_t host_gap(const BalloonPolicyState *s,
                s->host.limit / 1000 * p->return_gap_permille);
 }
 
+/* The host's usage once the growth foreseen has come. */
+static uint64_t host_foreseen(const BalloonPolicyState *s,
+                              const BalloonPolicyParams *p)
+{
+    uint64_t growth = mul_div_sat(s->host_rate, host_lead(s, p) / 1000000,
+                                  1000);
+
+    return s->host.usage + MIN(growth, s->host.limit);
+}
+
+/*
+ * The most the host should use: its limit less a guard for what else
+ * grows before the next reading.
+ */
+static uint64_t host_ceiling(const BalloonPolicyState *s,
+                             const BalloonPolicyParams *p)
+{
+    return s->host.limit - s->host.limit / 1000 * p->host_guard_permille;
+}
+
 static uint64_t host_deficit(const BalloonPolicyState *s,
                              const BalloonPolicyParams *p, uint64_t actual)
 {
     uint64_t setpoint = s->host.setpoint;
-    uint64_t growth = mul_div_sat(s->host_rate, host_lead(s, p) / 1000000,
-                                  1000);
-    uint64_t foreseen = s->host.usage + MIN(growth, s->host.limit);
+    uint64_t foreseen = host_foreseen(s, p);
     uint64_t deficit, share, pending;
 
     if (foreseen <= setpoint) {
@@ -696,7 +759,7 @@ static uint64_t host_allows(const Context *c)
     if (!c->host) {
         return c->p->max;
     }
-    ceiling = h->limit - h->limit / 1000 * c->p->host_guard_permille;
+    ceiling = host_ceiling(s, c->p);
     /* unknown (UINT64_MAX): all of it */
     free = MIN(stat_known(c->st->free) ? c->st->free : c->st->available,
                c->actual);
@@ -778,14 +841,17 @@ static Step driver_stuck(Context *c)
  * available memory above the margin guest pressure would give it back,
  * the lesser; 0 while its state is unknown.  A guest short of memory
  * lately keeps twice the margin: what it holds beyond that (page cache,
- * memory freed after a burst) can still go to the host.  The statistics
- * predate what the balloon took since they came: that is given already.
+ * memory freed after a burst) can still go to the host.  With
+ * @keep_burst, a guest that burst lately keeps as much as its growth
+ * foreseen for the next burst (balloon_policy_burst_reserve()) where that
+ * is more.  The statistics predate what the balloon took since they came:
+ * that is given already.
  */
-static uint64_t guest_spare(const Context *c)
+static uint64_t guest_spare(const Context *c, bool keep_burst)
 {
     const BalloonPolicyState *s = c->s;
     const BalloonPolicyParams *p = c->p;
-    uint64_t avail, margin;
+    uint64_t avail, growth, margin;
 
     if (!guest_available(c->st, c->actual, &avail) ||
         s->target <= c->floor) {
@@ -794,7 +860,11 @@ static uint64_t guest_spare(const Context *c)
     /* available memory once the driver is at the target */
     avail += s->target;
     avail = avail > s->stats_actual ? avail - s->stats_actual : 0;
-    margin = guest_margin(p, guest_growth(s, p, c->in));
+    growth = guest_growth(s, p, c->in);
+    if (keep_burst) {
+        growth = MAX(growth, balloon_policy_burst_reserve(s, p, c->in->now));
+    }
+    margin = guest_margin(p, growth);
     if (c->in->now - s->last_guest_pressure < p->pingpong_window) {
         margin *= 2;
     }
@@ -817,17 +887,20 @@ static Step host_inflate(Context *c, uint64_t step)
 /*
  * Host headroom known: aim at this VM's share of the deficit, as fast as
  * the driver follows; once per host reading (a newer one shows what the
- * last decision did).
+ * last decision did).  A guest's burst reserve stands while the host is
+ * foreseen under its ceiling: past it, the host comes first.
  */
 static Step host_deficit_step(Context *c, uint64_t deficit)
 {
+    BalloonPolicyState *s = c->s;
+    bool keep_burst = host_foreseen(s, c->p) <= host_ceiling(s, c->p);
     uint64_t step;
 
-    if (c->s->last_inflate >= c->s->host.time) {
+    if (s->last_inflate >= s->host.time) {
         return no_step;
     }
     step = MIN(QEMU_ALIGN_UP(deficit, c->p->granularity), c->p->max_step);
-    return host_inflate(c, MIN(step, guest_spare(c)));
+    return host_inflate(c, MIN(step, guest_spare(c, keep_burst)));
 }
 
 /*
@@ -839,7 +912,9 @@ static Step host_deficit_step(Context *c, uint64_t deficit)
 static Step host_level_step(Context *c, BalloonPolicyLevel level)
 {
     const BalloonPolicyParams *p = c->p;
-    uint64_t spare = guest_spare(c), step;
+    /* at the critical level the host comes first: no burst reserve */
+    uint64_t spare = guest_spare(c, level < BALLOON_POLICY_LEVEL_CRITICAL);
+    uint64_t step;
 
     if (c->in->now - c->s->last_inflate < p->cooldown ||
         c->actual > c->s->target + p->granularity) {

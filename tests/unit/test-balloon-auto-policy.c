@@ -683,6 +683,116 @@ static void test_sustained_burst_rate(void)
     }
 }
 
+/*
+ * A 1 GiB guest sustains a burst of @burst_mib MiB/s for a second, up to
+ * 600 MiB in use, asked for statistics every 200 ms; 32 s later (its
+ * growth rate long decayed) and @later more it meets a host in a 2000 MiB
+ * limit using @usage_mib.  The host
+ * asks for memory at each reading (every 250 ms) and the driver follows
+ * at once; returns the guest's available memory once it gives no more.
+ */
+static uint64_t burst_then_host(Fixture *f, uint64_t burst_mib,
+                                uint64_t usage_mib, int64_t later,
+                                bool new_driver)
+{
+    const uint64_t limit = 2000 * MiB, used = 600 * MiB;
+    uint64_t actual = GiB, in_use = used - burst_mib * MiB;
+    uint64_t given = 0;
+    int i;
+
+    fixture_init(f, GiB, GiB);
+    f->stats_interval = 0;
+    f->st.asked = true;
+    set_stats(f, actual - in_use);
+    decide(f, actual);
+    for (i = 0; i < 5 && burst_mib; i++) {
+        f->now += 200 * MS;
+        in_use += burst_mib / 5 * MiB;
+        set_stats(f, actual - in_use);
+        decide(f, actual);
+    }
+    /* calm: the growth rate decays by half at each sample */
+    for (i = 0; i < 16; i++) {
+        f->now += 2 * SEC;
+        set_stats(f, actual - used);
+        decide(f, actual);
+    }
+    g_assert_cmpuint(f->s.guest_rate, <, MiB);
+    f->now += later;
+    if (new_driver) {
+        balloon_policy_driver_reset(&f->s, actual, f->now);
+    }
+    for (i = 0; i < 20; i++) {
+        BalloonPolicyHost h = {
+            .time = f->now, .read_time = f->now,
+            .usage = usage_mib * MiB - given, .limit = limit,
+            .setpoint = limit / 1000 * 800,
+            .footprint = usage_mib * MiB - given,    /* the only VM */
+        };
+        BalloonPolicyDecision d;
+
+        balloon_policy_note_host(&f->s, &h);
+        set_stats(f, actual - used);
+        d = decide(f, actual);
+        if (d.new_target < d.old_target) {
+            given += d.old_target - d.new_target;
+        }
+        actual = f->s.target;
+        f->now += SEC / 4;
+    }
+    return actual - used;
+}
+
+/*
+ * What host inflation leaves a guest that burst lately: the growth its
+ * burst foresees (0.9 s of it, the interval a squeezed guest is asked at
+ * twice and half a second for the driver) beyond the margin guest
+ * pressure gives, while the host stays under its ceiling (95 % of the
+ * limit); the host first beyond it.  It halves every 5 minutes, and a
+ * new driver forgets it.  The host here wants 340 MiB (down to 1550).
+ */
+static void test_burst_reserve(void)
+{
+    Fixture f;
+    const uint64_t margin = 96 * MiB;       /* 1.5 reserves of 64 MiB */
+    uint64_t avail;
+
+    /* never burst: it gives down to the margin */
+    avail = burst_then_host(&f, 0, 1890, SEC, false);
+    g_assert_cmpuint(avail, >=, margin);
+    g_assert_cmpuint(avail, <, margin + 4 * MiB);
+
+    /*
+     * 200 MiB/s: the first sample, counted over half its interval, read
+     * 400 and is not learnt; 180 MiB kept beyond the margin
+     */
+    avail = burst_then_host(&f, 200, 1890, SEC, false);
+    g_assert_cmpuint(f.s.burst_rate, ==, 200 * MiB);
+    g_assert_cmpuint(avail, >=, margin + 180 * MiB);
+    g_assert_cmpuint(avail, <, margin + 184 * MiB);
+
+    /* at most a quarter of the VM */
+    avail = burst_then_host(&f, 600, 1890, SEC, false);
+    g_assert_cmpuint(avail, >=, margin + 256 * MiB);
+    g_assert_cmpuint(avail, <, margin + 260 * MiB);
+
+    /* foreseen past the ceiling the host comes first */
+    avail = burst_then_host(&f, 200, 2100, SEC, false);
+    g_assert_cmpuint(avail, <, margin + 180 * MiB);
+
+    /* five minutes later half of it, five hours later none */
+    avail = burst_then_host(&f, 200, 1890, 5 * 60 * SEC, false);
+    g_assert_cmpuint(avail, >=, margin + 90 * MiB);
+    g_assert_cmpuint(avail, <, margin + 94 * MiB);
+    avail = burst_then_host(&f, 200, 1890, 5 * 3600 * SEC, false);
+    g_assert_cmpuint(avail, <=, margin + 4 * MiB);
+
+    /* a new driver (a reboot) forgets it */
+    avail = burst_then_host(&f, 200, 1890, SEC, true);
+    g_assert_cmpuint(f.s.burst_rate, ==, 0);
+    g_assert_cmpuint(avail, <=, margin + 4 * MiB);
+}
+
 /* Rising stall counters (Linux >= 6.12 guests) mean guest pressure. */
 static void test_stall_counters(void)
 {
@@ -1922,6 +2032,7 @@ int main(int argc, char **argv)
                     test_burst_horizon);
     g_test_add_func("/balloon-auto-policy/sustained-burst-rate",
                     test_sustained_burst_rate);
+    g_test_add_func("/balloon-auto-policy/burst-reserve", test_burst_reserve);
     g_test_add_func("/balloon-auto-policy/stall-counters",
                     test_stall_counters);
     g_test_add_func("/balloon-auto-policy/return-to-baseline",

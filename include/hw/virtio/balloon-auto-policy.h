@@ -23,6 +23,12 @@
 /* The guest balloons 4 KiB pages: every target is a multiple of this. */
 #define BALLOON_POLICY_PAGE 4096
 
+/*
+ * How long a guest's fastest burst is remembered: it counts half as much
+ * after each of these, in nanoseconds.
+ */
+#define BALLOON_POLICY_BURST_HALF_LIFE (5 * 60 * 1000000000LL)
+
 /* Inflate steps per host pressure level without a known headroom, %. */
 #define BALLOON_POLICY_INFLATE_LOW_PCT 5
 #define BALLOON_POLICY_INFLATE_MEDIUM_PCT 10
@@ -150,6 +156,12 @@ typedef struct BalloonPolicyState {
     uint64_t prev_used;         /* guest memory in use at @prev */
     uint64_t prev_actual;       /* guest size at @prev */
     uint64_t guest_rate;        /* growth of guest memory in use, bytes/s */
+    /*
+     * The fastest growth sustained lately (bytes/s) and when: what host
+     * inflation leaves the guest for its next burst follows from it.
+     */
+    uint64_t burst_rate;
+    int64_t burst_time;
     BalloonPolicyHost host;     /* the last host reading */
     BalloonPolicyHost host_from; /* the reading host_rate is measured from */
     uint64_t host_rate;         /* growth of host usage, bytes/s */
@@ -243,6 +255,17 @@ int64_t balloon_policy_stats_interval_ms(const BalloonPolicyState *s,
 bool balloon_policy_wants_host_reading(const BalloonPolicyState *s,
                                        const BalloonPolicyParams *p,
                                        uint64_t actual);
+
+/*
+ * What host pressure leaves a guest that burst lately for its next burst,
+ * beyond the margin guest pressure gives it, at @now: what its fastest
+ * burst lately (counting half after each BALLOON_POLICY_BURST_HALF_LIFE)
+ * allocates before the driver can act on it, bounded.  Given up while the
+ * host is foreseen past its ceiling, or at the critical level.
+ */
+uint64_t balloon_policy_burst_reserve(const BalloonPolicyState *s,
+                                      const BalloonPolicyParams *p,
+                                      int64_t now);
 
 /* A host pressure event of @level at @now. */
 void balloon_policy_note_pressure(BalloonPolicyState *s,
