@@ -183,6 +183,8 @@ BalloonAutoInfo *qmp_query_balloon_auto(Error **errp)
                                               : floor_origin);
     info->max = virtio_balloon_ram_size();
     info->reserve = params.reserve;
+    info->burst_reserve = a->realized ?
+        balloon_policy_burst_reserve(&a->state, &params, now) : 0;
     if (a->realized && a->stats.time != BALLOON_POLICY_NEVER) {
         info->guest_stats = guest_stats_info(&a->stats, now);
     }
@@ -398,9 +400,11 @@ void hmp_info_balloon_auto(Monitor *mon)
                    info->floor / MiB, info->max / MiB);
     if (info->guest_stats && info->guest_stats->has_available) {
         monitor_printf(mon, "  guest available %" PRIu64 " MiB (%" PRId64
-                       " ms ago), reserve %" PRId64 " MiB\n",
+                       " ms ago), reserve %" PRId64 " MiB, burst reserve %"
+                       PRId64 " MiB\n",
                        info->guest_stats->available / MiB,
-                       info->guest_stats->age_ms, info->reserve / MiB);
+                       info->guest_stats->age_ms, info->reserve / MiB,
+                       info->burst_reserve / MiB);
     }
     if (info->host) {
         monitor_printf(mon, "  host: %" PRIu64 " of %" PRIu64

@@ -3,6 +3,7 @@
 """Automatic ballooning with the bundled Linux guest under TCG, inside a
 real memory-limited cgroup under real memory pressure."""
 
+import contextlib
 import os
 import re
 import statistics
@@ -29,6 +30,34 @@ def median_spacing(arrivals, start, end):
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])
             if start <= a and b < end]
     return (statistics.median(gaps) if gaps else None), len(gaps)
+
+
+@contextlib.contextmanager
+def squeezed_by_service(name, service_mib, alloc='bgt alloc 700'):
+    """A 1 GiB guest in a 1400 MiB memcg allocates 700 MiB (@alloc) and
+    frees it; then a host service in the memcg takes @service_mib MiB.
+    Yields (vm, cgroup, service, the burst reserve the guest learnt) once
+    the driver is at the target host pressure set; the service ends
+    with it."""
+    with harness.Cgroup(limit=1400 * MiB) as cg:
+        vm = harness.TestVM(
+            name, mem='1G', cgroup=cg, kernel=KERNEL,
+            balloon='automatic=on,pressure-source=cgroup-v1,'
+                    'pressure-cgroup=' + cg.v1)
+        with vm:
+            vm.console.check(alloc, timeout=300)
+            vm.wait_guest_stats()
+            learnt = vm.cmd('query-balloon-auto')['burst-reserve']
+            hog = harness.MemoryHog(cg, service_mib, step=16, delay=0.2)
+            try:
+                hog.wait_allocated()
+                harness.wait_until(
+                    lambda: vm.balloon_actual() ==
+                    vm.cmd('query-balloon-auto')['target'], 60,
+                    what='driver at the target')
+                yield vm, cg, hog, learnt
+            finally:
+                hog.stop()
 
 
 class AutoBalloonTest(unittest.TestCase):
@@ -113,46 +142,57 @@ class AutoBalloonTest(unittest.TestCase):
         QEMU's footprint, come at 27 MiB/s, no burst: a burst would teach
         it a burst reserve, which host pressure leaves it, and the room
         it would be given when short it has then been given already."""
-        limit = 1400 * MiB
-        with harness.Cgroup(limit=limit) as cg:
-            vm = harness.TestVM(
-                'hostfirst', mem='1G', cgroup=cg, kernel=KERNEL,
-                balloon='automatic=on,pressure-source=cgroup-v1,'
-                        'pressure-cgroup=' + cg.v1)
-            with vm:
-                vm.console.check('bgt alloc 700 --step 8 --delay-ms 300',
-                                 timeout=300)
-                vm.wait_guest_stats()
-                hog = harness.MemoryHog(cg, 700, step=16, delay=0.2)
-                try:
-                    hog.wait_allocated()
-                    harness.wait_until(
-                        lambda: vm.balloon_actual() ==
-                        vm.cmd('query-balloon-auto')['target'], 60,
-                        what='driver at the target')
-                    before = vm.cmd('query-balloon-auto')
-                    _, out = vm.console.run(
-                        'bgt alloc 700 --step 8 --delay-ms 100; '
-                        'bgt vmstat oom_kill',
-                        timeout=300)
-                    after = vm.cmd('query-balloon-auto')
-                    self.assertTrue(hog.alive(), 'the service was killed')
-                finally:
-                    hog.stop()
-                print('# guest wanted 700 MiB at %d MiB: %s; target %d -> '
-                      '%d MiB at the end, memcg oom_kill %d' % (
-                          before['actual'] // MiB,
-                          ', '.join(line for line in out
-                                    if line.startswith(('alloc', 'oom'))),
-                          before['target'] // MiB, after['target'] // MiB,
-                          cg.oom_kills()))
-                self.assertEqual(cg.oom_kills(), 0)
-                # it was short and was given what fitted, not nothing
-                # (the host takes it back once the guest's OOM killer ran)
-                self.assertLess(before['target'], 512 * MiB)
-                self.assertGreater(
-                    harness.decision_counts(after)['guest-pressure'],
-                    harness.decision_counts(before)['guest-pressure'])
+        with squeezed_by_service('hostfirst', 700,
+                                 'bgt alloc 700 --step 8 --delay-ms 300'
+                                 ) as (vm, cg, hog, _):
+            before = vm.cmd('query-balloon-auto')
+            _, out = vm.console.run(
+                'bgt alloc 700 --step 8 --delay-ms 100; '
+                'bgt vmstat oom_kill',
+                timeout=300)
+            after = vm.cmd('query-balloon-auto')
+            self.assertTrue(hog.alive(), 'the service was killed')
+            print('# guest wanted 700 MiB at %d MiB: %s; target %d -> '
+                  '%d MiB at the end, memcg oom_kill %d' % (
+                      before['actual'] // MiB,
+                      ', '.join(line for line in out
+                                if line.startswith(('alloc', 'oom'))),
+                      before['target'] // MiB, after['target'] // MiB,
+                      cg.oom_kills()))
+            self.assertEqual(cg.oom_kills(), 0)
+            # it was short and was given what fitted, not nothing (the
+            # host takes it back once the guest's OOM killer ran)
+            self.assertLess(before['burst-reserve'], 64 * MiB)
+            self.assertLess(before['target'], 512 * MiB)
+            self.assertGreater(
+                harness.decision_counts(after)['guest-pressure'],
+                harness.decision_counts(before)['guest-pressure'])
+
+    def test_burst_reserve_kept(self):
+        """A guest allocates 700 MiB at full speed and frees it; then a
+        host service takes 600 MiB of its 1400 MiB cgroup.  Host pressure
+        takes back what the guest freed, but leaves it what it would need
+        to start that burst again: a reserve and a half, and the burst
+        reserve its allocation taught it.  Nothing is OOM-killed."""
+        with squeezed_by_service('burstreserve', 600) as (vm, cg, _, learnt):
+            info = vm.cmd('query-balloon-auto')
+            avail = vm.console.meminfo()['MemAvailable']
+            print('# burst reserve %d MiB learnt; host at %d MiB of 1400 '
+                  'took the guest to %d MiB with %d MiB available '
+                  '(reserve %d MiB)' % (
+                      learnt // MiB, cg.usage() // MiB,
+                      info['target'] // MiB, avail // MiB,
+                      info['reserve'] // MiB))
+            self.assertEqual(cg.oom_kills(), 0)
+            self.assertGreater(
+                harness.decision_counts(info)['host-pressure'], 0)
+            # 700 MiB at full speed: well over 142 MiB/s here
+            self.assertGreaterEqual(learnt, 128 * MiB)
+            self.assertLess(info['target'], 1024 * MiB)
+            # kept, give or take a step of the driver's rounding
+            self.assertGreaterEqual(
+                avail, info['reserve'] * 3 // 2 +
+                info['burst-reserve'] - 16 * MiB)
 
     def test_guest_pressure_deflates(self):
         """Seed experiment 2: a guest running at 1 GiB of 3 GiB allocates

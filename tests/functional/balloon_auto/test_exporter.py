@@ -276,9 +276,10 @@ class PressureTest(unittest.TestCase):
               'uuid': '6a1e4d2c-5b0f-4e8a-9c3d-7f2b1a0e9d84'}
         self.assertEqual(value(m, 'qemu_balloon_auto_up', **vm), 1)
         for key in ('actual', 'target', 'baseline', 'floor', 'max',
-                    'reserve'):
-            self.assertEqual(value(m, 'qemu_balloon_auto_%s_bytes' % key,
-                                   **vm), info[key], key)
+                    'reserve', 'burst-reserve'):
+            self.assertEqual(value(m, 'qemu_balloon_auto_%s_bytes' %
+                                   key.replace('-', '_'), **vm),
+                             info[key], key)
         self.assertEqual(value(m, 'qemu_balloon_auto_source_info',
                                kind='cgroup-v1', path=self.cg.v1, **vm), 1)
         self.assertEqual(value(m, 'qemu_balloon_auto_host_limit_bytes',
